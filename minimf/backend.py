@@ -1,0 +1,92 @@
+"""The array backend: NumPy on the CPU or CuPy on a CUDA GPU, chosen once by name.
+
+This is the ONLY module in minimf that imports CuPy, and it does so lazily, the first time
+someone asks for the ``"cupy"`` backend. Everything else receives an array module ``xp`` and
+writes ``xp.maximum(z, 0)`` instead of ``np.maximum(z, 0)``, so the same line runs on both
+(the ``xp`` idiom of Chainer and CuPy)::
+
+    xp = get_backend("numpy")            # or "cupy"
+    x = xp.asarray(host_array)           # host -> device (a no-op for NumPy)
+    y = to_numpy(x)                      # device -> host, explicit
+
+Random numbers are drawn on the host with NumPy's ``Generator`` (``make_rng``) and then moved
+to the device, so a seed gives the same initial weights and the same batch order on both
+backends (CuPy's own random streams differ from NumPy's).
+"""
+import sys
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+
+CUPY_INSTALL_HINT = (
+    'install it with `pip install "minimf[cuda12]"` (CUDA 12) or `pip install "minimf[cuda13]"` (CUDA 13)'
+)
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used here (unknown name, CuPy missing, no GPU)."""
+
+
+def get_backend(name):
+    """Return the array module for ``name``: ``numpy`` or ``cupy``.
+
+    Raises ``BackendError`` with a message that says what to do when the name is unknown,
+    CuPy is not installed, or CuPy is installed but finds no CUDA device.
+    """
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        return _import_cupy_with_device()
+    raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def _import_cupy_with_device():
+    """Import CuPy and check that it sees at least one CUDA device."""
+    try:
+        import cupy
+    except ImportError as err:
+        raise BackendError(f"the cupy backend needs CuPy, which is not installed: {CUPY_INSTALL_HINT}") from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+        raise BackendError(f"CuPy is installed but cannot reach a CUDA device: {err}") from err
+    if count == 0:
+        raise BackendError("CuPy is installed but this machine has no CUDA device; use --backend numpy")
+    return cupy
+
+
+def gpu_available():
+    """True when the cupy backend would work here (CuPy importable and a CUDA device present)."""
+    try:
+        _import_cupy_with_device()
+    except BackendError:
+        return False
+    return True
+
+
+def get_array_module(*arrays):
+    """The array module (numpy or cupy) that the given arrays live in.
+
+    Never imports CuPy itself: if CuPy has not been imported, no array can be a CuPy array.
+    """
+    if "cupy" in sys.modules:
+        return sys.modules["cupy"].get_array_module(*arrays)
+    return np
+
+
+def backend_name(xp):
+    """``"numpy"`` or ``"cupy"`` for an array module."""
+    return "numpy" if xp is np else "cupy"
+
+
+def to_numpy(x):
+    """Copy an array to the host as a NumPy array (no copy if it is already there)."""
+    if get_array_module(x) is np:
+        return np.asarray(x)
+    return x.get()
+
+
+def make_rng(seed):
+    """A host random generator; draw with it, then move the result with ``xp.asarray``."""
+    return np.random.default_rng(seed)

@@ -1,0 +1,135 @@
+"""The backpropagation (BP) baseline: the same hidden layers as Mono-Forward plus an output
+dense layer, trained end to end on one loss at the top.
+
+    a_0 = x,   a_i = relu(a_{i-1} W_i + b_i)   for the hidden layers i = 1..L
+    s = a_L W_out + b_out                      class scores (N, C)
+    L = cross-entropy(softmax(s), y)
+
+Backward, from the top down (the chain rule, layer by layer):
+
+    ds = (softmax(s) - onehot(y)) / N
+    dW_out = a_L^T ds,   da_L = ds W_out^T
+    dz_i = da_i * 1[z_i > 0],   dW_i = a_{i-1}^T dz_i,   db_i = sum_n dz_i,   da_{i-1} = dz_i W_i^T
+
+Unlike MF, every layer waits for the error of all layers above it, and all activations of the
+batch must be held until the backward pass reaches them. The input gradient da_0 is never
+needed, so the first layer skips it (as PyTorch does for inputs that need no gradient).
+
+Shape letters: N batch, D input width, H_i layer widths, C classes.
+"""
+from minimf.backend import get_backend, make_rng
+from minimf.checkpoint import layers_state, load_layers_state
+from minimf.checks import check_features, check_labels, check_sizes
+from minimf.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
+                           relu_backward, relu_forward)
+from minimf.losses import softmax_cross_entropy
+from minimf.optim import make_optimizer
+
+
+class DenseLayer:
+    """Parameters of one affine layer: W (D, H) and b (H,) or None, in the dict ``params``."""
+
+    def __init__(self, in_features, width, rng, xp, dtype="float32", bias=True):
+        self.W, self.b = init_dense(rng, in_features, width, xp, dtype, bias)
+
+    @property
+    def params(self):
+        return {"W": self.W, "b": self.b}
+
+
+class BackpropNet:
+    """An MLP ``sizes = [D, H_1, ..., H_L]`` plus an output layer H_L -> C, trained by backprop.
+
+    ``layers`` holds the L hidden layers and then the output layer, each with W and b.
+    """
+
+    def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
+                 bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
+        self.sizes = check_sizes(sizes, num_classes)
+        self.num_classes = int(num_classes)
+        self.xp = get_backend(backend)
+        self.dtype = dtype
+        rng = make_rng(seed)
+        widths = self.sizes + [self.num_classes]
+        self.layers = [DenseLayer(d_in, width, rng, self.xp, dtype, bias)
+                       for d_in, width in zip(widths[:-1], widths[1:])]
+        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
+
+    def forward(self, x):
+        """Class scores s: (N, C) and the caches the backward pass needs. x: (N, D)."""
+        caches = []
+        for layer in self.layers[:-1]:
+            z, dense_cache = dense_forward(x, layer.W, layer.b)
+            x, relu_cache = relu_forward(z)
+            caches.append((dense_cache, relu_cache))
+        scores, dense_cache = dense_forward(x, self.layers[-1].W, self.layers[-1].b)
+        caches.append((dense_cache, None))
+        return scores, caches
+
+    def loss_and_gradients(self, x, y):
+        """The batch loss (0-d array) and one gradient dict {"W", "b"} per layer, bottom first."""
+        scores, caches = self.forward(x)
+        loss, d_scores = softmax_cross_entropy(scores, y)
+        grads = [None] * len(self.layers)
+        da, grads[-1] = self._dense_backward(d_scores, caches[-1][0])
+        for i in range(len(self.layers) - 2, -1, -1):
+            dense_cache, relu_cache = caches[i]
+            dz = relu_backward(da, relu_cache)
+            if i == 0:  # the input needs no gradient: skip dx = dz W^T
+                layer_input, _, has_bias = dense_cache
+                dW, db = dense_param_grads(dz, layer_input, has_bias)
+                grads[0] = {"W": dW, "b": db}
+            else:
+                da, grads[i] = self._dense_backward(dz, dense_cache)
+        return loss, grads
+
+    def gradients(self, x, y):
+        """Gradients of the mean batch loss: one dict {"W", "b"} per layer (output layer last)."""
+        x, y = self._check(x, y)
+        return self.loss_and_gradients(x, y)[1]
+
+    def train_step(self, x, y):
+        """One forward pass, one backward pass, one update of every layer. Returns the loss."""
+        x, y = self._check(x, y)
+        loss, grads = self.loss_and_gradients(x, y)
+        for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
+            optimizer.step(layer.params, layer_grads)
+        return float(loss)
+
+    def scores(self, x):
+        """Class scores (N, C) for inputs x: (N, D)."""
+        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        return self.forward(x)[0]
+
+    def predict(self, x):
+        """Labels (N,) on the backend: argmax of the output layer's scores."""
+        return self.scores(x).argmax(axis=1)
+
+    def evaluate(self, x, y, batch_size=1000):
+        """Test accuracy as {"acc": float}."""
+        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
+        correct = sum(int((self.predict(x[s:s + batch_size]) == y[s:s + batch_size]).sum())
+                      for s in range(0, x.shape[0], batch_size))
+        return {"acc": correct / x.shape[0]}
+
+    def num_parameters(self):
+        """All weights and biases."""
+        return int(sum(a.size for layer in self.layers for a in layer.params.values() if a is not None))
+
+    def state_dict(self):
+        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
+        return layers_state(self.layers)
+
+    def load_state_dict(self, state):
+        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
+        load_layers_state(self.layers, state, self.xp)
+
+    @staticmethod
+    def _dense_backward(dz, dense_cache):
+        dx, dW, db = dense_backward(dz, dense_cache)
+        return dx, {"W": dW, "b": db}
+
+    def _check(self, x, y):
+        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)

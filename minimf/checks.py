@@ -1,0 +1,49 @@
+"""Input validation shared by every network: wrong shapes, dtypes, NaN/inf and out-of-range labels
+become a ``ValueError`` that says what was expected, before any arithmetic runs.
+
+Labels matter most on the GPU: CuPy wraps an out-of-range index silently (label 12 of 10 classes
+reads class 2), so a bad label would train on garbage instead of failing.
+"""
+
+
+def check_features(x, in_features, xp, dtype):
+    """Return x as a (N, in_features) array of ``dtype`` on the backend ``xp``.
+
+    Accepts any floating-point array (float64 is cast to the network's dtype); rejects other
+    shapes, integer or boolean arrays (pixels must be scaled to floats first) and NaN/inf.
+    """
+    x = xp.asarray(x)
+    if x.ndim != 2 or x.shape[1] != in_features:
+        raise ValueError(f"expected inputs of shape (N, {in_features}), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("expected at least one example, got an empty batch")
+    if x.dtype.kind != "f":
+        raise ValueError(
+            f"expected floating-point inputs (e.g. float32 pixels in [0, 1]), got dtype {x.dtype}"
+        )
+    if not bool(xp.isfinite(x).all()):
+        raise ValueError("inputs contain NaN or infinite values")
+    return x.astype(dtype, copy=False)
+
+
+def check_labels(y, n, num_classes, xp):
+    """Return y as an int64 array of shape (n,) on ``xp``, every label in [0, num_classes)."""
+    y = xp.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"expected {n} integer labels of shape ({n},), got shape {tuple(y.shape)}")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"expected integer class labels, got dtype {y.dtype}")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], found values from {low} to {high}")
+    return y.astype("int64", copy=False)
+
+
+def check_sizes(sizes, num_classes):
+    """Layer widths [D, H1, ..., HL] need at least one hidden layer; every width and C positive."""
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list the input width and at least one hidden width, got {sizes}")
+    if min(sizes) < 1 or int(num_classes) < 2:
+        raise ValueError(f"widths must be positive and num_classes >= 2, got {sizes}, {num_classes}")
+    return sizes

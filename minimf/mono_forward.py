@@ -1,0 +1,176 @@
+"""Mono-Forward (MF v1 = arXiv 2501.09238v1): every layer learns from its own loss, in one forward pass.
+
+Layer i holds W_i (D_i, H_i), b_i (H_i,) and a projection matrix M_i (C, H_i). For a batch:
+
+    a_i = relu(a_{i-1} W_i + b_i)                     the layer's activations, a_0 = x
+    G_i = a_i M_i^T                                   (5) goodness: one score per class, (N, C)
+    L_i = -(1/N) sum_n log softmax(G_i)_{n, y_n}      (6) local cross-entropy
+    M_i <- M_i - eta dL_i/dM_i                        (7)
+    W_i <- W_i - eta dL_i/dW_i  (and b_i)             (8)
+
+(eta: the optimiser's step; minimf uses Adam by default, as the paper does.) The gradient of L_i
+reaches W_i through M_i and the ReLU and STOPS at a_{i-1}: the next layer receives a_i as a
+plain array, and no error ever travels from one layer to another. M_i reads the layer's
+activations out as class scores, a "future projection" of what the layers above would do.
+
+Prediction: "bp" mode takes the argmax of the last layer's goodness; "ff" mode the argmax of
+the sum of all layers' goodness.
+
+Shape letters: N batch, D_i layer input width, H_i layer width, C classes.
+"""
+from minimf.backend import get_backend, make_rng
+from minimf.checkpoint import layers_state, load_layers_state
+from minimf.checks import check_features, check_labels, check_sizes
+from minimf.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
+from minimf.losses import softmax_cross_entropy
+from minimf.optim import make_optimizer
+
+PREDICTION_MODES = ("bp", "ff")
+
+
+class MonoForwardLayer:
+    """One hidden layer: dense + ReLU, with its own projection matrix M and its own loss.
+
+    Arrays: W (D, H), b (H,) or None, M (C, H). ``params`` maps "W", "b", "M" to them.
+    """
+
+    def __init__(self, in_features, width, num_classes, rng, xp, dtype="float32", bias=True):
+        self.W, self.b = init_dense(rng, in_features, width, xp, dtype, bias)
+        # M reads H activations out as C scores, like a dense layer from H to C.
+        bound = 1.0 / width ** 0.5
+        self.M = xp.asarray(rng.uniform(-bound, bound, size=(num_classes, width)), dtype=dtype)
+
+    @property
+    def params(self):
+        return {"W": self.W, "b": self.b, "M": self.M}
+
+    def forward(self, x):
+        """a = relu(x W + b). x: (N, D) -> a: (N, H)."""
+        z, _ = dense_forward(x, self.W, self.b)
+        return relu_forward(z)[0]
+
+    def goodness(self, a):
+        """G = a M^T. a: (N, H) -> G: (N, C)."""
+        return a @ self.M.T  # (5) goodness
+
+    def local_gradients(self, x, y):
+        """Forward this layer and differentiate its local loss; nothing is updated.
+
+        x: (N, D) the layer's input a_{i-1} (treated as a constant)   y: (N,) labels
+        Returns (a, loss, grads): a (N, H) for the next layer, loss a 0-d array,
+        grads {"W": (D, H), "b": (H,) or None, "M": (C, H)}.
+        """
+        z, _ = dense_forward(x, self.W, self.b)
+        a, relu_cache = relu_forward(z)
+        G = a @ self.M.T                              # (5) goodness
+        loss, dG = softmax_cross_entropy(G, y)        # (6) local loss; dG = (softmax(G) - onehot(y)) / N
+        dM = dG.T @ a                                 # (7) dL/dM = dG^T a
+        da = dG @ self.M                              # the error reaches a only through M
+        dz = relu_backward(da, relu_cache)            # ... and z only where z > 0
+        dW, db = dense_param_grads(dz, x, self.b is not None)  # (8) dL/dW = x^T dz; stops at x
+        return a, loss, {"W": dW, "b": db, "M": dM}
+
+
+class MonoForwardNet:
+    """A Mono-Forward MLP: ``sizes = [D, H_1, ..., H_L]`` hidden layers, each with projection M_i.
+
+    Every layer has its own optimiser (Adam, lr 1e-3 by default, the paper's setting), because
+    every layer has its own loss. ``bias=False`` gives the paper's parameter counts (Table 4).
+    """
+
+    def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
+                 bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
+        self.sizes = check_sizes(sizes, num_classes)
+        self.num_classes = int(num_classes)
+        self.xp = get_backend(backend)
+        self.dtype = dtype
+        rng = make_rng(seed)
+        self.layers = [
+            MonoForwardLayer(d_in, width, self.num_classes, rng, self.xp, dtype, bias)
+            for d_in, width in zip(self.sizes[:-1], self.sizes[1:])
+        ]
+        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
+
+    def local_gradients(self, x, y):
+        """Gradients of each layer's mean local loss on this batch: one dict per layer with
+        keys "W", "b", "M". No parameter changes. x: (N, D), y: (N,)."""
+        x, y = self._check(x, y)
+        all_grads = []
+        for layer in self.layers:
+            x, _, grads = layer.local_gradients(x, y)
+            all_grads.append(grads)
+        return all_grads
+
+    def train_step(self, x, y):
+        """One batch, one forward pass: each layer updates as soon as the batch has passed it.
+
+        The activations handed to layer i+1 are those computed before layer i's update.
+        Returns the per-layer losses (Python floats, before the update).
+        """
+        x, y = self._check(x, y)
+        losses = []
+        for layer, optimizer in zip(self.layers, self.optimizers):
+            a, loss, grads = layer.local_gradients(x, y)
+            optimizer.step(layer.params, grads)       # (7) M update, (8) W and b update
+            losses.append(float(loss))
+            x = a
+        return losses
+
+    def goodness(self, x):
+        """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, D)."""
+        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        scores = []
+        for layer in self.layers:
+            x = layer.forward(x)
+            scores.append(layer.goodness(x))
+        return scores
+
+    def predict(self, x, mode="bp"):
+        """Labels (N,) on the backend: argmax of the last G ("bp") or of the sum of all G ("ff")."""
+        return self.scores(x, mode).argmax(axis=1)
+
+    def scores(self, x, mode="bp"):
+        """The class scores (N, C) that ``predict`` takes the argmax of."""
+        if mode not in PREDICTION_MODES:
+            raise ValueError(f"unknown prediction mode {mode!r}: choose 'bp' or 'ff'")
+        goodness = self.goodness(x)
+        return goodness[-1] if mode == "bp" else sum(goodness)
+
+    def evaluate(self, x, y, batch_size=1000):
+        """Accuracy of both prediction modes and of every layer on its own (the paper's Table 1).
+
+        Returns {"bp": float, "ff": float, "layers": [float per layer]}.
+        """
+        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
+        correct = {"bp": 0, "ff": 0, "layers": [0] * len(self.layers)}
+        for start in range(0, x.shape[0], batch_size):
+            goodness = self.goodness(x[start:start + batch_size])
+            labels = y[start:start + batch_size]
+            correct["bp"] += int((goodness[-1].argmax(axis=1) == labels).sum())
+            correct["ff"] += int((sum(goodness).argmax(axis=1) == labels).sum())
+            for i, G in enumerate(goodness):
+                correct["layers"][i] += int((G.argmax(axis=1) == labels).sum())
+        n = x.shape[0]
+        return {"bp": correct["bp"] / n, "ff": correct["ff"] / n,
+                "layers": [c / n for c in correct["layers"]]}
+
+    def num_parameters(self, mode="ff"):
+        """Parameters used for prediction: all W, b and, in "ff" mode, every M; in "bp" mode only
+        the last layer's M (the other projections are needed for training only)."""
+        weights = sum(l.W.size + (l.b.size if l.b is not None else 0) for l in self.layers)
+        projections = [l.M.size for l in self.layers]
+        return int(weights + (sum(projections) if mode == "ff" else projections[-1]))
+
+    def state_dict(self):
+        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
+        return layers_state(self.layers)
+
+    def load_state_dict(self, state):
+        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
+        load_layers_state(self.layers, state, self.xp)
+
+    def _check(self, x, y):
+        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+

@@ -1,0 +1,256 @@
+"""The command line: train Mono-Forward (or the backprop baseline) on MNIST.
+
+    python -m minimf.train                              # MF, 2x1000 ReLU, Adam 1e-3, batch 256
+    python -m minimf.train --algo bp --epochs 20
+    python -m minimf.train --backend cupy --out runs/mf
+    python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
+
+After every epoch one line reports the training loss, the test accuracy (for MF in both
+prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
+run writes ``config.json`` (every setting), ``metrics.json`` (one record per epoch) and
+``model.npz`` (the parameters), each atomically, after every epoch: a crash or a diverging loss
+leaves the files of the last finished epoch intact.
+"""
+import argparse
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minimf import __version__
+from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
+from minimf.backprop import BackpropNet
+from minimf.checkpoint import save
+from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.files import atomic_write_json
+from minimf.mono_forward import MonoForwardNet
+
+DEFAULT_EPOCHS = 5
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+def positive_int(text):
+    return _positive(text, int)
+
+
+def positive_float(text):
+    return _positive(text, float)
+
+
+def _positive(text, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m minimf.train",
+                                description="Train Mono-Forward or backprop on MNIST.")
+    p.add_argument("--algo", choices=["mf", "bp"], default="mf", help="learning rule (default: mf)")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[1000, 1000], metavar="H",
+                   help="hidden layer widths (default: 1000 1000)")
+    p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
+                   help=f"passes over the training set (default: {DEFAULT_EPOCHS})")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="(default: adam)")
+    p.add_argument("--no-bias", action="store_true",
+                   help="dense layers without biases (the paper's parameter counts)")
+    p.add_argument("--seed", type=int, default=0, help="fixes initial weights and batch order (default: 0)")
+    p.add_argument("--predict", choices=["bp", "ff"], default="bp",
+                   help="MF prediction mode for the headline accuracy: last layer's goodness (bp) "
+                        "or the sum over layers (ff); both are always reported (default: bp)")
+    p.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
+                   help="train on the first N training examples only (quick runs)")
+    p.add_argument("--test-subset", type=positive_int, default=None, metavar="N",
+                   help="evaluate on the first N test examples only")
+    p.add_argument("--validation", type=nonnegative_int, default=0, metavar="N",
+                   help="hold out N training examples as a validation set (default: 0)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help=f"keep pixels in [0, 1] instead of standardising with mean {MNIST_MEAN}, std {MNIST_STD}")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write config.json, metrics.json and model.npz here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.validation >= 60000:
+        parser.error(f"--validation must be below 60000, got {args.validation}")
+    try:
+        xp = get_backend(args.backend)
+    except BackendError as err:
+        parser.error(str(err))
+    data = prepare_data(args, xp)
+    net = build_net(args, data["train"][0].shape[1])
+    config = describe_run(args, net, data)
+    if args.out:
+        atomic_write_json(args.out / "config.json", config)
+    print(f"minimf {__version__}: {args.algo.upper()} on MNIST, sizes {net.sizes} -> 10 classes, "
+          f"{args.backend}, {len(data['train'][1])} training examples, {args.epochs} epochs")
+    try:
+        history = train(net, data, args)
+    except TrainingDiverged as err:
+        print(f"error: {err}; stopped. Files in {args.out} hold the last finished epoch."
+              if args.out else f"error: {err}; stopped.", file=sys.stderr)
+        return 1
+    final = history[-1]["test_acc"]
+    print(f"test accuracy: {100 * final:.2f}%" + (f" ({args.predict.upper()} mode)" if args.algo == "mf" else ""))
+    return 0
+
+
+def prepare_data(args, xp):
+    """MNIST as backend arrays: {"train": (x, y), "test": (x, y), "validation": (x, y) or None}."""
+    mnist = load_mnist(validation_size=args.validation, seed=args.seed)
+    splits = {"train": _first(mnist.train, args.train_subset),
+              "test": _first(mnist.test, args.test_subset),
+              "validation": mnist.validation}
+    out = {}
+    for name, split in splits.items():
+        if split is None:
+            out[name] = None
+            continue
+        x, y = split
+        if not args.no_normalize:
+            x = (x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+        out[name] = (xp.asarray(x, dtype="float32"), xp.asarray(y))
+    return out
+
+
+def _first(split, n):
+    """The first n examples of an (x, y) pair (all of them for n=None)."""
+    x, y = split
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
+def build_net(args, in_features):
+    kind = MonoForwardNet if args.algo == "mf" else BackpropNet
+    return kind(sizes=[in_features] + list(args.hidden), num_classes=10, backend=args.backend,
+                seed=args.seed, bias=not args.no_bias, optimizer=args.optimizer, lr=args.lr)
+
+
+def describe_run(args, net, data):
+    """Everything needed to repeat the run, for config.json."""
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {
+        "minimf_version": __version__,
+        "command": "python -m minimf.train " + " ".join(sys.argv[1:]),
+        "settings": settings,
+        "sizes": net.sizes,
+        "num_parameters": net.num_parameters(),
+        "train_examples": int(len(data["train"][1])),
+        "test_examples": int(len(data["test"][1])),
+        "validation_examples": int(len(data["validation"][1])) if data["validation"] else 0,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def train(net, data, args):
+    """Train for ``args.epochs`` epochs; print and (with ``args.out``) save after each one.
+
+    Returns the list of per-epoch metric records. Raises ``TrainingDiverged`` when a loss turns
+    NaN or infinite, before anything of that epoch is written.
+    """
+    x_train, y_train = data["train"]
+    rng = make_rng(args.seed)
+    history = []
+    for epoch in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        train_loss = train_one_epoch(net, x_train, y_train, args, rng, epoch)
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch, **evaluate(net, data, args), "seconds": round(seconds, 3),
+                  "train_loss": train_loss}
+        history.append(record)
+        print(format_record(record, args.epochs))
+        if args.out:
+            atomic_write_json(args.out / "metrics.json", history)
+            save(net, args.out / "model.npz")
+    return history
+
+
+def train_one_epoch(net, x, y, args, rng, epoch):
+    """One shuffled pass over (x, y). Returns the mean training loss (per layer for MF)."""
+    n = x.shape[0]
+    order = net.xp.asarray(rng.permutation(n))
+    batches = range(0, n, args.batch_size)
+    total, count = 0.0, 0
+    for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False,
+                                      disable=args.no_progress, unit="batch"), start=1):
+        idx = order[start:start + args.batch_size]
+        losses = np.atleast_1d(net.train_step(x[idx], y[idx]))
+        check_finite(losses, epoch, step)
+        total, count = total + losses * len(idx), count + len(idx)
+    mean = total / count
+    if args.algo == "mf":
+        return [round(float(v), 6) for v in mean]
+    return round(float(mean[0]), 6)
+
+
+def check_finite(losses, epoch, step):
+    """Raise ``TrainingDiverged`` naming epoch, step and layer if any loss is NaN or infinite."""
+    for layer, loss in enumerate(losses, start=1):
+        if not math.isfinite(loss):
+            where = f"layer {layer}" if len(losses) > 1 else "the output layer"
+            raise TrainingDiverged(f"the training loss became {loss} at epoch {epoch}, step {step}, {where}")
+
+
+def evaluate(net, data, args):
+    """Test (and validation) accuracy. MF: both modes and every layer; BP: one number."""
+    record = {}
+    for split in ("test", "validation"):
+        if data[split] is None:
+            continue
+        result = net.evaluate(*data[split])
+        prefix = "test" if split == "test" else "val"
+        if args.algo == "mf":
+            record[f"{prefix}_acc"] = result[args.predict]
+            record[f"{prefix}_acc_bp"] = result["bp"]
+            record[f"{prefix}_acc_ff"] = result["ff"]
+            record[f"layer_{prefix}_acc"] = result["layers"]
+        else:
+            record[f"{prefix}_acc"] = result["acc"]
+    return record
+
+
+def format_record(r, epochs):
+    """One line per epoch, e.g. ``epoch 2/5  loss 0.21 0.12  test bp 97.10%  ff 97.32% ...``."""
+    loss = " ".join(f"{v:.4f}" for v in np.atleast_1d(r["train_loss"]))
+    line = f"epoch {r['epoch']}/{epochs}  loss {loss}  "
+    if "test_acc_bp" in r:
+        layers = " ".join(f"{100 * a:.2f}%" for a in r["layer_test_acc"])
+        line += f"test bp {100 * r['test_acc_bp']:.2f}%  ff {100 * r['test_acc_ff']:.2f}%  layers {layers}  "
+    else:
+        line += f"test {100 * r['test_acc']:.2f}%  "
+    if "val_acc" in r:
+        line += f"val {100 * r['val_acc']:.2f}%  "
+    return line + f"{r['seconds']:.1f} s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
