@@ -2,7 +2,6 @@
 folder, flush it to disk, then rename it over the target. A rename within one file system is
 atomic, so a reader (or a crash) sees either the old complete file or the new complete file.
 """
-import hashlib
 import io
 import json
 import os
@@ -38,11 +37,6 @@ def atomic_save_npz(path, arrays):
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def sha256_bytes(data):
-    """Hex SHA-256 of bytes."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _remove_quietly(path):

@@ -76,6 +76,8 @@ def build_parser():
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="(default: adam)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="constant, or cosine decay from --lr to 0 over all steps (default: constant)")
     p.add_argument("--no-bias", action="store_true",
                    help="dense layers without biases (the paper's parameter counts)")
     p.add_argument("--seed", type=int, default=0, help="fixes initial weights and batch order (default: 0)")
@@ -179,10 +181,13 @@ def train(net, data, args):
     """
     x_train, y_train = data["train"]
     rng = make_rng(args.seed)
+    steps_per_epoch = math.ceil(x_train.shape[0] / args.batch_size)
+    schedule = learning_rates(args, steps_per_epoch * args.epochs)
     history = []
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        train_loss = train_one_epoch(net, x_train, y_train, args, rng, epoch)
+        epoch_rates = schedule[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch]
+        train_loss = train_one_epoch(net, x_train, y_train, args, rng, epoch, epoch_rates)
         seconds = time.perf_counter() - start
         record = {"epoch": epoch, **evaluate(net, data, args), "seconds": round(seconds, 3),
                   "train_loss": train_loss}
@@ -194,8 +199,17 @@ def train(net, data, args):
     return history
 
 
-def train_one_epoch(net, x, y, args, rng, epoch):
-    """One shuffled pass over (x, y). Returns the mean training loss (per layer for MF)."""
+def learning_rates(args, total_steps):
+    """The learning rate of every step: constant, or lr * (1 + cos(pi * t / T)) / 2 for t < T."""
+    if args.lr_schedule == "constant":
+        return [args.lr] * total_steps
+    return [args.lr * (1 + math.cos(math.pi * t / total_steps)) / 2 for t in range(total_steps)]
+
+
+def train_one_epoch(net, x, y, args, rng, epoch, rates):
+    """One shuffled pass over (x, y), step k with learning rate ``rates[k]``.
+
+    Returns the mean training loss (a list with one entry per layer for MF)."""
     n = x.shape[0]
     order = net.xp.asarray(rng.permutation(n))
     batches = range(0, n, args.batch_size)
@@ -203,6 +217,8 @@ def train_one_epoch(net, x, y, args, rng, epoch):
     for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False,
                                       disable=args.no_progress, unit="batch"), start=1):
         idx = order[start:start + args.batch_size]
+        for optimizer in net.optimizers:
+            optimizer.lr = rates[step - 1]
         losses = np.atleast_1d(net.train_step(x[idx], y[idx]))
         check_finite(losses, epoch, step)
         total, count = total + losses * len(idx), count + len(idx)

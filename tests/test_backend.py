@@ -1,0 +1,59 @@
+"""Backend selection: NumPy always; CuPy only where installed and a device exists; clear errors."""
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minimf
+from minimf.backend import BackendError, get_array_module, get_backend, to_numpy
+
+
+def test_numpy_backend():
+    assert get_backend("numpy") is np
+    assert get_array_module(np.zeros(2)) is np
+    x = np.arange(3)
+    assert to_numpy(x) is x
+
+
+def test_unknown_backend_names_the_choices():
+    with pytest.raises(BackendError, match="unknown backend 'jax'.*numpy, cupy"):
+        get_backend("jax")
+
+
+def test_missing_cupy_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)       # makes `import cupy` raise ImportError
+    with pytest.raises(BackendError, match=re.escape('pip install "minimf[cuda12]"')):
+        get_backend("cupy")
+
+
+def fake_cupy(device_count):
+    def count():
+        if isinstance(device_count, Exception):
+            raise device_count
+        return device_count
+    runtime = types.SimpleNamespace(getDeviceCount=count)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime),
+                                 get_array_module=lambda *a: np)
+
+
+def test_cupy_without_a_device(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(0))
+    with pytest.raises(BackendError, match="no CUDA device"):
+        get_backend("cupy")
+
+
+def test_cupy_with_a_broken_driver(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(RuntimeError("cudaErrorInsufficientDriver")))
+    with pytest.raises(BackendError, match="cannot reach a CUDA device.*InsufficientDriver"):
+        get_backend("cupy")
+
+
+def test_only_the_backend_module_imports_cupy():
+    """The house rule behind backend-agnostic code: every other module gets xp from backend."""
+    package = Path(minimf.__file__).parent
+    offenders = [p.name for p in package.rglob("*.py")
+                 if p.name != "backend.py" and re.search(r"^\s*(import cupy|from cupy)", p.read_text(), re.M)]
+    assert offenders == []

@@ -1,0 +1,50 @@
+"""NumPy against CuPy on the same host arrays: losses, gradients and a training step agree.
+
+Marked ``gpu``: skipped where CuPy or a CUDA device is missing."""
+import numpy as np
+import pytest
+
+from minimf import BackpropNet, MonoForwardNet
+from minimf.backend import to_numpy
+
+pytestmark = pytest.mark.gpu
+
+
+def batch(dtype, n=32, d=20, classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)).astype(dtype), rng.integers(0, classes, n)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-6), ("float32", 1e-4)])
+def test_mono_forward_parity(dtype, rtol):
+    x, y = batch(dtype)
+    nets = [MonoForwardNet(sizes=[20, 16, 12], num_classes=5, backend=b, seed=1, dtype=dtype)
+            for b in ("numpy", "cupy")]
+    grads = [net.local_gradients(x, y) for net in nets]
+    for g_np, g_cp in zip(*grads):
+        for name in "WbM":
+            np.testing.assert_allclose(to_numpy(g_cp[name]), g_np[name], rtol=rtol, atol=rtol * 1e-2)
+    losses = [net.train_step(x, y) for net in nets]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=rtol)
+    for layer_np, layer_cp in zip(nets[0].layers, nets[1].layers):
+        np.testing.assert_allclose(to_numpy(layer_cp.W), layer_np.W, rtol=rtol, atol=rtol * 1e-2)
+    np.testing.assert_array_equal(to_numpy(nets[1].predict(x, "ff")), nets[0].predict(x, "ff"))
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-6), ("float32", 1e-4)])
+def test_backprop_parity(dtype, rtol):
+    x, y = batch(dtype)
+    nets = [BackpropNet(sizes=[20, 16, 12], num_classes=5, backend=b, seed=1, dtype=dtype)
+            for b in ("numpy", "cupy")]
+    grads = [net.gradients(x, y) for net in nets]
+    for g_np, g_cp in zip(*grads):
+        for name in "Wb":
+            np.testing.assert_allclose(to_numpy(g_cp[name]), g_np[name], rtol=rtol, atol=rtol * 1e-2)
+    np.testing.assert_allclose(nets[1].train_step(x, y), nets[0].train_step(x, y), rtol=rtol)
+
+
+def test_cupy_wraps_bad_labels_so_they_are_checked():
+    net = MonoForwardNet(sizes=[20, 8], num_classes=5, backend="cupy")
+    x, _ = batch("float32")
+    with pytest.raises(ValueError, match="labels must lie"):
+        net.train_step(x, np.full(32, 7))

@@ -1,0 +1,116 @@
+"""The command line, end to end on real MNIST (small subsets, small networks)."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minimf import MonoForwardNet
+from minimf.checkpoint import load
+from minimf.train import main
+
+QUICK = ["--train-subset", "2000", "--test-subset", "1000", "--hidden", "64", "64", "--epochs", "2",
+         "--lr", "5e-3", "--no-progress"]
+
+
+def run(args, capsys):
+    code = main(args)
+    return code, capsys.readouterr()
+
+
+def without_seconds(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_mf_run_writes_config_metrics_and_model(tmp_path, capsys):
+    code, out = run(QUICK + ["--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert "epoch 2/2" in out.out and "test bp" in out.out and "ff" in out.out and "layers" in out.out
+    assert "test accuracy:" in out.out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics] == [1, 2]
+    for key in ("epoch", "test_acc_bp", "test_acc_ff", "layer_test_acc", "seconds", "train_loss"):
+        assert key in metrics[-1]
+    assert len(metrics[-1]["layer_test_acc"]) == 2 and len(metrics[-1]["train_loss"]) == 2
+    # 2000 examples, 16 steps: far above chance (10%); measured 76.8% (bp) and 81.8% (ff)
+    assert metrics[-1]["test_acc_bp"] > 0.6 and metrics[-1]["test_acc_ff"] > 0.7
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["settings"]["hidden"] == [64, 64] and config["settings"]["seed"] == 0
+    assert config["sizes"] == [784, 64, 64] and config["train_examples"] == 2000
+    net = MonoForwardNet(sizes=[784, 64, 64])
+    load(net, tmp_path / "model.npz")                # the saved model loads into the same shape
+
+
+def test_same_seed_same_metrics(tmp_path, capsys):
+    for name in ("a", "b"):
+        assert run(QUICK + ["--seed", "3", "--out", str(tmp_path / name)], capsys)[0] == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in "ab")
+    assert without_seconds(a) == without_seconds(b)
+    run(QUICK + ["--seed", "4", "--out", str(tmp_path / "c")], capsys)
+    c = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert without_seconds(c) != without_seconds(a)
+
+
+def test_bp_run_and_validation_split(tmp_path, capsys):
+    code, out = run(QUICK + ["--algo", "bp", "--validation", "500", "--out", str(tmp_path)], capsys)
+    assert code == 0 and "val" in out.out
+    record = json.loads((tmp_path / "metrics.json").read_text())[-1]
+    assert {"test_acc", "val_acc", "train_loss", "seconds"} <= set(record)
+    assert isinstance(record["train_loss"], float)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "positive"),
+    (["--lr", "-1"], "positive"),
+    (["--lr", "nan"], "positive"),
+    (["--batch-size", "abc"], "expected a int"),
+    (["--hidden"], "expected at least one argument"),
+    (["--hidden", "0"], "positive"),
+    (["--algo", "sgd"], "invalid choice"),
+    (["--backend", "torch"], "invalid choice"),
+    (["--predict", "sum"], "invalid choice"),
+    (["--validation", "60000"], "below 60000"),
+    (["--validation", "-5"], "0 or more"),
+])
+def test_bad_arguments_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cupy_backend_without_gpu_is_a_usage_error(capsys):
+    from minimf.backend import gpu_available
+    if gpu_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--backend", "cupy"] + QUICK)
+    assert exit_info.value.code == 2
+    assert "cupy" in capsys.readouterr().err.lower()
+
+
+def test_diverging_loss_stops_with_epoch_step_layer_and_keeps_last_files(tmp_path, capsys, monkeypatch):
+    real_step = MonoForwardNet.train_step
+    calls = {"n": 0}
+
+    def step_that_diverges_in_epoch_two(self, x, y):
+        calls["n"] += 1
+        losses = real_step(self, x, y)
+        if calls["n"] == 8 + 3:                     # 8 steps per epoch at 2000/256: epoch 2, step 3
+            losses[1] = math.nan
+        return losses
+    monkeypatch.setattr(MonoForwardNet, "train_step", step_that_diverges_in_epoch_two)
+    code, out = run(QUICK + ["--out", str(tmp_path)], capsys)
+    assert code == 1
+    assert "epoch 2, step 3, layer 2" in out.err and "nan" in out.err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics] == [1]        # epoch 1's files intact, epoch 2 never written
+    with np.load(tmp_path / "model.npz") as f:
+        assert np.isfinite(f["layers.0.W"]).all()
+
+
+def test_no_normalize_and_no_bias(tmp_path, capsys):
+    code, _ = run(QUICK + ["--no-normalize", "--no-bias", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    with np.load(tmp_path / "model.npz") as f:
+        assert "layers.0.b" not in f.files and "layers.0.M" in f.files
