@@ -1,0 +1,44 @@
+"""Training on real MNIST: MF and BP learn the task (a short run here; the full run is ``slow``)."""
+import pytest
+
+from minimf import BackpropNet, MonoForwardNet
+from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
+
+
+def standardised(split, n):
+    return (split.x[:n] - MNIST_MEAN) / MNIST_STD, split.y[:n]
+
+
+def train(net, x, y, epochs, batch_size=256):
+    for _ in range(epochs):
+        for start in range(0, len(y), batch_size):
+            net.train_step(x[start:start + batch_size], y[start:start + batch_size])
+
+
+def test_short_mnist_run_mf_and_bp():
+    """10,000 training examples (unshuffled), 2 epochs, 784-500-500, on 5,000 test images: both
+    rules past 85%, chance being 10% (measured: MF bp 88.8%, ff 89.6%, layers 89.9% 88.8%; BP 90.1%)."""
+    mnist = load_mnist()
+    x, y = standardised(mnist.train, 10000)
+    x_test, y_test = standardised(mnist.test, 5000)
+    mf = MonoForwardNet(sizes=[784, 500, 500], seed=0)
+    bp = BackpropNet(sizes=[784, 500, 500], seed=0)
+    train(mf, x, y, epochs=2)
+    train(bp, x, y, epochs=2)
+    result = mf.evaluate(x_test, y_test)
+    print("MF", result, "BP", bp.evaluate(x_test, y_test))
+    assert result["bp"] > 0.85 and result["ff"] > 0.85 and min(result["layers"]) > 0.85
+    assert bp.evaluate(x_test, y_test)["acc"] > 0.85
+
+
+@pytest.mark.slow
+def test_paper_setting_twenty_epochs():
+    """The paper's MLP setting (784-1000-1000, Adam 1e-3, batch 256), 20 epochs, full MNIST."""
+    mnist = load_mnist()
+    x, y = standardised(mnist.train, None)
+    x_test, y_test = standardised(mnist.test, None)
+    mf = MonoForwardNet(sizes=[784, 1000, 1000], seed=0)
+    train(mf, x, y, epochs=20)
+    result = mf.evaluate(x_test, y_test)
+    print(result)
+    assert result["bp"] > 0.98 and result["ff"] > 0.98
