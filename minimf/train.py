@@ -109,7 +109,7 @@ def main(argv=None):
         parser.error(str(err))
     data = prepare_data(args, xp)
     net = build_net(args, data["train"][0].shape[1])
-    config = describe_run(args, net, data)
+    config = describe_run(args, net, data, sys.argv[1:] if argv is None else argv)
     if args.out:
         atomic_write_json(args.out / "config.json", config)
     print(f"minimf {__version__}: {args.algo.upper()} on MNIST, sizes {net.sizes} -> 10 classes, "
@@ -155,12 +155,12 @@ def build_net(args, in_features):
                 seed=args.seed, bias=not args.no_bias, optimizer=args.optimizer, lr=args.lr)
 
 
-def describe_run(args, net, data):
+def describe_run(args, net, data, argv):
     """Everything needed to repeat the run, for config.json."""
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     return {
         "minimf_version": __version__,
-        "command": "python -m minimf.train " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m minimf.train", *argv]),
         "settings": settings,
         "sizes": net.sizes,
         "num_parameters": net.num_parameters(),
@@ -193,9 +193,9 @@ def train(net, data, args):
                   "train_loss": train_loss}
         history.append(record)
         print(format_record(record, args.epochs))
-        if args.out:
-            atomic_write_json(args.out / "metrics.json", history)
+        if args.out:  # the model first: metrics.json never names an epoch whose model is missing
             save(net, args.out / "model.npz")
+            atomic_write_json(args.out / "metrics.json", history)
     return history
 
 

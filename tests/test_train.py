@@ -37,6 +37,7 @@ def test_mf_run_writes_config_metrics_and_model(tmp_path, capsys):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["settings"]["hidden"] == [64, 64] and config["settings"]["seed"] == 0
     assert config["sizes"] == [784, 64, 64] and config["train_examples"] == 2000
+    assert config["command"].startswith("python -m minimf.train --train-subset 2000")
     net = MonoForwardNet(sizes=[784, 64, 64])
     load(net, tmp_path / "model.npz")                # the saved model loads into the same shape
 
