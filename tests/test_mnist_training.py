@@ -1,8 +1,11 @@
 """Training on real MNIST: MF and BP learn the task (a short run here; the full run is ``slow``)."""
+import json
+
 import pytest
 
 from minimf import BackpropNet, MonoForwardNet
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.train import main
 
 
 def standardised(split, n):
@@ -32,13 +35,10 @@ def test_short_mnist_run_mf_and_bp():
 
 
 @pytest.mark.slow
-def test_paper_setting_twenty_epochs():
-    """The paper's MLP setting (784-1000-1000, Adam 1e-3, batch 256), 20 epochs, full MNIST."""
-    mnist = load_mnist()
-    x, y = standardised(mnist.train, None)
-    x_test, y_test = standardised(mnist.test, None)
-    mf = MonoForwardNet(sizes=[784, 1000, 1000], seed=0)
-    train(mf, x, y, epochs=20)
-    result = mf.evaluate(x_test, y_test)
-    print(result)
-    assert result["bp"] > 0.98 and result["ff"] > 0.98
+def test_paper_setting_twenty_epochs(tmp_path, capsys):
+    """The paper's MLP (784-1000-1000, Adam 1e-3, batch 256), 20 epochs on full MNIST with cosine
+    decay, through the command line. Measured: MF 98.53% (bp mode), 98.50% (ff mode)."""
+    assert main(["--epochs", "20", "--lr-schedule", "cosine", "--no-progress", "--out", str(tmp_path)]) == 0
+    final = json.loads((tmp_path / "metrics.json").read_text())[-1]
+    print(capsys.readouterr().out)
+    assert final["test_acc_bp"] > 0.984 and final["test_acc_ff"] > 0.984
