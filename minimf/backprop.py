@@ -15,6 +15,10 @@ Unlike MF, every layer waits for the error of all layers above it, and all activ
 batch must be held until the backward pass reaches them. The input gradient da_0 is never
 needed, so the first layer skips it (as PyTorch does for inputs that need no gradient).
 
+The network-level logic (``BackpropModel``: checks, training step, prediction, evaluation,
+parameter count, saving) runs over any list of layers; ``BackpropNet`` adds its forward and
+backward passes.
+
 Shape letters: N batch, D input width, H_i layer widths, C classes.
 """
 from minimf.backend import get_backend, make_rng
@@ -37,7 +41,74 @@ class DenseLayer:
         return {"W": self.W, "b": self.b}
 
 
-class BackpropNet:
+class BackpropModel:
+    """Backprop over a list of layers with ``params``: checks, training step, prediction,
+    evaluation, parameter count, saving. A subclass builds ``layers`` and defines ``forward(x)
+    -> (scores, caches)`` and ``loss_and_gradients(x, y) -> (loss, [grads per layer])``.
+    ``input_shape`` is the shape of one example: (D,) or (C, H, W).
+    """
+
+    def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
+        self.layers = layers
+        self.input_shape = tuple(input_shape)
+        self.num_classes = int(num_classes)
+        self.xp = xp
+        self.dtype = dtype
+        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
+
+    def gradients(self, x, y):
+        """Gradients of the mean batch loss: one dict {"W", "b"} per layer (output layer last)."""
+        x, y = self._check(x, y)
+        return self.loss_and_gradients(x, y)[1]
+
+    def train_step(self, x, y):
+        """One forward pass, one backward pass, one update of every layer. Returns the loss."""
+        x, y = self._check(x, y)
+        loss, grads = self.loss_and_gradients(x, y)
+        for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
+            optimizer.step(layer.params, layer_grads)
+        return float(loss)
+
+    def scores(self, x):
+        """Class scores (N, C) for inputs x: (N, *input_shape)."""
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        return self.forward(x)[0]
+
+    def predict(self, x):
+        """Labels (N,) on the backend: argmax of the output layer's scores."""
+        return self.scores(x).argmax(axis=1)
+
+    def evaluate(self, x, y, batch_size=1000):
+        """Test accuracy as {"acc": float}."""
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
+        correct = sum(int((self.predict(x[s:s + batch_size]) == y[s:s + batch_size]).sum())
+                      for s in range(0, x.shape[0], batch_size))
+        return {"acc": correct / x.shape[0]}
+
+    def num_parameters(self):
+        """All weights and biases."""
+        return int(sum(a.size for layer in self.layers for a in layer.params.values() if a is not None))
+
+    def state_dict(self):
+        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
+        return layers_state(self.layers)
+
+    def load_state_dict(self, state):
+        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
+        load_layers_state(self.layers, state, self.xp)
+
+    def _check(self, x, y):
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+
+    @staticmethod
+    def _dense_backward(dz, dense_cache):
+        dx, dW, db = dense_backward(dz, dense_cache)
+        return dx, {"W": dW, "b": db}
+
+
+class BackpropNet(BackpropModel):
     """An MLP ``sizes = [D, H_1, ..., H_L]`` plus an output layer H_L -> C, trained by backprop.
 
     ``layers`` holds the L hidden layers and then the output layer, each with W and b.
@@ -46,14 +117,12 @@ class BackpropNet:
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
         self.sizes = check_sizes(sizes, num_classes)
-        self.num_classes = int(num_classes)
-        self.xp = get_backend(backend)
-        self.dtype = dtype
+        xp = get_backend(backend)
         rng = make_rng(seed)
-        widths = self.sizes + [self.num_classes]
-        self.layers = [DenseLayer(d_in, width, rng, self.xp, dtype, bias)
-                       for d_in, width in zip(widths[:-1], widths[1:])]
-        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
+        widths = self.sizes + [int(num_classes)]
+        layers = [DenseLayer(d_in, width, rng, xp, dtype, bias)
+                  for d_in, width in zip(widths[:-1], widths[1:])]
+        super().__init__(layers, self.sizes[:1], num_classes, xp, dtype, optimizer, lr)
 
     def forward(self, x):
         """Class scores s: (N, C) and the caches the backward pass needs. x: (N, D)."""
@@ -83,53 +152,3 @@ class BackpropNet:
                 da, grads[i] = self._dense_backward(dz, dense_cache)
         return loss, grads
 
-    def gradients(self, x, y):
-        """Gradients of the mean batch loss: one dict {"W", "b"} per layer (output layer last)."""
-        x, y = self._check(x, y)
-        return self.loss_and_gradients(x, y)[1]
-
-    def train_step(self, x, y):
-        """One forward pass, one backward pass, one update of every layer. Returns the loss."""
-        x, y = self._check(x, y)
-        loss, grads = self.loss_and_gradients(x, y)
-        for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
-            optimizer.step(layer.params, layer_grads)
-        return float(loss)
-
-    def scores(self, x):
-        """Class scores (N, C) for inputs x: (N, D)."""
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
-        return self.forward(x)[0]
-
-    def predict(self, x):
-        """Labels (N,) on the backend: argmax of the output layer's scores."""
-        return self.scores(x).argmax(axis=1)
-
-    def evaluate(self, x, y, batch_size=1000):
-        """Test accuracy as {"acc": float}."""
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
-        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
-        correct = sum(int((self.predict(x[s:s + batch_size]) == y[s:s + batch_size]).sum())
-                      for s in range(0, x.shape[0], batch_size))
-        return {"acc": correct / x.shape[0]}
-
-    def num_parameters(self):
-        """All weights and biases."""
-        return int(sum(a.size for layer in self.layers for a in layer.params.values() if a is not None))
-
-    def state_dict(self):
-        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
-        return layers_state(self.layers)
-
-    def load_state_dict(self, state):
-        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
-        load_layers_state(self.layers, state, self.xp)
-
-    @staticmethod
-    def _dense_backward(dz, dense_cache):
-        dx, dW, db = dense_backward(dz, dense_cache)
-        return dx, {"W": dW, "b": db}
-
-    def _check(self, x, y):
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)

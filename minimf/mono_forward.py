@@ -16,6 +16,10 @@ activations out as class scores, a "future projection" of what the layers above 
 Prediction: "bp" mode takes the argmax of the last layer's goodness; "ff" mode the argmax of
 the sum of all layers' goodness.
 
+The network-level logic lives in ``MonoForwardModel`` (training step, prediction modes,
+per-layer accuracy, parameter counts, saving), which runs over any list of layers;
+``MonoForwardNet`` only builds its dense layers.
+
 Shape letters: N batch, D_i layer input width, H_i layer width, C classes.
 """
 from minimf.backend import get_backend, make_rng
@@ -71,29 +75,27 @@ class MonoForwardLayer:
         return a, loss, {"W": dW, "b": db, "M": dM}
 
 
-class MonoForwardNet:
-    """A Mono-Forward MLP: ``sizes = [D, H_1, ..., H_L]`` hidden layers, each with projection M_i.
+class MonoForwardModel:
+    """Mono-Forward over any list of layers: training, prediction, evaluation, saving.
 
-    Every layer has its own optimiser (Adam, lr 1e-3 by default, the paper's setting), because
-    every layer has its own loss. ``bias=False`` gives the paper's parameter counts (Table 4).
+    Each layer needs ``forward(x) -> a``, ``goodness(a) -> G``, ``local_gradients(x, y) ->
+    (a, loss, grads)`` and a ``params`` dict with the keys of ``grads``. ``MonoForwardNet``
+    (dense layers) only builds the layers. Every layer has
+    its own optimiser (Adam, lr 1e-3 by default, the paper's setting), because every layer has
+    its own loss. ``input_shape`` is the shape of one example: (D,) or (C, H, W).
     """
 
-    def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
-                 bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
-        self.sizes = check_sizes(sizes, num_classes)
+    def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
+        self.layers = layers
+        self.input_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
-        self.xp = get_backend(backend)
+        self.xp = xp
         self.dtype = dtype
-        rng = make_rng(seed)
-        self.layers = [
-            MonoForwardLayer(d_in, width, self.num_classes, rng, self.xp, dtype, bias)
-            for d_in, width in zip(self.sizes[:-1], self.sizes[1:])
-        ]
         self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
 
     def local_gradients(self, x, y):
         """Gradients of each layer's mean local loss on this batch: one dict per layer with
-        keys "W", "b", "M". No parameter changes. x: (N, D), y: (N,)."""
+        keys "W", "b", "M". No parameter changes. x: (N, *input_shape), y: (N,)."""
         x, y = self._check(x, y)
         all_grads = []
         for layer in self.layers:
@@ -117,8 +119,8 @@ class MonoForwardNet:
         return losses
 
     def goodness(self, x):
-        """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, D)."""
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, *input_shape)."""
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
         scores = []
         for layer in self.layers:
             x = layer.forward(x)
@@ -141,7 +143,7 @@ class MonoForwardNet:
 
         Returns {"bp": float, "ff": float, "layers": [float per layer]}.
         """
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
         y = check_labels(y, x.shape[0], self.num_classes, self.xp)
         correct = {"bp": 0, "ff": 0, "layers": [0] * len(self.layers)}
         for start in range(0, x.shape[0], batch_size):
@@ -158,8 +160,8 @@ class MonoForwardNet:
     def num_parameters(self, mode="ff"):
         """Parameters used for prediction: all W, b and, in "ff" mode, every M; in "bp" mode only
         the last layer's M (the other projections are needed for training only)."""
-        weights = sum(l.W.size + (l.b.size if l.b is not None else 0) for l in self.layers)
-        projections = [l.M.size for l in self.layers]
+        weights = sum(a.size for l in self.layers for k, a in l.params.items() if k != "M" and a is not None)
+        projections = [l.params["M"].size if "M" in l.params else 0 for l in self.layers]
         return int(weights + (sum(projections) if mode == "ff" else projections[-1]))
 
     def state_dict(self):
@@ -171,6 +173,23 @@ class MonoForwardNet:
         load_layers_state(self.layers, state, self.xp)
 
     def _check(self, x, y):
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
         return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+
+
+class MonoForwardNet(MonoForwardModel):
+    """A Mono-Forward MLP: ``sizes = [D, H_1, ..., H_L]`` hidden layers, each with projection M_i.
+
+    ``bias=False`` gives the paper's parameter counts (Table 4). All methods come from
+    ``MonoForwardModel``.
+    """
+
+    def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
+                 bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
+        self.sizes = check_sizes(sizes, num_classes)
+        xp = get_backend(backend)
+        rng = make_rng(seed)
+        layers = [MonoForwardLayer(d_in, width, int(num_classes), rng, xp, dtype, bias)
+                  for d_in, width in zip(self.sizes[:-1], self.sizes[1:])]
+        super().__init__(layers, self.sizes[:1], num_classes, xp, dtype, optimizer, lr)
 
