@@ -53,3 +53,20 @@ def check_sizes(sizes, num_classes):
         raise ValueError(f"widths must be positive and num_classes >= 2, got {sizes}, {num_classes}")
     return sizes
 
+
+def check_image_shape(input_shape):
+    """The shape of one image, (C, H, W): three positive integers, returned as a tuple."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(s, Integral) and s >= 1 for s in shape):
+        raise ValueError(f"input_shape must be (C, H, W), three positive integers, got {shape}")
+    return tuple(int(s) for s in shape)
+
+
+def check_channels(channels, num_classes):
+    """Conv block widths [F_1, ..., F_L]: at least one block; every width and C positive."""
+    channels = [int(c) for c in channels]
+    if len(channels) < 1:
+        raise ValueError(f"channels must list at least one conv block width, got {channels}")
+    if min(channels) < 1 or int(num_classes) < 2:
+        raise ValueError(f"channels must be positive and num_classes >= 2, got {channels}, {num_classes}")
+    return channels
