@@ -283,13 +283,13 @@ def test_bp_gradients_of_every_layer(backend, xp, pool, bias):
         print(f"{pool} layer {i + 1}", check_gradients(loss, present(layer.params), grads[i], tol=KINK_TOL))
 
 
-@pytest.mark.parametrize("wrong", ["W1_negated", "W2_negated", "out_negated", "W1_of_block_2_only"])
+@pytest.mark.parametrize("wrong", ["W1_negated", "W2_negated", "out_negated", "W1_local_mf_gradient"])
 def test_bp_check_rejects_wrong_gradients(wrong):
     net = bp_net()
     x, y = images(np)
     grads = net.gradients(x, y)
-    index = {"W1_negated": 0, "W2_negated": 1, "out_negated": 2, "W1_of_block_2_only": 0}[wrong]
-    if wrong == "W1_of_block_2_only":   # MF's local rule is not backprop: block 1's own-loss gradient
+    index = {"W1_negated": 0, "W2_negated": 1, "out_negated": 2, "W1_local_mf_gradient": 0}[wrong]
+    if wrong == "W1_local_mf_gradient":   # MF's local rule is not backprop: block 1's own-loss gradient
         grads[0] = mf_net().local_gradients(x, y)[0]
     else:
         grads[index] = dict(grads[index], W=-grads[index]["W"])
