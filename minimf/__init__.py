@@ -1,11 +1,12 @@
 """minimf: Mono-Forward (arXiv 2501.09238v1) and the learning rules it is measured against,
 from scratch in NumPy/CuPy, for teaching.
 
-    from minimf import MonoForwardNet, BackpropNet
+    from minimf import MonoForwardNet, BackpropNet, MonoForwardCNN, BackpropCNN
     net = MonoForwardNet(sizes=[784, 1000, 1000], num_classes=10, backend="numpy", seed=0)
+    cnn = MonoForwardCNN(input_shape=(1, 28, 28), channels=(64, 128, 256, 512), num_classes=10)
 """
-from minimf.backprop import BackpropNet
-from minimf.mono_forward import MonoForwardNet
+from minimf.backprop import BackpropCNN, BackpropNet
+from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
 
-__all__ = ["MonoForwardNet", "BackpropNet"]
+__all__ = ["MonoForwardNet", "BackpropNet", "MonoForwardCNN", "BackpropCNN"]
 __version__ = "0.1.0"

@@ -15,11 +15,24 @@ Unlike MF, every layer waits for the error of all layers above it, and all activ
 batch must be held until the backward pass reaches them. The input gradient da_0 is never
 needed, so the first layer skips it (as PyTorch does for inputs that need no gradient).
 
-Shape letters: N batch, D input width, H_i layer widths, C classes.
+``BackpropCNN`` is the same with conv blocks (minimf/cnn.py: 3x3 conv with padding 1 -> ReLU ->
+2x2 pooling) as hidden layers, their output flattened into one dense output layer:
+
+    a_i = pool(relu(conv(a_{i-1}, W_i) + b_i)),   s = flat(a_L) W_out + b_out
+    da_L = unflatten(ds W_out^T),   then block by block: through the pooling, the ReLU mask and
+    the convolution to dW_i, db_i and da_{i-1} (skipped for the first block)
+
+The network-level logic (``BackpropModel``: checks, training step, prediction, evaluation,
+parameter count, saving) runs over any list of layers and is the same code for both.
+
+Shape letters: N batch, D input width, H_i layer widths, C classes;
+conv blocks: F_i channels, H_i x W_i map size.
 """
 from minimf.backend import get_backend, make_rng
 from minimf.checkpoint import layers_state, load_layers_state
-from minimf.checks import check_features, check_labels, check_sizes
+from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
+from minimf.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
+from minimf.conv import flatten_backward, flatten_forward, init_conv
 from minimf.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
                            relu_backward, relu_forward)
 from minimf.losses import softmax_cross_entropy
@@ -37,7 +50,85 @@ class DenseLayer:
         return {"W": self.W, "b": self.b}
 
 
-class BackpropNet:
+class ConvLayer:
+    """Parameters of one conv block: W (F, C, 3, 3) and b (F,) or None, in the dict ``params``."""
+
+    def __init__(self, in_channels, filters, rng, xp, dtype="float32", bias=True):
+        self.W, self.b = init_conv(rng, in_channels, filters, KERNEL, xp, dtype, bias)
+
+    @property
+    def params(self):
+        return {"W": self.W, "b": self.b}
+
+
+class BackpropModel:
+    """Backprop over a list of layers with ``params``: checks, training step, prediction,
+    evaluation, parameter count, saving. A subclass builds ``layers`` and defines ``forward(x)
+    -> (scores, caches)`` and ``loss_and_gradients(x, y) -> (loss, [grads per layer])``.
+    ``input_shape`` is the shape of one example: (D,) or (C, H, W).
+    """
+
+    def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
+        self.layers = layers
+        self.input_shape = tuple(input_shape)
+        self.num_classes = int(num_classes)
+        self.xp = xp
+        self.dtype = dtype
+        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
+
+    def gradients(self, x, y):
+        """Gradients of the mean batch loss: one dict {"W", "b"} per layer (output layer last)."""
+        x, y = self._check(x, y)
+        return self.loss_and_gradients(x, y)[1]
+
+    def train_step(self, x, y):
+        """One forward pass, one backward pass, one update of every layer. Returns the loss."""
+        x, y = self._check(x, y)
+        loss, grads = self.loss_and_gradients(x, y)
+        for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
+            optimizer.step(layer.params, layer_grads)
+        return float(loss)
+
+    def scores(self, x):
+        """Class scores (N, C) for inputs x: (N, *input_shape)."""
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        return self.forward(x)[0]
+
+    def predict(self, x):
+        """Labels (N,) on the backend: argmax of the output layer's scores."""
+        return self.scores(x).argmax(axis=1)
+
+    def evaluate(self, x, y, batch_size=1000):
+        """Test accuracy as {"acc": float}."""
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
+        correct = sum(int((self.predict(x[s:s + batch_size]) == y[s:s + batch_size]).sum())
+                      for s in range(0, x.shape[0], batch_size))
+        return {"acc": correct / x.shape[0]}
+
+    def num_parameters(self):
+        """All weights and biases."""
+        return int(sum(a.size for layer in self.layers for a in layer.params.values() if a is not None))
+
+    def state_dict(self):
+        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
+        return layers_state(self.layers)
+
+    def load_state_dict(self, state):
+        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
+        load_layers_state(self.layers, state, self.xp)
+
+    def _check(self, x, y):
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+
+    @staticmethod
+    def _dense_backward(dz, dense_cache):
+        dx, dW, db = dense_backward(dz, dense_cache)
+        return dx, {"W": dW, "b": db}
+
+
+class BackpropNet(BackpropModel):
     """An MLP ``sizes = [D, H_1, ..., H_L]`` plus an output layer H_L -> C, trained by backprop.
 
     ``layers`` holds the L hidden layers and then the output layer, each with W and b.
@@ -46,14 +137,12 @@ class BackpropNet:
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
         self.sizes = check_sizes(sizes, num_classes)
-        self.num_classes = int(num_classes)
-        self.xp = get_backend(backend)
-        self.dtype = dtype
+        xp = get_backend(backend)
         rng = make_rng(seed)
-        widths = self.sizes + [self.num_classes]
-        self.layers = [DenseLayer(d_in, width, rng, self.xp, dtype, bias)
-                       for d_in, width in zip(widths[:-1], widths[1:])]
-        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
+        widths = self.sizes + [int(num_classes)]
+        layers = [DenseLayer(d_in, width, rng, xp, dtype, bias)
+                  for d_in, width in zip(widths[:-1], widths[1:])]
+        super().__init__(layers, self.sizes[:1], num_classes, xp, dtype, optimizer, lr)
 
     def forward(self, x):
         """Class scores s: (N, C) and the caches the backward pass needs. x: (N, D)."""
@@ -83,53 +172,50 @@ class BackpropNet:
                 da, grads[i] = self._dense_backward(dz, dense_cache)
         return loss, grads
 
-    def gradients(self, x, y):
-        """Gradients of the mean batch loss: one dict {"W", "b"} per layer (output layer last)."""
-        x, y = self._check(x, y)
-        return self.loss_and_gradients(x, y)[1]
 
-    def train_step(self, x, y):
-        """One forward pass, one backward pass, one update of every layer. Returns the loss."""
-        x, y = self._check(x, y)
-        loss, grads = self.loss_and_gradients(x, y)
-        for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
-            optimizer.step(layer.params, layer_grads)
-        return float(loss)
+class BackpropCNN(BackpropModel):
+    """Conv blocks ``channels = [F_1, ..., F_L]`` (3x3 conv with padding 1 -> ReLU -> 2x2
+    pooling with stride 2), flattened, then one dense output layer F_L*H_L*W_L -> C, trained
+    end to end by backprop. ``input_shape`` (C, H, W) is one image; ``pool`` "avg" or "max".
 
-    def scores(self, x):
-        """Class scores (N, C) for inputs x: (N, D)."""
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
-        return self.forward(x)[0]
+    ``layers`` holds the L conv blocks (W (F_i, C_i, 3, 3), b (F_i,)) and then the output layer
+    (W (F_L*H_L*W_L, C), b (C,)).
+    """
 
-    def predict(self, x):
-        """Labels (N,) on the backend: argmax of the output layer's scores."""
-        return self.scores(x).argmax(axis=1)
+    def __init__(self, input_shape=(1, 28, 28), channels=(64, 128, 256, 512), num_classes=10,
+                 backend="numpy", seed=0, bias=True, optimizer="adam", lr=1e-3, dtype="float32",
+                 pool="avg"):
+        input_shape = check_image_shape(input_shape)
+        self.channels = check_channels(channels, num_classes)
+        self.shapes = block_shapes(input_shape, self.channels)   # the input, then every block's output
+        self.pool = check_pool(pool)
+        xp = get_backend(backend)
+        rng = make_rng(seed)
+        layers = [ConvLayer(shape_in[0], shape_out[0], rng, xp, dtype, bias)
+                  for shape_in, shape_out in zip(self.shapes[:-1], self.shapes[1:])]
+        F, H, W = self.shapes[-1]
+        layers.append(DenseLayer(F * H * W, int(num_classes), rng, xp, dtype, bias))
+        super().__init__(layers, input_shape, num_classes, xp, dtype, optimizer, lr)
 
-    def evaluate(self, x, y, batch_size=1000):
-        """Test accuracy as {"acc": float}."""
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
-        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
-        correct = sum(int((self.predict(x[s:s + batch_size]) == y[s:s + batch_size]).sum())
-                      for s in range(0, x.shape[0], batch_size))
-        return {"acc": correct / x.shape[0]}
+    def forward(self, x):
+        """Class scores s: (N, C) and the caches the backward pass needs. x: (N, C, H, W)."""
+        block_caches = []
+        for layer in self.layers[:-1]:
+            x, cache = conv_block_forward(x, layer.W, layer.b, self.pool)
+            block_caches.append(cache)
+        features, shape = flatten_forward(x)                          # (N, F_L*H_L*W_L)
+        scores, dense_cache = dense_forward(features, self.layers[-1].W, self.layers[-1].b)
+        return scores, (block_caches, shape, dense_cache)
 
-    def num_parameters(self):
-        """All weights and biases."""
-        return int(sum(a.size for layer in self.layers for a in layer.params.values() if a is not None))
-
-    def state_dict(self):
-        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
-        return layers_state(self.layers)
-
-    def load_state_dict(self, state):
-        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
-        load_layers_state(self.layers, state, self.xp)
-
-    @staticmethod
-    def _dense_backward(dz, dense_cache):
-        dx, dW, db = dense_backward(dz, dense_cache)
-        return dx, {"W": dW, "b": db}
-
-    def _check(self, x, y):
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+    def loss_and_gradients(self, x, y):
+        """The batch loss (0-d array) and one gradient dict {"W", "b"} per layer, bottom first."""
+        scores, (block_caches, shape, dense_cache) = self.forward(x)
+        loss, d_scores = softmax_cross_entropy(scores, y)
+        grads = [None] * len(self.layers)
+        d_features, grads[-1] = self._dense_backward(d_scores, dense_cache)
+        da = flatten_backward(d_features, shape)
+        for i in range(len(block_caches) - 1, -1, -1):
+            # the input needs no gradient: the first block skips dx (no col2im)
+            da, dW, db = conv_block_backward(da, block_caches[i], input_grad=i > 0)
+            grads[i] = {"W": dW, "b": db}
+        return loss, grads

@@ -4,17 +4,22 @@ become a ``ValueError`` that says what was expected, before any arithmetic runs.
 Labels matter most on the GPU: CuPy wraps an out-of-range index silently (label 12 of 10 classes
 reads class 2), so a bad label would train on garbage instead of failing.
 """
+from numbers import Integral
 
 
-def check_features(x, in_features, xp, dtype):
-    """Return x as a (N, in_features) array of ``dtype`` on the backend ``xp``.
+def check_features(x, example_shape, xp, dtype):
+    """Return x as a (N, *example_shape) array of ``dtype`` on the backend ``xp``.
 
-    Accepts any floating-point array (float64 is cast to the network's dtype); rejects other
-    shapes, integer or boolean arrays (pixels must be scaled to floats first) and NaN/inf.
+    ``example_shape`` is the shape of one example: an int D for an MLP's (N, D), or a tuple such
+    as (1, 28, 28) for a CNN's (N, C, H, W). Accepts any floating-point array (float64 is cast to
+    the network's dtype); rejects other shapes, integer or boolean arrays (pixels must be scaled
+    to floats first) and NaN/inf.
     """
+    shape = (int(example_shape),) if isinstance(example_shape, Integral) else tuple(example_shape)
     x = xp.asarray(x)
-    if x.ndim != 2 or x.shape[1] != in_features:
-        raise ValueError(f"expected inputs of shape (N, {in_features}), got {tuple(x.shape)}")
+    if tuple(x.shape[1:]) != shape:
+        expected = ", ".join(["N"] + [str(s) for s in shape])
+        raise ValueError(f"expected inputs of shape ({expected}), got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError("expected at least one example, got an empty batch")
     if x.dtype.kind != "f":
@@ -47,3 +52,21 @@ def check_sizes(sizes, num_classes):
     if min(sizes) < 1 or int(num_classes) < 2:
         raise ValueError(f"widths must be positive and num_classes >= 2, got {sizes}, {num_classes}")
     return sizes
+
+
+def check_image_shape(input_shape):
+    """The shape of one image, (C, H, W): three positive integers, returned as a tuple."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(s, Integral) and s >= 1 for s in shape):
+        raise ValueError(f"input_shape must be (C, H, W), three positive integers, got {shape}")
+    return tuple(int(s) for s in shape)
+
+
+def check_channels(channels, num_classes):
+    """Conv block widths [F_1, ..., F_L]: at least one block; every width and C positive."""
+    channels = [int(c) for c in channels]
+    if len(channels) < 1:
+        raise ValueError(f"channels must list at least one conv block width, got {channels}")
+    if min(channels) < 1 or int(num_classes) < 2:
+        raise ValueError(f"channels must be positive and num_classes >= 2, got {channels}, {num_classes}")
+    return channels

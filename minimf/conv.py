@@ -225,3 +225,20 @@ def flatten_forward(x):
 def flatten_backward(dout, cache):
     """dout: (N, C*H*W) -> dx: (N, C, H, W); flattening moves numbers, so the gradient moves back."""
     return dout.reshape(cache)
+
+
+# -- initialisation ---------------------------------------------------------------------------------
+
+def init_conv(rng, in_channels, filters, kernel, xp, dtype="float32", bias=True):
+    """Initial w: (F, C, HH, WW) with HH = WW = kernel and b: (F,) (or None), uniform in
+    ±1/sqrt(fan_in), fan_in = C * HH * WW (the inputs each output sums over).
+
+    This is PyTorch's default for ``nn.Conv2d`` (Kaiming-uniform with a = sqrt(5) works out to
+    the same bound), as ``init_dense`` is for ``nn.Linear``. Drawn on the host by ``rng``, then
+    moved to ``xp``.
+    """
+    fan_in = in_channels * kernel * kernel
+    bound = 1.0 / fan_in ** 0.5
+    w = xp.asarray(rng.uniform(-bound, bound, size=(filters, in_channels, kernel, kernel)), dtype=dtype)
+    b = xp.asarray(rng.uniform(-bound, bound, size=filters), dtype=dtype) if bias else None
+    return w, b

@@ -16,11 +16,26 @@ activations out as class scores, a "future projection" of what the layers above 
 Prediction: "bp" mode takes the argmax of the last layer's goodness; "ff" mode the argmax of
 the sum of all layers' goodness.
 
-Shape letters: N batch, D_i layer input width, H_i layer width, C classes.
+Convolutional layers (``MonoForwardCNN``) follow the same rule. Layer i is a conv block
+(minimf/cnn.py: 3x3 conv with padding 1 -> ReLU -> 2x2 pooling), its output a_i: (N, F_i, H_i, W_i)
+is flattened per example to its n_i = F_i * H_i * W_i numbers, and
+
+    G_i = flat(a_i) M_i^T,   M_i: (C, n_i)            (5) goodness
+
+the direct reading of MF v1's M_i of shape C x n_i, n_i the number of neurons of layer i
+(``ProjectionReadout``; other read-outs can be added beside it). (6)-(8) are unchanged:
+dL_i/dW_i reaches the kernels through the pooling and the ReLU and again stops at the block
+input a_{i-1}. The network-level logic (``MonoForwardModel``: training step, prediction modes,
+per-layer accuracy, parameter counts, saving) is the same code for MLP and CNN.
+
+Shape letters: N batch, D_i layer input width, H_i layer width, C classes;
+conv layers: F_i channels, H_i x W_i map size.
 """
 from minimf.backend import get_backend, make_rng
 from minimf.checkpoint import layers_state, load_layers_state
-from minimf.checks import check_features, check_labels, check_sizes
+from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
+from minimf.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
+from minimf.conv import flatten_backward, flatten_forward, init_conv
 from minimf.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
 from minimf.losses import softmax_cross_entropy
 from minimf.optim import make_optimizer
@@ -71,29 +86,110 @@ class MonoForwardLayer:
         return a, loss, {"W": dW, "b": db, "M": dM}
 
 
-class MonoForwardNet:
-    """A Mono-Forward MLP: ``sizes = [D, H_1, ..., H_L]`` hidden layers, each with projection M_i.
+class ProjectionReadout:
+    """Goodness of a conv block by projection: G = flat(a) M^T, with M: (C, n) and n = F*H'*W'.
 
-    Every layer has its own optimiser (Adam, lr 1e-3 by default, the paper's setting), because
-    every layer has its own loss. ``bias=False`` gives the paper's parameter counts (Table 4).
+    MF v1 gives M_i the shape C x n_i, n_i being the number of neurons of layer i. The neurons of a
+    conv block are all F*H'*W' numbers of its output, so this read-out is what the paper's text
+    implies.
+    Another read-out (say, one channel group per class with goodness = the group's mean
+    activation) would be another class with the same ``params``, ``goodness`` and ``backward``,
+    added to READOUTS.
     """
 
-    def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
-                 bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
-        self.sizes = check_sizes(sizes, num_classes)
+    def __init__(self, out_shape, num_classes, rng, xp, dtype="float32"):
+        F, H, W = out_shape
+        bound = 1.0 / (F * H * W) ** 0.5          # like a dense layer from n to C, as for the MLP
+        self.M = xp.asarray(rng.uniform(-bound, bound, size=(num_classes, F * H * W)), dtype=dtype)
+
+    @property
+    def params(self):
+        return {"M": self.M}
+
+    def goodness(self, a):
+        """G = flat(a) M^T. a: (N, F, H', W') -> G: (N, C)."""
+        return flatten_forward(a)[0] @ self.M.T  # (5) goodness
+
+    def backward(self, dG, a):
+        """Given dG = dL/dG: (N, C), return da = dL/da: (N, F, H', W') and {"M": dL/dM: (C, n)}."""
+        flat, shape = flatten_forward(a)
+        dM = dG.T @ flat                                  # (7) dL/dM = dG^T flat(a)
+        da = flatten_backward(dG @ self.M, shape)         # the error reaches a only through M
+        return da, {"M": dM}
+
+
+READOUTS = {"projection": ProjectionReadout}
+
+
+class MonoForwardConvLayer:
+    """One conv block (3x3 conv, padding 1 -> ReLU -> 2x2 pooling) with its own read-out and loss.
+
+    Arrays: W (F, C, 3, 3), b (F,) or None, and the read-out's parameters, for the projection
+    M (C_classes, F*H'*W'). ``params`` maps "W", "b", "M" to them. ``out_shape`` = (F, H', W')
+    is the block's output for one example; ``pool`` is "avg" (the paper's) or "max".
+    """
+
+    def __init__(self, in_channels, out_shape, num_classes, rng, xp, dtype="float32", bias=True,
+                 pool="avg", readout="projection"):
+        self.pool = check_pool(pool)
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}: choose {', '.join(map(repr, READOUTS))}")
+        self.W, self.b = init_conv(rng, in_channels, out_shape[0], KERNEL, xp, dtype, bias)
+        self.readout = READOUTS[readout](out_shape, num_classes, rng, xp, dtype)
+
+    @property
+    def M(self):
+        """The projection matrix (C, F*H'*W') of the projection read-out."""
+        return self.readout.M
+
+    @property
+    def params(self):
+        return {"W": self.W, "b": self.b, **self.readout.params}
+
+    def forward(self, x):
+        """a = pool(relu(conv(x, W) + b)). x: (N, C, H, W) -> a: (N, F, H // 2, W // 2)."""
+        return conv_block_forward(x, self.W, self.b, self.pool)[0]
+
+    def goodness(self, a):
+        """G: (N, C) from the block output a: (N, F, H', W')."""
+        return self.readout.goodness(a)
+
+    def local_gradients(self, x, y):
+        """Forward this block and differentiate its local loss; nothing is updated.
+
+        x: (N, C, H, W) the block's input a_{i-1} (treated as a constant)   y: (N,) labels
+        Returns (a, loss, grads): a (N, F, H', W') for the next block, loss a 0-d array,
+        grads {"W": (F, C, 3, 3), "b": (F,) or None, "M": (C, F*H'*W')}.
+        """
+        a, block_cache = conv_block_forward(x, self.W, self.b, self.pool)
+        G = self.readout.goodness(a)                  # (5) goodness
+        loss, dG = softmax_cross_entropy(G, y)        # (6) local loss; dG = (softmax(G) - onehot(y)) / N
+        da, readout_grads = self.readout.backward(dG, a)   # (7) dL/dM = dG^T flat(a); da = dG M
+        _, dW, db = conv_block_backward(da, block_cache, input_grad=False)  # (8) via pool and ReLU; stops at x
+        return a, loss, {"W": dW, "b": db, **readout_grads}
+
+
+class MonoForwardModel:
+    """Mono-Forward over any list of layers: training, prediction, evaluation, saving.
+
+    Each layer needs ``forward(x) -> a``, ``goodness(a) -> G``, ``local_gradients(x, y) ->
+    (a, loss, grads)`` and a ``params`` dict with the keys of ``grads``. ``MonoForwardNet``
+    (dense layers) and ``MonoForwardCNN`` (conv blocks) only build the layers. Every layer has
+    its own optimiser (Adam, lr 1e-3 by default, the paper's setting), because every layer has
+    its own loss. ``input_shape`` is the shape of one example: (D,) or (C, H, W).
+    """
+
+    def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
+        self.layers = layers
+        self.input_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
-        self.xp = get_backend(backend)
+        self.xp = xp
         self.dtype = dtype
-        rng = make_rng(seed)
-        self.layers = [
-            MonoForwardLayer(d_in, width, self.num_classes, rng, self.xp, dtype, bias)
-            for d_in, width in zip(self.sizes[:-1], self.sizes[1:])
-        ]
         self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
 
     def local_gradients(self, x, y):
         """Gradients of each layer's mean local loss on this batch: one dict per layer with
-        keys "W", "b", "M". No parameter changes. x: (N, D), y: (N,)."""
+        keys "W", "b", "M". No parameter changes. x: (N, *input_shape), y: (N,)."""
         x, y = self._check(x, y)
         all_grads = []
         for layer in self.layers:
@@ -117,8 +213,8 @@ class MonoForwardNet:
         return losses
 
     def goodness(self, x):
-        """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, D)."""
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, *input_shape)."""
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
         scores = []
         for layer in self.layers:
             x = layer.forward(x)
@@ -141,7 +237,7 @@ class MonoForwardNet:
 
         Returns {"bp": float, "ff": float, "layers": [float per layer]}.
         """
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
         y = check_labels(y, x.shape[0], self.num_classes, self.xp)
         correct = {"bp": 0, "ff": 0, "layers": [0] * len(self.layers)}
         for start in range(0, x.shape[0], batch_size):
@@ -158,8 +254,8 @@ class MonoForwardNet:
     def num_parameters(self, mode="ff"):
         """Parameters used for prediction: all W, b and, in "ff" mode, every M; in "bp" mode only
         the last layer's M (the other projections are needed for training only)."""
-        weights = sum(l.W.size + (l.b.size if l.b is not None else 0) for l in self.layers)
-        projections = [l.M.size for l in self.layers]
+        weights = sum(a.size for l in self.layers for k, a in l.params.items() if k != "M" and a is not None)
+        projections = [l.params["M"].size if "M" in l.params else 0 for l in self.layers]
         return int(weights + (sum(projections) if mode == "ff" else projections[-1]))
 
     def state_dict(self):
@@ -171,6 +267,48 @@ class MonoForwardNet:
         load_layers_state(self.layers, state, self.xp)
 
     def _check(self, x, y):
-        x = check_features(x, self.sizes[0], self.xp, self.dtype)
+        x = check_features(x, self.input_shape, self.xp, self.dtype)
         return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
 
+
+class MonoForwardNet(MonoForwardModel):
+    """A Mono-Forward MLP: ``sizes = [D, H_1, ..., H_L]`` hidden layers, each with projection M_i.
+
+    ``bias=False`` gives the paper's parameter counts (Table 4). All methods come from
+    ``MonoForwardModel``.
+    """
+
+    def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
+                 bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
+        self.sizes = check_sizes(sizes, num_classes)
+        xp = get_backend(backend)
+        rng = make_rng(seed)
+        layers = [MonoForwardLayer(d_in, width, int(num_classes), rng, xp, dtype, bias)
+                  for d_in, width in zip(self.sizes[:-1], self.sizes[1:])]
+        super().__init__(layers, self.sizes[:1], num_classes, xp, dtype, optimizer, lr)
+
+
+class MonoForwardCNN(MonoForwardModel):
+    """A Mono-Forward CNN: one conv block per entry of ``channels`` (3x3 conv with padding 1 ->
+    ReLU -> 2x2 pooling with stride 2), each with its own read-out M_i and its own loss.
+
+    ``input_shape`` (C, H, W) is one image; the maps halve block by block (floor), 28 -> 14 ->
+    7 -> 3 -> 1 for the default four blocks. ``pool`` is "avg" (the paper's choice) or "max";
+    ``readout`` names the goodness read-out, only "projection" (eq. 5 over the flattened block
+    output) so far. All methods come from ``MonoForwardModel``; ``layers[i]`` has W (F_i, C_i,
+    3, 3), b (F_i,) and M (C, F_i * H_i * W_i).
+    """
+
+    def __init__(self, input_shape=(1, 28, 28), channels=(64, 128, 256, 512), num_classes=10,
+                 backend="numpy", seed=0, bias=True, optimizer="adam", lr=1e-3, dtype="float32",
+                 pool="avg", readout="projection"):
+        input_shape = check_image_shape(input_shape)
+        self.channels = check_channels(channels, num_classes)
+        self.shapes = block_shapes(input_shape, self.channels)   # the input, then every block's output
+        self.pool = check_pool(pool)
+        xp = get_backend(backend)
+        rng = make_rng(seed)
+        layers = [MonoForwardConvLayer(shape_in[0], shape_out, int(num_classes), rng, xp, dtype, bias,
+                                       pool, readout)
+                  for shape_in, shape_out in zip(self.shapes[:-1], self.shapes[1:])]
+        super().__init__(layers, input_shape, num_classes, xp, dtype, optimizer, lr)

@@ -2,6 +2,7 @@
 
     python -m minimf.train                              # MF, 2x1000 ReLU, Adam 1e-3, batch 256
     python -m minimf.train --algo bp --epochs 20
+    python -m minimf.train --arch cnn --channels 16 32 64 128   # conv blocks, images (N, 1, 28, 28)
     python -m minimf.train --backend cupy --out runs/mf
     python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
 
@@ -23,13 +24,17 @@ from tqdm import tqdm
 
 from minimf import __version__
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
-from minimf.backprop import BackpropNet
+from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
+from minimf.cnn import block_shapes
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.files import atomic_write_json
-from minimf.mono_forward import MonoForwardNet
+from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
 
 DEFAULT_EPOCHS = 5
+DEFAULT_HIDDEN = [1000, 1000]
+DEFAULT_CHANNELS = [64, 128, 256, 512]
+MNIST_IMAGE = (1, 28, 28)
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,8 +74,14 @@ def build_parser():
                                 description="Train Mono-Forward or backprop on MNIST.")
     p.add_argument("--algo", choices=["mf", "bp"], default="mf", help="learning rule (default: mf)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
-    p.add_argument("--hidden", type=positive_int, nargs="+", default=[1000, 1000], metavar="H",
-                   help="hidden layer widths (default: 1000 1000)")
+    p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
+                   help="dense layers on (N, 784), or conv blocks (3x3 conv, ReLU, 2x2 average pool) "
+                        "on images (N, 1, 28, 28) (default: mlp)")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=None, metavar="H",
+                   help=f"--arch mlp: hidden layer widths (default: {' '.join(map(str, DEFAULT_HIDDEN))})")
+    p.add_argument("--channels", type=positive_int, nargs="+", default=None, metavar="F",
+                   help=f"--arch cnn: channels of each conv block; every block halves the image "
+                        f"(default: {' '.join(map(str, DEFAULT_CHANNELS))}, the paper's)")
     p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                    help=f"passes over the training set (default: {DEFAULT_EPOCHS})")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
@@ -79,7 +90,7 @@ def build_parser():
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="constant, or cosine decay from --lr to 0 over all steps (default: constant)")
     p.add_argument("--no-bias", action="store_true",
-                   help="dense layers without biases (the paper's parameter counts)")
+                   help="layers without biases (the paper's parameter counts for the MLP)")
     p.add_argument("--seed", type=int, default=0, help="fixes initial weights and batch order (default: 0)")
     p.add_argument("--predict", choices=["bp", "ff"], default="bp",
                    help="MF prediction mode for the headline accuracy: last layer's goodness (bp) "
@@ -103,16 +114,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.validation >= 60000:
         parser.error(f"--validation must be below 60000, got {args.validation}")
+    check_architecture(parser, args)
     try:
         xp = get_backend(args.backend)
     except BackendError as err:
         parser.error(str(err))
     data = prepare_data(args, xp)
-    net = build_net(args, data["train"][0].shape[1])
+    net = build_net(args, data["train"][0].shape[1:])
     config = describe_run(args, net, data, sys.argv[1:] if argv is None else argv)
     if args.out:
         atomic_write_json(args.out / "config.json", config)
-    print(f"minimf {__version__}: {args.algo.upper()} on MNIST, sizes {net.sizes} -> 10 classes, "
+    layers = f"sizes {net.sizes}" if args.arch == "mlp" else f"CNN channels {net.channels} on 1x28x28"
+    print(f"minimf {__version__}: {args.algo.upper()} on MNIST, {layers} -> 10 classes, "
           f"{args.backend}, {len(data['train'][1])} training examples, {args.epochs} epochs")
     try:
         history = train(net, data, args)
@@ -125,9 +138,28 @@ def main(argv=None):
     return 0
 
 
+def check_architecture(parser, args):
+    """--hidden belongs to the MLP and --channels to the CNN; fill in the default of the one in use."""
+    if args.arch == "mlp":
+        if args.channels is not None:
+            parser.error("--channels is for --arch cnn; the MLP's widths are set with --hidden")
+        args.hidden = list(DEFAULT_HIDDEN) if args.hidden is None else args.hidden
+        return
+    if args.hidden is not None:
+        parser.error("--hidden is for --arch mlp; the CNN's widths are set with --channels")
+    args.channels = list(DEFAULT_CHANNELS) if args.channels is None else args.channels
+    try:
+        block_shapes(MNIST_IMAGE, args.channels)
+    except ValueError as err:
+        parser.error(f"--channels: {err}")
+
+
 def prepare_data(args, xp):
-    """MNIST as backend arrays: {"train": (x, y), "test": (x, y), "validation": (x, y) or None}."""
-    mnist = load_mnist(validation_size=args.validation, seed=args.seed)
+    """MNIST as backend arrays: {"train": (x, y), "test": (x, y), "validation": (x, y) or None}.
+
+    x is (N, 784) for --arch mlp and (N, 1, 28, 28) for --arch cnn, standardised the same way.
+    """
+    mnist = load_mnist(flatten=args.arch == "mlp", validation_size=args.validation, seed=args.seed)
     splits = {"train": _first(mnist.train, args.train_subset),
               "test": _first(mnist.test, args.test_subset),
               "validation": mnist.validation}
@@ -149,10 +181,15 @@ def _first(split, n):
     return (x, y) if n is None else (x[:n], y[:n])
 
 
-def build_net(args, in_features):
-    kind = MonoForwardNet if args.algo == "mf" else BackpropNet
-    return kind(sizes=[in_features] + list(args.hidden), num_classes=10, backend=args.backend,
-                seed=args.seed, bias=not args.no_bias, optimizer=args.optimizer, lr=args.lr)
+def build_net(args, input_shape):
+    """The network of --algo and --arch for examples of ``input_shape``: (784,) or (1, 28, 28)."""
+    common = dict(num_classes=10, backend=args.backend, seed=args.seed, bias=not args.no_bias,
+                  optimizer=args.optimizer, lr=args.lr)
+    if args.arch == "mlp":
+        kind = MonoForwardNet if args.algo == "mf" else BackpropNet
+        return kind(sizes=[input_shape[0]] + list(args.hidden), **common)
+    kind = MonoForwardCNN if args.algo == "mf" else BackpropCNN
+    return kind(input_shape=input_shape, channels=args.channels, **common)
 
 
 def describe_run(args, net, data, argv):
@@ -162,7 +199,9 @@ def describe_run(args, net, data, argv):
         "minimf_version": __version__,
         "command": " ".join(["python -m minimf.train", *argv]),
         "settings": settings,
-        "sizes": net.sizes,
+        **({"sizes": net.sizes} if args.arch == "mlp" else
+           {"input_shape": list(net.input_shape), "channels": net.channels,
+            "block_shapes": [list(shape) for shape in net.shapes[1:]]}),
         "num_parameters": net.num_parameters(),
         "train_examples": int(len(data["train"][1])),
         "test_examples": int(len(data["test"][1])),

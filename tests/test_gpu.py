@@ -4,7 +4,7 @@ Marked ``gpu``: skipped where CuPy or a CUDA device is missing."""
 import numpy as np
 import pytest
 
-from minimf import BackpropNet, MonoForwardNet
+from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import to_numpy
 
 pytestmark = pytest.mark.gpu
@@ -43,6 +43,21 @@ def test_backprop_parity(dtype, rtol):
             for b in ("numpy", "cupy")]
     assert_same_gradients(*[net.gradients(x, y) for net in nets], "Wb", rtol)
     np.testing.assert_allclose(nets[1].train_step(x, y), nets[0].train_step(x, y), rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-6), ("float32", 1e-4)])
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_cnn_parity(dtype, rtol, pool):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 2, 12, 12)).astype(dtype), rng.integers(0, 5, 8)
+    kwargs = dict(input_shape=(2, 12, 12), channels=(4, 6), num_classes=5, seed=1, dtype=dtype, pool=pool)
+    for kind, names in ((MonoForwardCNN, "WbM"), (BackpropCNN, "Wb")):
+        nets = [kind(backend=b, **kwargs) for b in ("numpy", "cupy")]
+        grads = [net.local_gradients(x, y) if kind is MonoForwardCNN else net.gradients(x, y) for net in nets]
+        for g_np, g_cp in zip(*grads):
+            for name in names:
+                np.testing.assert_allclose(to_numpy(g_cp[name]), g_np[name], rtol=rtol, atol=rtol * 1e-2)
+        np.testing.assert_allclose(nets[1].train_step(x, y), nets[0].train_step(x, y), rtol=rtol)
 
 
 def test_cupy_wraps_bad_labels_so_they_are_checked():

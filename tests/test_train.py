@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from minimf import MonoForwardNet
+from minimf import BackpropCNN, MonoForwardCNN, MonoForwardNet
 from minimf.checkpoint import load
 from minimf.train import main
 
@@ -60,7 +60,40 @@ def test_bp_run_and_validation_split(tmp_path, capsys):
     assert isinstance(record["train_loss"], float)
 
 
+CNN_QUICK = ["--arch", "cnn", "--channels", "4", "8", "--train-subset", "1000", "--test-subset", "500",
+             "--epochs", "1", "--lr", "5e-3", "--no-progress"]
+
+
+@pytest.mark.parametrize("algo", ["mf", "bp"])
+def test_cnn_run_on_images(tmp_path, capsys, algo):
+    code, out = run(CNN_QUICK + ["--algo", algo, "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert "CNN channels [4, 8] on 1x28x28" in out.out and "epoch 1/1" in out.out
+    record = json.loads((tmp_path / "metrics.json").read_text())[-1]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["channels"] == [4, 8] and config["input_shape"] == [1, 28, 28]
+    assert config["block_shapes"] == [[4, 14, 14], [8, 7, 7]] and "sizes" not in config
+    assert config["settings"]["arch"] == "cnn" and config["settings"]["hidden"] is None
+    # 1000 examples, 4 steps: above chance (10%); measured MF bp 41.2%, ff 59.6%; BP 43.0%
+    if algo == "mf":
+        assert len(record["layer_test_acc"]) == 2 and len(record["train_loss"]) == 2
+        assert record["test_acc_bp"] > 0.25 and record["test_acc_ff"] > 0.25
+        net = MonoForwardCNN(channels=(4, 8))
+    else:
+        assert isinstance(record["train_loss"], float) and record["test_acc"] > 0.25
+        net = BackpropCNN(channels=(4, 8))
+    load(net, tmp_path / "model.npz")                # the saved model loads into the same shape
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--arch", "cnn", "--channels"], "expected at least one argument"),
+    (["--arch", "cnn", "--channels", "8", "0"], "positive"),
+    (["--arch", "cnn", "--channels", "8", "x"], "expected a int"),
+    (["--arch", "cnn", "--channels", "2", "2", "2", "2", "2"], "too small for 5 conv blocks"),
+    (["--arch", "cnn", "--hidden", "64"], "--hidden is for --arch mlp"),
+    (["--channels", "8"], "--channels is for --arch cnn"),
+    (["--arch", "resnet"], "invalid choice"),
+
     (["--epochs", "0"], "positive"),
     (["--lr", "-1"], "positive"),
     (["--lr", "nan"], "positive"),

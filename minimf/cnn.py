@@ -1,0 +1,77 @@
+"""The convolutional architecture that Mono-Forward and backprop share: a stack of conv blocks.
+
+One conv block maps an image batch to a smaller one::
+
+    z = conv(x, W) + b      3x3 kernel, stride 1, padding 1: size-preserving, (N, F, H, W)
+    r = relu(z)
+    a = pool(r)             2x2 windows, stride 2 (average by default, the paper's choice; or max)
+
+so a block halves height and width (floor): 28 -> 14 -> 7 -> 3 -> 1 and 32 -> 16 -> 8 -> 4 -> 2 for
+four blocks. ``conv_block_forward`` and ``conv_block_backward`` are the block as a functional
+pair, built from the im2col convolution (minimf/im2col.py) and the pooling of minimf/conv.py.
+
+Shape letters: N batch, C input channels, H x W input size, F filters (the block's channels),
+H' x W' = H // 2 x W // 2 the block's output size.
+"""
+from minimf.conv import avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward, output_size
+from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
+from minimf.layers import relu_backward, relu_forward
+
+KERNEL = 3       # 3x3 kernels ...
+PAD = 1          # ... with padding 1 keep H x W
+POOL = 2         # 2x2 pooling windows with stride 2 halve it
+POOLING = {"avg": (avg_pool_forward, avg_pool_backward), "max": (max_pool_forward, max_pool_backward)}
+
+
+def check_pool(pool):
+    """``pool`` must name one of POOLING ("avg" or "max")."""
+    if pool not in POOLING:
+        raise ValueError(f"unknown pooling {pool!r}: choose 'avg' or 'max'")
+    return pool
+
+
+def block_shapes(input_shape, channels):
+    """[(C, H, W), (F_1, H_1, W_1), ..., (F_L, H_L, W_L)]: the input and every block's output.
+
+    H_i = H_{i-1} // 2 (W alike). Raises ValueError when the maps become too small to pool,
+    e.g. an 8 x 8 input with four blocks (8 -> 4 -> 2 -> 1, and a 2x2 window does not fit in 1).
+    """
+    shapes = [tuple(input_shape)]
+    for i, filters in enumerate(channels, start=1):
+        _, H, W = shapes[-1]
+        if min(H, W) < POOL:
+            raise ValueError(
+                f"input {input_shape[1]}x{input_shape[2]} is too small for {len(channels)} conv blocks: "
+                f"block {i} gets {H}x{W} maps, and its {POOL}x{POOL} pooling needs at least {POOL}x{POOL}")
+        shapes.append((filters, output_size(H, POOL, POOL), output_size(W, POOL, POOL)))
+    return shapes
+
+
+def conv_block_forward(x, W, b, pool="avg"):
+    """a = pool(relu(conv(x, W) + b)), 3x3 convolution with padding 1, then 2x2 pooling with stride 2.
+
+    x: (N, C, H, W)   W: (F, C, 3, 3)   b: (F,) or None
+    Returns a: (N, F, H // 2, W // 2) and the cache ``(conv_cache, relu_cache, pool_cache, pool)``.
+    """
+    z, conv_cache = conv2d_forward(x, W, b, stride=1, pad=PAD)
+    r, relu_cache = relu_forward(z)
+    a, pool_cache = POOLING[pool][0](r, POOL, POOL)
+    return a, (conv_cache, relu_cache, pool_cache, pool)
+
+
+def conv_block_backward(da, cache, input_grad=True):
+    """Gradients through ``conv_block_forward`` given da = dL/da: through the pooling, the ReLU
+    mask and the convolution, in that order::
+
+        dr = pool_backward(da)      dz = dr * 1[z > 0]      dW, db, dx from the convolution
+
+    da: (N, F, H', W'). Returns dx: (N, C, H, W) (None when ``input_grad`` is False: Mono-Forward
+    stops every gradient at the block's input, and backprop's first block has no use for it),
+    dW: (F, C, 3, 3), db: (F,) or None.
+    """
+    conv_cache, relu_cache, pool_cache, pool = cache
+    dr = POOLING[pool][1](da, pool_cache)
+    dz = relu_backward(dr, relu_cache)
+    if not input_grad:
+        return (None, *conv2d_param_grads(dz, conv_cache))
+    return conv2d_backward(dz, conv_cache)
