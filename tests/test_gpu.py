@@ -54,9 +54,7 @@ def test_cnn_parity(dtype, rtol, pool):
     for kind, names in ((MonoForwardCNN, "WbM"), (BackpropCNN, "Wb")):
         nets = [kind(backend=b, **kwargs) for b in ("numpy", "cupy")]
         grads = [net.local_gradients(x, y) if kind is MonoForwardCNN else net.gradients(x, y) for net in nets]
-        for g_np, g_cp in zip(*grads):
-            for name in names:
-                np.testing.assert_allclose(to_numpy(g_cp[name]), g_np[name], rtol=rtol, atol=rtol * 1e-2)
+        assert_same_gradients(*grads, names, rtol)
         np.testing.assert_allclose(nets[1].train_step(x, y), nets[0].train_step(x, y), rtol=rtol)
 
 
