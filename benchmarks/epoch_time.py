@@ -1,16 +1,26 @@
 """How long one MNIST training epoch takes with Mono-Forward (MF) and with backprop (BP).
 
-    python benchmarks/epoch_time.py                          # 2x1000 ReLU, batch 256, 3 repeats
+    python benchmarks/epoch_time.py                          # MLP 2x1000 ReLU, batch 256, 3 repeats
     python benchmarks/epoch_time.py --fraction 0.1 --repeats 5
+    python benchmarks/epoch_time.py --arch cnn --fraction 0.05   # the paper's CNN, 64-128-256-512
+    python benchmarks/epoch_time.py --arch cnn --channels 16 32 --fraction 0.05
     python benchmarks/epoch_time.py --backend cupy
 
 What it measures: the wall-clock seconds of one epoch of ``train_step`` calls (real MNIST,
 standardised, one fixed shuffled order, Adam lr 1e-3, float32) for three configurations in the
 same process:
 
-    MF (minimf)          MonoForwardNet: every layer learns from its own loss, no backward pass
-    BP (minimf)          BackpropNet: the same hidden layers plus an output layer, one loss, backprop
+    MF (minimf)          MonoForwardNet / MonoForwardCNN: every layer learns from its own loss
+                         (its projection M_i), no backward pass
+    BP (minimf)          BackpropNet / BackpropCNN: the same hidden layers plus an output layer,
+                         one loss, backprop
     BP (PyTorch, CPU)    the same BP network in PyTorch, if ``import torch`` works (never required)
+
+``--arch mlp`` (the default) uses dense ReLU layers (``--hidden``) on (N, 784); ``--arch cnn`` uses
+conv blocks (``--channels``; 3x3 conv with padding 1 -> ReLU -> 2x2 average pooling, floor:
+28 -> 14 -> 7 -> 3 -> 1) on (N, 1, 28, 28), and in PyTorch Conv2d -> ReLU -> AvgPool2d(2) per
+block, then Flatten and one Linear output layer, as BackpropCNN. A CNN epoch takes minutes in
+NumPy: ``--fraction`` times only the first part of the epoch, and the output says which part.
 
 PyTorch gets as many threads as NumPy's BLAS uses, so both libraries have the same cores. Each
 timing starts from a fresh network, after a few warm-up steps; the repeats are interleaved (MF, BP,
@@ -19,9 +29,10 @@ alike, and the table shows the median.
 
 How to read it: the RATIOS at the end are the result; the seconds depend on the machine and on
 whatever else it is doing. "MF/BP (minimf)" below 1 means MF trains faster than BP in the same
-library. Compare it with the matrix-product FLOP ratio printed above it: MF skips every input
-gradient but pays for a projection M in each layer. "minimf-BP/PyTorch-BP" says how far the
-NumPy teaching code is from a production library on the same arithmetic.
+library. Compare it with the FLOP ratio printed above it (matrix products and convolutions): MF
+skips every input gradient but pays for a projection M in each layer. "minimf-BP/PyTorch-BP" says
+how far the NumPy teaching code is from a production library on the same arithmetic (for the CNN
+the target is 2 or below).
 """
 import argparse
 import math
@@ -30,14 +41,16 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from minimf import BackpropNet, MonoForwardNet
+from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
+from minimf.cnn import KERNEL, block_shapes
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
-from minimf.train import positive_int
+from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, MNIST_IMAGE, check_architecture, positive_int
 
 try:  # optional: reads (and with --threads sets) the threads of NumPy's BLAS
     import threadpoolctl
@@ -48,6 +61,23 @@ NUM_CLASSES = 10
 LR = 1e-3
 SEED = 0
 WARMUP_STEPS = 3
+CNN_TARGET = 2  # the goal for minimf-BP/PyTorch-BP on the CNN: within 2x of PyTorch
+
+
+class Network(NamedTuple):
+    """What ``--arch`` builds, for every configuration alike.
+
+    ``mf`` and ``bp`` are minimf's classes and ``kwargs`` their architecture arguments;
+    ``torch_layers(torch)`` returns the PyTorch modules of the BP network, in order;
+    ``flops`` = (MF, BP) FLOPs of one training step per example (see ``flops_per_example``).
+    """
+    arch: str
+    summary: str
+    mf: type
+    bp: type
+    kwargs: dict
+    torch_layers: Callable
+    flops: tuple
 
 
 class Config(NamedTuple):
@@ -75,8 +105,14 @@ def build_parser():
                                 description="Time one MNIST epoch of MF and BP; print the ratios.")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="minimf's array library (default: numpy)")
-    p.add_argument("--hidden", type=positive_int, nargs="+", default=[1000, 1000], metavar="H",
-                   help="hidden layer widths (default: 1000 1000)")
+    p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
+                   help="dense layers on (N, 784), or conv blocks (3x3 conv, ReLU, 2x2 average pool) "
+                        "on (N, 1, 28, 28) (default: mlp)")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=None, metavar="H",
+                   help=f"--arch mlp: hidden layer widths (default: {' '.join(map(str, DEFAULT_HIDDEN))})")
+    p.add_argument("--channels", type=positive_int, nargs="+", default=None, metavar="F",
+                   help=f"--arch cnn: channels of each conv block "
+                        f"(default: {' '.join(map(str, DEFAULT_CHANNELS))}, the paper's)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
     p.add_argument("--fraction", type=fraction, default=1.0,
                    help="time only this fraction of an epoch's steps (default: 1.0)")
@@ -90,6 +126,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_architecture(parser, args)  # --hidden only with mlp, --channels only with cnn; fills defaults
     try:
         xp = get_backend(args.backend)
     except BackendError as err:
@@ -109,21 +146,21 @@ def run(args, xp):
     torch = import_torch()
     if torch is not None:
         torch.set_num_threads(threads)
-    x, y = standardised_mnist()
+    net = mlp_network(args.hidden) if args.arch == "mlp" else cnn_network(args.channels)
+    x, y = standardised_mnist(flatten=args.arch == "mlp")
     order = make_rng(SEED).permutation(len(y))
     steps_per_epoch = math.ceil(len(y) / args.batch_size)
     steps = math.ceil(args.fraction * steps_per_epoch)
-    sizes = [x.shape[1]] + list(args.hidden)
-    configs = minimf_configs(xp, args.backend, sizes, x, y, order, args.batch_size)
+    configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size)
     if torch is not None:
-        configs.append(torch_config(torch, sizes, x, y, order, args.batch_size))
+        configs.append(torch_config(torch, net, x, y, order, args.batch_size))
 
-    print_header(args, sizes, threads, threads_source, torch, steps, steps_per_epoch)
+    print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch)
     seconds = time_interleaved(configs, steps, args.repeats)
     print_table(seconds, steps, args.fraction)
-    mf_flops, bp_flops = matmul_flops_per_example(sizes, NUM_CLASSES)
-    print_flops(mf_flops * len(y), bp_flops * len(y), len(y))
-    print_ratios(seconds, mf_flops / bp_flops)
+    mf_flops, bp_flops = net.flops
+    print_flops(mf_flops * len(y), bp_flops * len(y), len(y), net.arch)
+    print_ratios(seconds, mf_flops / bp_flops, net.arch)
     return 0
 
 
@@ -152,12 +189,58 @@ def import_torch():
     return torch
 
 
+# --- the two architectures -----------------------------------------------------------------------
+
+def mlp_network(hidden):
+    """Dense ReLU layers ``784 -> hidden...``; BP adds a dense output layer to 10 classes."""
+    sizes = [MNIST_IMAGE[0] * MNIST_IMAGE[1] * MNIST_IMAGE[2]] + list(hidden)
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    flops = flops_per_example([2 * d * h for d, h in layers], [h for _, h in layers], NUM_CLASSES)
+    summary = f"MLP {'-'.join(map(str, sizes))} ReLU -> {NUM_CLASSES} classes"
+    return Network("mlp", summary, MonoForwardNet, BackpropNet, {"sizes": sizes},
+                   partial(torch_mlp_layers, sizes=sizes), flops)
+
+
+def cnn_network(channels):
+    """Conv blocks on 1x28x28 (3x3 conv, padding 1 -> ReLU -> 2x2 average pool); BP adds a dense
+    output layer on the flattened last block."""
+    shapes = block_shapes(MNIST_IMAGE, channels)     # the input, then every block's output (F, H', W')
+    blocks = list(zip(shapes[:-1], shapes[1:]))
+    # the convolution keeps H x W (padding 1); F*H*W outputs, each a sum of C*3*3 products
+    products = [2 * F * C * KERNEL * KERNEL * H * W for (C, H, W), (F, _, _) in blocks]
+    readouts = [F * H * W for F, H, W in shapes[1:]]
+    maps = "-".join(str(h) for _, h, _ in shapes)
+    summary = (f"CNN 1x28x28 -> conv blocks {'-'.join(map(str, channels))} (3x3 conv pad 1, ReLU, "
+               f"2x2 avg pool; maps {maps}) -> {NUM_CLASSES} classes")
+    return Network("cnn", summary, MonoForwardCNN, BackpropCNN,
+                   {"input_shape": MNIST_IMAGE, "channels": list(channels)},
+                   partial(torch_cnn_layers, shapes=shapes), flops_per_example(products, readouts, NUM_CLASSES))
+
+
+def torch_mlp_layers(torch, sizes):
+    """Linear + ReLU per hidden layer, then a Linear output layer (no ReLU)."""
+    layers = []
+    for d_in, width in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(d_in, width), torch.nn.ReLU()]
+    return layers + [torch.nn.Linear(sizes[-1], NUM_CLASSES)]
+
+
+def torch_cnn_layers(torch, shapes):
+    """Conv2d(C, F, 3, padding=1) + ReLU + AvgPool2d(2) per block (floor, as minimf), then Flatten
+    and a Linear output layer from F*H*W of the last block."""
+    layers = []
+    for (c_in, _, _), (filters, _, _) in zip(shapes[:-1], shapes[1:]):
+        layers += [torch.nn.Conv2d(c_in, filters, KERNEL, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2)]
+    F, H, W = shapes[-1]
+    return layers + [torch.nn.Flatten(), torch.nn.Linear(F * H * W, NUM_CLASSES)]
+
+
 # --- the data and the three configurations ---------------------------------------------------------
 
-def standardised_mnist():
-    """The 60000 MNIST training examples as host arrays: x (N, 784) float32 with mean 0 and std 1
-    (MNIST_MEAN, MNIST_STD), y (N,) int64."""
-    train = load_mnist().train
+def standardised_mnist(flatten=True):
+    """The 60000 MNIST training examples as host arrays: x float32 with mean 0 and std 1
+    (MNIST_MEAN, MNIST_STD), (N, 784) or, with ``flatten=False``, (N, 1, 28, 28); y (N,) int64."""
+    train = load_mnist(flatten=flatten).train
     x = (train.x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
     return x.astype(np.float32, copy=False), train.y
 
@@ -167,34 +250,30 @@ def epoch_batches(order, batch_size):
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def minimf_configs(xp, backend, sizes, x, y, order, batch_size):
+def minimf_configs(xp, backend, net, x, y, order, batch_size):
     """MF and BP in minimf. The data moves to the backend here, once, before any timing."""
     x, y, order = xp.asarray(x), xp.asarray(y), xp.asarray(order)
     sync = xp.cuda.Device().synchronize if backend == "cupy" else (lambda: None)
 
     def maker(kind):
         def make_step():
-            net = kind(sizes=sizes, num_classes=NUM_CLASSES, backend=backend, seed=SEED, lr=LR)
-            return lambda idx: net.train_step(x[idx], y[idx])
+            model = kind(**net.kwargs, num_classes=NUM_CLASSES, backend=backend, seed=SEED, lr=LR)
+            return lambda idx: model.train_step(x[idx], y[idx])
         return make_step
 
     batches = epoch_batches(order, batch_size)
-    return [Config("MF (minimf)", maker(MonoForwardNet), batches, sync),
-            Config("BP (minimf)", maker(BackpropNet), batches, sync)]
+    return [Config("MF (minimf)", maker(net.mf), batches, sync),
+            Config("BP (minimf)", maker(net.bp), batches, sync)]
 
 
-def torch_config(torch, sizes, x, y, order, batch_size):
-    """The BP network in PyTorch on the CPU: Linear+ReLU per hidden layer, a Linear output layer,
-    CrossEntropyLoss, Adam. ``torch.from_numpy`` shares the host arrays, nothing is copied."""
+def torch_config(torch, net, x, y, order, batch_size):
+    """The BP network in PyTorch on the CPU: ``net.torch_layers``, CrossEntropyLoss, Adam.
+    ``torch.from_numpy`` shares the host arrays, nothing is copied."""
     x, y, order = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(order)
 
     def make_step():
         torch.manual_seed(SEED)
-        widths = sizes + [NUM_CLASSES]
-        layers = []
-        for d_in, width in zip(widths[:-1], widths[1:]):
-            layers += [torch.nn.Linear(d_in, width), torch.nn.ReLU()]
-        model = torch.nn.Sequential(*layers[:-1])  # no ReLU after the output layer
+        model = torch.nn.Sequential(*net.torch_layers(torch))
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
         loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -236,30 +315,35 @@ def time_interleaved(configs, steps, repeats):
 
 # --- arithmetic ------------------------------------------------------------------------------------
 
-def matmul_flops_per_example(sizes, num_classes):
-    """FLOPs of the matrix products in one training step, per example: (MF, BP).
+def flops_per_example(products, readouts, num_classes):
+    """FLOPs of the matrix products and convolutions in one training step, per example: (MF, BP).
 
-    A product (N, D) @ (D, H) costs 2*N*D*H FLOPs, so 2*D*H per example. For a layer D -> H with
-    C classes:
-        MF: forward x W, goodness a M^T, dM = dG^T a, da = dG M, dW = x^T dz
-            = 2*(2DH) + 3*(2HC); no input gradient, the error stops at the layer.
-        BP: forward, dW, and dx = dz W^T for every layer but the first = 2DH * (2 or 3);
-            plus the output layer H_L -> C: forward, dW, dx = 3*(2 H_L C).
-    ReLU, softmax and Adam are left out: elementwise work, small next to the products.
+    ``products[i]`` = P_i, the forward FLOPs of layer i's weights per example; computing its
+    weight gradient dW costs P_i again, and so does its input gradient dx:
+        dense layer D -> H:                      P = 2*D*H  (a product (N, D) @ (D, H) is 2*N*D*H)
+        conv block, C -> F channels, H x W maps: P = 2*F*C*3*3*H*W  (padding 1 keeps H x W: F*H*W
+                                                 outputs, each a sum of C*3*3 products; im2col makes
+                                                 it one product of the same size)
+    ``readouts[i]`` = n_i, what MF's projection M_i (C, n_i) reads: H for a dense layer,
+    F*H'*W' (after pooling) for a conv block. With C classes:
+        MF: forward and dW, plus goodness a M^T, dM = dG^T a, da = dG M
+            = 2 P_i + 3*(2 n_i C); no input gradient, the error stops at the layer.
+        BP: forward, dW, and dx for every layer but the first = (2 or 3) P_i;
+            plus the output layer n_L -> C: forward, dW, dx = 3*(2 n_L C).
+    ReLU, pooling, im2col's copies, softmax and Adam are left out: they touch every number a few
+    times but multiply no matrices.
     """
-    layers = list(zip(sizes[:-1], sizes[1:]))
-    mf = sum(2 * (2 * d * h) + 3 * (2 * h * num_classes) for d, h in layers)
-    bp = sum((2 if i == 0 else 3) * (2 * d * h) for i, (d, h) in enumerate(layers))
-    bp += 3 * (2 * sizes[-1] * num_classes)
+    mf = sum(2 * p + 3 * (2 * n * num_classes) for p, n in zip(products, readouts))
+    bp = sum((2 if i == 0 else 3) * p for i, p in enumerate(products))
+    bp += 3 * (2 * readouts[-1] * num_classes)
     return mf, bp
 
 
 # --- output ----------------------------------------------------------------------------------------
 
-def print_header(args, sizes, threads, threads_source, torch, steps, steps_per_epoch):
+def print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch):
     machine = platform.processor() or platform.machine()
-    widths = "-".join(str(s) for s in sizes)
-    print("One MNIST training epoch: Mono-Forward vs backprop")
+    print(f"One MNIST training epoch ({net.arch.upper()}): Mono-Forward vs backprop")
     print(f"  machine   {machine}, {os.cpu_count()} CPUs")
     print(f"  numpy     {np.__version__}, BLAS threads {threads} (from {threads_source})")
     if torch is None:
@@ -268,7 +352,7 @@ def print_header(args, sizes, threads, threads_source, torch, steps, steps_per_e
         print(f"  torch     {torch.__version__}, CPU, torch.set_num_threads({threads})")
     gpu_note = "   (PyTorch still runs on the CPU)" if torch is not None and args.backend == "cupy" else ""
     print(f"  backend   {args.backend}{gpu_note}")
-    print(f"  network   {widths} ReLU -> {NUM_CLASSES} classes, float32, Adam lr {LR:g}")
+    print(f"  network   {net.summary}, float32, Adam lr {LR:g}")
     print(f"  batch     {args.batch_size}, {steps_per_epoch} steps per epoch")
     part = "a full epoch" if args.fraction == 1 else f"fraction {args.fraction:g} of an epoch"
     print(f"  timed     {part}: {steps} steps after {WARMUP_STEPS} warm-up steps, "
@@ -288,22 +372,24 @@ def print_table(seconds, steps, fraction):
     print()
 
 
-def print_flops(mf, bp, examples):
-    print(f"Arithmetic (matrix products only), one epoch of {examples} examples:")
+def print_flops(mf, bp, examples, arch):
+    counted = "matrix products only" if arch == "mlp" else "convolutions and matrix products only"
+    print(f"Arithmetic ({counted}), one full epoch of {examples} examples:")
     print(f"  MF {mf / 1e9:.1f} GFLOP, BP {bp / 1e9:.1f} GFLOP, MF/BP {mf / bp:.2f}")
     print()
 
 
-def print_ratios(seconds, flop_ratio):
+def print_ratios(seconds, flop_ratio, arch):
     """The headline: time of one configuration over another's (below 1: the first is faster)."""
     median = {name: statistics.median(times) for name, times in seconds.items()}
     print("Ratios of median times (the result; below 1 means the first is faster):")
     print(f"  MF/BP (minimf)           {median['MF (minimf)'] / median['BP (minimf)']:.2f}"
-          f"   (matrix-product FLOP ratio {flop_ratio:.2f})")
+          f"   (FLOP ratio {flop_ratio:.2f})")
     torch_bp = median.get("BP (PyTorch, CPU)")
     if torch_bp is not None:
+        target = f"   (target for the CNN: {CNN_TARGET} or below)" if arch == "cnn" else ""
         print(f"  MF/PyTorch-BP            {median['MF (minimf)'] / torch_bp:.2f}")
-        print(f"  minimf-BP/PyTorch-BP     {median['BP (minimf)'] / torch_bp:.2f}")
+        print(f"  minimf-BP/PyTorch-BP     {median['BP (minimf)'] / torch_bp:.2f}{target}")
 
 
 if __name__ == "__main__":
