@@ -106,7 +106,8 @@ def test_python3_numpy_pickles_are_refused_too(rng):
 def _cifar10_members(rng, n=4):
     members = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = cifar_batch(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), {"labels": rng.integers(0, 10, n)})
+        images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        batch = cifar_batch(images, {"labels": rng.integers(0, 10, n)})
         members[f"cifar-10-batches-py/{name}"] = py2_pickle(batch)
     return members
 

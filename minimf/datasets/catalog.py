@@ -32,9 +32,9 @@ Normalisation
 ``mean`` and ``std`` are per channel, over all training pixels scaled to [0, 1]. MNIST's are the
 classic values (recomputed from the packaged copy by the tests). The others are published values,
 recomputed by many (e.g. the CIFAR-10 std 0.2470, 0.2435, 0.2616 is the pixel-level std; the often
-copied 0.2023, 0.1994, 0.2010 is an average of per-image stds); ``tests/test_catalog.py`` recomputes them
-where the real files are cached. Tabular data sets have no constants: they are standardised with the
-mean and std of each feature over their training split.
+copied 0.2023, 0.1994, 0.2010 is an average of per-image stds); ``tests/test_loaders.py`` recomputes
+them where the real files are cached (``pytest -m slow``). Tabular data sets have no constants: they
+are standardised with the mean and std of each feature over their training split.
 """
 from typing import NamedTuple
 

@@ -121,7 +121,10 @@ def parse_batch(data: bytes, label_keys, source="<bytes>"):
 def _batch_images(batch, source):
     data = _get(batch, "data", source)
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == ROW):
-        described = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        if isinstance(data, np.ndarray):
+            described = f"{data.dtype} array of shape {data.shape}"
+        else:
+            described = type(data).__name__
         raise DatasetError(f"{source}: 'data' must be a uint8 array of shape (N, {ROW}), found {described}")
     return data.reshape(len(data), *IMAGE_SHAPE)
 

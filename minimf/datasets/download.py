@@ -129,7 +129,7 @@ def file_lock(path, on_wait=None):
     stays (deleting it would let a waiting process lock a file that no longer has a name). While
     another process holds the lock, ``on_wait()`` is called once and the lock is polled.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # minus the umask; a shared cache may need more
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # read-write for all, minus the umask
     try:
         waited = False
         while not _try_lock(fd):
