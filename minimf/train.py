@@ -1,8 +1,10 @@
-"""The command line: train Mono-Forward (or the backprop baseline) on MNIST.
+"""The command line: train Mono-Forward (or the backprop baseline) on MNIST or another data set.
 
-    python -m minimf.train                              # MF, 2x1000 ReLU, Adam 1e-3, batch 256
+    python -m minimf.train                              # MF on MNIST, 2x1000 ReLU, Adam 1e-3, batch 256
     python -m minimf.train --algo bp --epochs 20
     python -m minimf.train --arch cnn --channels 16 32 64 128   # conv blocks, images (N, 1, 28, 28)
+    python -m minimf.train --dataset cifar10 --arch cnn --augment   # downloads CIFAR-10 on first use
+    python -m minimf.train --dataset breast-cancer --hidden 64 64   # tabular data: MLP only
     python -m minimf.train --backend cupy --out runs/mf
     python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
 
@@ -27,14 +29,15 @@ from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
 from minimf.cnn import block_shapes
-from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.datasets import DATASETS, DatasetError, carve_validation, load, normalization, num_classes
+from minimf.datasets.augment import augment_batch
 from minimf.files import atomic_write_json
 from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
 
 DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
 DEFAULT_CHANNELS = [64, 128, 256, 512]
-MNIST_IMAGE = (1, 28, 28)
+AUGMENTED = ("cifar10", "cifar100")  # --augment: crops and mirror images make sense for these
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,12 +74,20 @@ def nonnegative_int(text):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m minimf.train",
-                                description="Train Mono-Forward or backprop on MNIST.")
+                                description="Train Mono-Forward or backprop on MNIST and other data sets.")
     p.add_argument("--algo", choices=["mf", "bp"], default="mf", help="learning rule (default: mf)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
+    p.add_argument("--dataset", choices=list(DATASETS), default="mnist",
+                   help="mnist is packaged; fashion-mnist, cifar10 and cifar100 are downloaded on first use "
+                        "into $MINIMF_DATA (or ~/.cache/minimf); breast-cancer and digits need scikit-learn "
+                        "(default: mnist)")
+    p.add_argument("--labels", choices=["fine", "coarse"], default="fine",
+                   help="cifar100: the 100 fine classes or the 20 coarse superclasses (default: fine)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where downloaded data sets live (default: $MINIMF_DATA, else ~/.cache/minimf)")
     p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
-                   help="dense layers on (N, 784), or conv blocks (3x3 conv, ReLU, 2x2 average pool) "
-                        "on images (N, 1, 28, 28) (default: mlp)")
+                   help="dense layers on flattened inputs (N, D), or conv blocks (3x3 conv, ReLU, 2x2 "
+                        "average pool) on images (N, C, H, W) (default: mlp)")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=None, metavar="H",
                    help=f"--arch mlp: hidden layer widths (default: {' '.join(map(str, DEFAULT_HIDDEN))})")
     p.add_argument("--channels", type=positive_int, nargs="+", default=None, metavar="F",
@@ -101,8 +112,11 @@ def build_parser():
                    help="evaluate on the first N test examples only")
     p.add_argument("--validation", type=nonnegative_int, default=0, metavar="N",
                    help="hold out N training examples as a validation set (default: 0)")
+    p.add_argument("--augment", action="store_true",
+                   help="cifar10/cifar100: a random crop (padding 4) and horizontal flip of every training batch")
     p.add_argument("--no-normalize", action="store_true",
-                   help=f"keep pixels in [0, 1] instead of standardising with mean {MNIST_MEAN}, std {MNIST_STD}")
+                   help="keep pixels in [0, 1] (features as published) instead of standardising with the "
+                        "data set's per-channel mean and std (tabular: the training split's, per feature)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write config.json, metrics.json and model.npz here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,20 +126,26 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.validation >= 60000:
-        parser.error(f"--validation must be below 60000, got {args.validation}")
-    check_architecture(parser, args)
+    info = DATASETS[args.dataset]
+    check_dataset(parser, args, info)
+    check_architecture(parser, args, info)
     try:
         xp = get_backend(args.backend)
     except BackendError as err:
         parser.error(str(err))
-    data = prepare_data(args, xp)
-    net = build_net(args, data["train"][0].shape[1:])
+    try:
+        data = prepare_data(args, xp)
+    except DatasetError as err:  # missing and not downloadable, or damaged: the message says what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    classes = num_classes(args.dataset, args.labels)
+    net = build_net(args, data["train"][0].shape[1:], classes)
     config = describe_run(args, net, data, sys.argv[1:] if argv is None else argv)
     if args.out:
         atomic_write_json(args.out / "config.json", config)
-    layers = f"sizes {net.sizes}" if args.arch == "mlp" else f"CNN channels {net.channels} on 1x28x28"
-    print(f"minimf {__version__}: {args.algo.upper()} on MNIST, {layers} -> 10 classes, "
+    shape = "x".join(map(str, info.input_shape))
+    layers = f"sizes {net.sizes}" if args.arch == "mlp" else f"CNN channels {net.channels} on {shape}"
+    print(f"minimf {__version__}: {args.algo.upper()} on {info.title}, {layers} -> {classes} classes, "
           f"{args.backend}, {len(data['train'][1])} training examples, {args.epochs} epochs")
     try:
         history = train(net, data, args)
@@ -138,8 +158,22 @@ def main(argv=None):
     return 0
 
 
-def check_architecture(parser, args):
+def check_dataset(parser, args, info):
+    """Options that only some data sets accept, and a validation split smaller than the training set."""
+    n_train = info.sizes["train"]
+    if args.validation >= n_train:
+        parser.error(f"--validation must be below {n_train} ({info.name} has {n_train} training examples), "
+                     f"got {args.validation}")
+    if args.augment and info.name not in AUGMENTED:
+        parser.error(f"--augment is for {' and '.join(AUGMENTED)} (crops and mirror images), not {info.name}")
+    if args.labels == "coarse" and not info.coarse_classes:
+        parser.error(f"--labels coarse is for cifar100; {info.name} has one set of labels")
+
+
+def check_architecture(parser, args, info):
     """--hidden belongs to the MLP and --channels to the CNN; fill in the default of the one in use."""
+    if args.arch == "cnn" and info.kind != "image":
+        parser.error(f"--arch cnn needs images; {info.name} is {info.kind} data (use --arch mlp)")
     if args.arch == "mlp":
         if args.channels is not None:
             parser.error("--channels is for --arch cnn; the MLP's widths are set with --hidden")
@@ -149,20 +183,28 @@ def check_architecture(parser, args):
         parser.error("--hidden is for --arch mlp; the CNN's widths are set with --channels")
     args.channels = list(DEFAULT_CHANNELS) if args.channels is None else args.channels
     try:
-        block_shapes(MNIST_IMAGE, args.channels)
+        block_shapes(info.input_shape, args.channels)
     except ValueError as err:
         parser.error(f"--channels: {err}")
 
 
 def prepare_data(args, xp):
-    """MNIST as backend arrays: {"train": (x, y), "test": (x, y), "validation": (x, y) or None}.
+    """The data set as backend arrays: {"train": (x, y), "test": (x, y), "validation": (x, y) or None}.
 
-    x is (N, 784) for --arch mlp and (N, 1, 28, 28) for --arch cnn, standardised the same way.
+    x is (N, D) for --arch mlp (images flattened to C*H*W) and (N, C, H, W) for --arch cnn. The
+    validation examples are carved out of the training split by ``carve_validation`` (seed --seed), then
+    --train-subset and --test-subset keep the first examples. Unless --no-normalize, every split is
+    standardised with the data set's per-channel constants (tabular data: the mean and std of each
+    feature over the training examples used).
     """
-    mnist = load_mnist(flatten=args.arch == "mlp", validation_size=args.validation, seed=args.seed)
-    splits = {"train": _first(mnist.train, args.train_subset),
-              "test": _first(mnist.test, args.test_subset),
-              "validation": mnist.validation}
+    flatten = args.arch == "mlp"
+    options = dict(data_dir=args.data_dir, flatten=flatten, labels=args.labels, progress=not args.no_progress)
+    train, validation = carve_validation(load(args.dataset, "train", **options), args.validation, args.seed)
+    splits = {"train": _first(train, args.train_subset),
+              "test": _first(load(args.dataset, "test", **options), args.test_subset),
+              "validation": validation}
+    if not args.no_normalize:
+        mean, std = normalization(args.dataset, x_train=splits["train"][0], flatten=flatten)
     out = {}
     for name, split in splits.items():
         if split is None:
@@ -170,7 +212,7 @@ def prepare_data(args, xp):
             continue
         x, y = split
         if not args.no_normalize:
-            x = (x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+            x = (x - mean) / std
         out[name] = (xp.asarray(x, dtype="float32"), xp.asarray(y))
     return out
 
@@ -181,9 +223,9 @@ def _first(split, n):
     return (x, y) if n is None else (x[:n], y[:n])
 
 
-def build_net(args, input_shape):
-    """The network of --algo and --arch for examples of ``input_shape``: (784,) or (1, 28, 28)."""
-    common = dict(num_classes=10, backend=args.backend, seed=args.seed, bias=not args.no_bias,
+def build_net(args, input_shape, num_classes=10):
+    """The network of --algo and --arch for examples of ``input_shape``: (D,) or (C, H, W)."""
+    common = dict(num_classes=num_classes, backend=args.backend, seed=args.seed, bias=not args.no_bias,
                   optimizer=args.optimizer, lr=args.lr)
     if args.arch == "mlp":
         kind = MonoForwardNet if args.algo == "mf" else BackpropNet
@@ -199,6 +241,8 @@ def describe_run(args, net, data, argv):
         "minimf_version": __version__,
         "command": " ".join(["python -m minimf.train", *argv]),
         "settings": settings,
+        "dataset": args.dataset,
+        "num_classes": net.num_classes,
         **({"sizes": net.sizes} if args.arch == "mlp" else
            {"input_shape": list(net.input_shape), "channels": net.channels,
             "block_shapes": [list(shape) for shape in net.shapes[1:]]}),
@@ -220,13 +264,15 @@ def train(net, data, args):
     """
     x_train, y_train = data["train"]
     rng = make_rng(args.seed)
+    # a second stream for the crops and flips, so that --augment leaves the batch order unchanged
+    augment_rng = make_rng([args.seed, 1]) if args.augment else None
     steps_per_epoch = math.ceil(x_train.shape[0] / args.batch_size)
     schedule = learning_rates(args, steps_per_epoch * args.epochs)
     history = []
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         epoch_rates = schedule[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch]
-        train_loss = train_one_epoch(net, x_train, y_train, args, rng, epoch, epoch_rates)
+        train_loss = train_one_epoch(net, x_train, y_train, args, rng, epoch, epoch_rates, augment_rng)
         seconds = time.perf_counter() - start
         record = {"epoch": epoch, **evaluate(net, data, args), "seconds": round(seconds, 3),
                   "train_loss": train_loss}
@@ -245,10 +291,12 @@ def learning_rates(args, total_steps):
     return [args.lr * (1 + math.cos(math.pi * t / total_steps)) / 2 for t in range(total_steps)]
 
 
-def train_one_epoch(net, x, y, args, rng, epoch, rates):
-    """One shuffled pass over (x, y), step k with learning rate ``rates[k]``.
+def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
+    """One shuffled pass over (x, y), step k with learning rate ``rates[k]``; with ``augment_rng``
+    every batch is randomly cropped and flipped (see minimf/datasets/augment.py) before the step.
 
     Returns the mean training loss (a list with one entry per layer for MF)."""
+    image_shape = DATASETS[args.dataset].input_shape
     n = x.shape[0]
     order = net.xp.asarray(rng.permutation(n))
     batches = range(0, n, args.batch_size)
@@ -258,7 +306,8 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates):
         idx = order[start:start + args.batch_size]
         for optimizer in net.optimizers:
             optimizer.lr = rates[step - 1]
-        losses = np.atleast_1d(net.train_step(x[idx], y[idx]))
+        xb = x[idx] if augment_rng is None else augment_batch(x[idx], image_shape, augment_rng)
+        losses = np.atleast_1d(net.train_step(xb, y[idx]))
         check_finite(losses, epoch, step)
         total, count = total + losses * len(idx), count + len(idx)
     mean = total / count

@@ -1,0 +1,167 @@
+"""Data sets of MF v1 (Tables 2, 3 and 6): MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, and tabular data.
+
+    from minimf.datasets import load, normalization
+    train = load("cifar10", "train")       # Split(x float32 (50000, 3, 32, 32) in [0, 1], y int64 (50000,))
+    test = load("cifar10", "test", flatten=True)           # x (10000, 3072), for an MLP
+    mean, std = normalization("cifar10", flatten=True)     # x_normalised = (x - mean) / std
+
+Names: ``mnist`` (packaged with minimf), ``fashion-mnist``, ``cifar10``, ``cifar100`` (``labels="coarse"``
+for its 20 superclasses) downloaded on first use into ``$MINIMF_DATA`` or a per-user cache, and
+``breast-cancer`` and ``digits`` from scikit-learn (an optional extra). On the command line::
+
+    python -m minimf.datasets list                 # what is cached, sizes, verified or not
+    python -m minimf.datasets download cifar10     # or several names, or "all"
+
+One file, one idea:
+
+    catalog.py    the data sets: files, addresses, SHA-256 checksums (and their sources), shapes, statistics
+    download.py   the cache folder; resumable, locked, verified downloads with atomic renames
+    idx.py        the IDX format (MNIST, Fashion-MNIST)
+    mnist.py      the packaged MNIST and ``load_mnist``
+    cifar.py      CIFAR's pickled batches in tar.gz, read with an unpickler that runs no code
+    tabular.py    scikit-learn's Breast Cancer and Digits, with a fixed train/test split
+    augment.py    random crops and flips on NumPy/CuPy arrays
+    common.py     ``DatasetError``, ``Split``, checksums, the validation split
+"""
+import numpy as np
+
+from minimf.datasets import mnist as _mnist
+from minimf.datasets.catalog import (
+    DATASETS,
+    DatasetInfo,
+    RemoteFile,
+    check_labels_option,
+    dataset_info,
+    num_classes,
+)
+from minimf.datasets.cifar import read_cifar
+from minimf.datasets.common import (
+    DatasetError,
+    Split,
+    carve_validation,
+    check_same_count,
+    check_validation_size,
+    images_to_split,
+    sha256_hex,
+    verify_sha256,
+)
+from minimf.datasets.download import DownloadError, data_home, fetch
+from minimf.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_gzip, read_idx, read_image_pair
+from minimf.datasets.mnist import (
+    MNIST_FILES,
+    MNIST_MEAN,
+    MNIST_SHA256,
+    MNIST_STD,
+    PACKAGED_MNIST_DIR,
+    MnistData,
+    load_mnist,
+)
+from minimf.datasets.tabular import read_tabular
+
+SPLITS = ("train", "test")
+
+__all__ = [
+    "load", "normalization", "clear_cache", "DATASETS", "DatasetInfo", "RemoteFile", "dataset_info",
+    "num_classes", "DatasetError", "DownloadError", "Split", "MnistData", "load_mnist", "MNIST_MEAN",
+    "MNIST_STD", "data_home", "fetch", "carve_validation", "check_validation_size",
+]
+
+# key -> {"train": (x, {"fine": y, ...}), "test": ...}; the key holds each file's (path, mtime, size),
+# so a file changed on disk is read again. Arrays here are never handed out: load() returns copies.
+_CACHE = {}
+
+
+def clear_cache() -> None:
+    """Forget every parsed file, so the next load reads and verifies from disk again."""
+    _CACHE.clear()
+    _mnist.clear_cache()
+
+
+def load(name, split="train", data_dir=None, *, flatten=False, labels="fine", download=True,
+         progress=True) -> Split:
+    """Load one split of a data set as host NumPy arrays: ``Split(x, y)``.
+
+    Images: x float32 in [0, 1] of shape (N, C, H, W), or (N, C*H*W) with ``flatten``. Tabular data:
+    x float32 (N, D) as published. y: int64 (N,). ``split`` is "train" or "test" (see
+    ``carve_validation`` for a validation split). ``labels="coarse"`` gives CIFAR-100's 20 superclasses.
+
+    ``data_dir`` is the cache root (default ``$MINIMF_DATA`` or a per-user cache); each data set has a
+    subfolder there. MNIST is read from the copy packaged with minimf unless ``data_dir`` is given.
+    Missing files are downloaded (``download=False``: a ``DownloadError`` says what to fetch by hand),
+    and every file is verified against its SHA-256 before it is parsed. Every call returns new arrays.
+    """
+    info = dataset_info(name)
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_labels_option(info, labels)
+    x, y = _read(info, data_dir, download, progress)[split]
+    y = y[labels]
+    if info.kind == "tabular":
+        return Split(x=x.copy(), y=y.copy())
+    return images_to_split(x, y, flatten)
+
+
+def _read(info, data_dir, download, progress):
+    """{split: (x, {"fine": y[, "coarse": y]})} of ``info``, parsed once per process and file version."""
+    if info.kind == "tabular":
+        key = ("tabular", info.name)
+        if key not in _CACHE:
+            _CACHE[key] = {s: (x, {"fine": y}) for s, (x, y) in read_tabular(info).items()}
+        return _CACHE[key]
+    if info.name == "mnist":
+        folder = PACKAGED_MNIST_DIR if data_dir is None else data_home(data_dir) / "mnist"
+        return {s: _with_fine(_mnist._load_split_uint8(folder, *MNIST_FILES[s])) for s in SPLITS}
+    folder = data_home(data_dir) / info.name
+    paths = [fetch(f, folder, label=info.name, download=download, progress=progress) for f in info.files]
+    key = tuple(_mnist._file_key(p) for p in paths)
+    if key not in _CACHE:
+        _CACHE[key] = _READERS[info.name](info, paths)
+    return _CACHE[key]
+
+
+def _with_fine(pair):
+    images, labels = pair
+    return images, {"fine": labels}
+
+
+def _read_fashion(info, paths):
+    """Fashion-MNIST's four IDX files, in catalog order: train images, train labels, test images, test labels."""
+    out = {}
+    for split, (images_path, labels_path) in zip(SPLITS, (paths[:2], paths[2:])):
+        images, labels = read_image_pair(images_path, labels_path, info.num_classes)
+        if images.shape[1:] != info.input_shape[1:]:
+            raise DatasetError(f"{images_path}: images of {images.shape[1:]} pixels, "
+                               f"expected {info.input_shape[1:]}")
+        out[split] = _with_fine((images, labels))
+    return out
+
+
+def _read_cifar(info, paths):
+    return read_cifar(paths[0], info.name)
+
+
+_READERS = {"fashion-mnist": _read_fashion, "cifar10": _read_cifar, "cifar100": _read_cifar}
+
+
+def normalization(name, x_train=None, flatten=False):
+    """(mean, std) as float32 arrays that broadcast against x: ``x_normalised = (x - mean) / std``.
+
+    Image data sets: the per-channel constants of catalog.py, shaped (C, 1, 1) for x (N, C, H, W), or
+    repeated to (C*H*W,) for flattened x. Tabular data sets: the mean and std of each feature over
+    ``x_train`` (N, D), the training split (required), shaped (D,); a constant feature gets std 1.
+    """
+    info = dataset_info(name)
+    if info.kind == "tabular":
+        if x_train is None:
+            raise ValueError(f"{name} is tabular: pass x_train, its features are standardised with "
+                             f"the training split's statistics")
+        x_train = np.asarray(x_train, dtype=np.float64)
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        std[std == 0] = 1.0
+        return mean.astype(np.float32), std.astype(np.float32)
+    C, H, W = info.input_shape
+    mean = np.asarray(info.mean, dtype=np.float32).reshape(C, 1, 1)
+    std = np.asarray(info.std, dtype=np.float32).reshape(C, 1, 1)
+    if flatten:
+        mean, std = np.repeat(mean.reshape(C), H * W), np.repeat(std.reshape(C), H * W)
+    return mean, std

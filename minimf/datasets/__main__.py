@@ -1,0 +1,118 @@
+"""The data command line: see what is cached, download ahead of time.
+
+    python -m minimf.datasets list                          # each file: size, verified / missing / partial
+    python -m minimf.datasets download fashion-mnist cifar10
+    python -m minimf.datasets download all --data-dir /srv/minimf-data
+
+The cache root is ``--data-dir``, else ``$MINIMF_DATA``, else a per-user cache (``~/.cache/minimf``).
+``download`` exits with status 1 if any data set could not be fetched, after trying all of them.
+"""
+import argparse
+import sys
+
+from minimf.datasets import DATASETS, DatasetError, PACKAGED_MNIST_DIR, data_home, fetch
+from minimf.datasets import mnist as _mnist
+from minimf.datasets.download import check_file
+from minimf.datasets.tabular import sklearn_version
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m minimf.datasets",
+                                description="List and download minimf's data sets.")
+    sub = p.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list", help="what is cached, with sizes, verified or not")
+    fetching = sub.add_parser("download", help="download data sets now (each file is verified)")
+    fetching.add_argument("names", nargs="+", metavar="NAME", choices=[*DATASETS, "all"],
+                          help=f"{', '.join(DATASETS)}, or all")
+    fetching.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for command in (listing, fetching):
+        command.add_argument("--data-dir", default=None, metavar="DIR",
+                             help="cache root (default: $MINIMF_DATA, else ~/.cache/minimf)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    root = data_home(args.data_dir)
+    if args.command == "list":
+        print_listing(root)
+        return 0
+    names = list(DATASETS) if "all" in args.names else list(dict.fromkeys(args.names))
+    failed = [name for name in names if not download(name, root, progress=not args.no_progress)]
+    if failed:
+        print(f"not downloaded: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def download(name, root, progress=True) -> bool:
+    """Fetch and verify every file of ``name``; print one line of result. False on failure."""
+    info = DATASETS[name]
+    if info.kind == "tabular":
+        version = sklearn_version()
+        if version is None:
+            print(f'{name}: needs scikit-learn: pip install "minimf[tabular]"', file=sys.stderr)
+            return False
+        print(f"{name}: bundled with scikit-learn {version}; nothing to download")
+        return True
+    if not info.files:
+        print(f"{name}: packaged with minimf in {PACKAGED_MNIST_DIR}; nothing to download")
+        return True
+    ok = True
+    for remote in info.files:  # all of them, so one run reports every missing file
+        try:
+            fetch(remote, root / name, label=name, progress=progress)
+        except DatasetError as err:
+            print(f"error: {err}", file=sys.stderr)
+            ok = False
+    if ok:
+        print(f"{name}: {len(info.files)} file(s) verified in {root / name}")
+    return ok
+
+
+def print_listing(root):
+    """One block per data set: each file with its size and state."""
+    print(f"cache: {root}  (set MINIMF_DATA to use another folder)")
+    width = max(map(len, DATASETS)) + 2
+    for name, info in DATASETS.items():
+        if info.kind == "tabular":
+            version = sklearn_version()
+            state = (f"bundled with scikit-learn {version}" if version
+                     else 'needs scikit-learn: pip install "minimf[tabular]"')
+            print(f"{name:<{width}}{state}")
+            continue
+        if not info.files:
+            print(f"{name:<{width}}packaged with minimf: {_packaged_mnist_state()}")
+            continue
+        for i, remote in enumerate(info.files):
+            size, state = file_state(root / name, remote)
+            print(f"{name if i == 0 else '':<{width}}{remote.name:<28}{size:>10}  {state}")
+
+
+def file_state(folder, remote):
+    """(size text, state text) of ``remote``'s copy in ``folder``: verified, wrong, partial or missing."""
+    path = folder / remote.name
+    part = folder / f"{remote.name}.part"
+    if path.exists():
+        fault = check_file(path, remote)
+        return _mb(path.stat().st_size), "verified" if fault is None else f"NOT verified: {fault}"
+    if part.exists():
+        return "", (f"missing; {_mb(part.stat().st_size)} of {_mb(remote.size)} in {part.name} "
+                    f"(a download resumes there)")
+    return "", f"missing ({_mb(remote.size)} to download)"
+
+
+def _packaged_mnist_state():
+    try:
+        for split in _mnist.MNIST_FILES.values():
+            _mnist._load_split_uint8(PACKAGED_MNIST_DIR, *split)
+    except DatasetError as err:
+        return f"NOT verified: {err}"
+    return "4 files, verified"
+
+
+def _mb(size):
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
