@@ -49,8 +49,10 @@ import numpy as np
 from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.cnn import KERNEL, block_shapes
-from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
-from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, MNIST_IMAGE, check_architecture, positive_int
+from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, positive_int
+
+MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 
 try:  # optional: reads (and with --threads sets) the threads of NumPy's BLAS
     import threadpoolctl
@@ -126,7 +128,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_architecture(parser, args)  # --hidden only with mlp, --channels only with cnn; fills defaults
+    check_architecture(parser, args, DATASETS["mnist"])  # --hidden only with mlp, --channels only with cnn; fills defaults
     try:
         xp = get_backend(args.backend)
     except BackendError as err:

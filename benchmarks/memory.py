@@ -41,7 +41,10 @@ import numpy as np
 from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, make_rng
 from minimf.cnn import block_shapes
-from minimf.train import DEFAULT_CHANNELS, MNIST_IMAGE, positive_int
+from minimf.datasets import DATASETS
+from minimf.train import DEFAULT_CHANNELS, positive_int
+
+MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 
 NUM_CLASSES = 10
 LR = 1e-3

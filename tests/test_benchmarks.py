@@ -1,0 +1,31 @@
+"""The benchmark scripts still run (tiny settings). They are measured by hand, never timed here:
+these tests only guard against a script breaking when the library changes under it."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args", [
+    ["--hidden", "16", "--fraction", "0.005", "--repeats", "1"],
+    ["--arch", "cnn", "--channels", "2", "4", "--fraction", "0.005", "--repeats", "1"],
+])
+def test_epoch_time_runs(args, capsys):
+    assert load_script("epoch_time").main(args) == 0
+    out = capsys.readouterr().out
+    assert "MF/BP (minimf)" in out and "FLOP" in out
+
+
+@pytest.mark.parametrize("args", [["--depths", "1", "2", "--width", "16"], ["--arch", "cnn", "--channels", "2", "4"]])
+def test_memory_runs(args, capsys):
+    assert load_script("memory").main(args) == 0
+    assert "MF peak MiB" in capsys.readouterr().out
