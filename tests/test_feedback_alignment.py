@@ -14,6 +14,7 @@ import pytest
 
 from minimf import (BackpropCNN, BackpropNet, DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet,
                     FeedbackAlignmentCNN, FeedbackAlignmentNet)
+from minimf.backend import to_numpy
 from minimf.checkpoint import load, save
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradients
@@ -43,11 +44,11 @@ def images(xp, rng, n=3):
 
 
 def assert_same_updates(ours, reference, layers):
-    """The update dicts of the given layers agree to rounding."""
+    """The update dicts of the given layers agree to rounding (host copies: works for CuPy too)."""
     for i in layers:
         for name in ("W", "b"):
-            np.testing.assert_allclose(ours[i][name], reference[i][name], rtol=1e-12, atol=1e-15,
-                                       err_msg=f"layer {i} {name}")
+            np.testing.assert_allclose(to_numpy(ours[i][name]), to_numpy(reference[i][name]), rtol=1e-12,
+                                       atol=1e-15, err_msg=f"layer {i} {name}")
 
 
 @pytest.mark.parametrize("make, data", [(mlp, small_batch), (cnn, images)])
@@ -55,7 +56,7 @@ def test_fa_with_the_forward_weights_as_feedback_is_backprop(backend, xp, rng, m
     fa, bp = make("fa", backend), make("bp", backend)
     x, y = data(xp, rng)
     for layer, bp_layer, B in zip(fa.layers, bp.layers, fa.feedback):
-        np.testing.assert_array_equal(layer.W, bp_layer.W)   # the same seed gives the same W
+        np.testing.assert_array_equal(to_numpy(layer.W), to_numpy(bp_layer.W))   # same seed, same W
         if B is not None:
             B[...] = layer.W
     assert_same_updates(fa.gradients(x, y), bp.gradients(x, y), range(len(bp.layers)))
