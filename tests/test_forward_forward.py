@@ -229,6 +229,19 @@ def test_prediction_modes(rng):
         net.predict(x, mode="ff")
 
 
+@pytest.mark.parametrize("neutral, pixels", [("uniform", 10.0 / CLASSES), ("zero", 0.0)])
+def test_one_pass_reads_the_neutral_label(rng, neutral, pixels):
+    """readout_scores = the read-out on the normalised activities of the input with every label
+    pixel at ``pixels`` (label_value / C, or 0)."""
+    net = small_net(neutral=neutral)
+    x = rng.standard_normal((4, 6))
+    h = x.copy()
+    h[:, :CLASSES] = pixels
+    h1 = net.layers[0].forward(h)
+    features = np.concatenate([normalize(h1), normalize(net.layers[1].forward(h1))], axis=1)
+    np.testing.assert_allclose(net.readout_scores(x), features @ net.readout.W + net.readout.b, rtol=1e-12)
+
+
 def test_parameter_counts():
     net = ForwardForwardNet(sizes=[784, 1000, 1000], bias=False)
     assert net.num_parameters() == 784 * 1000 + 1000 * 1000 == 1_784_000
@@ -239,6 +252,7 @@ def test_parameter_counts():
     (dict(sizes=[2, 4]), "at least 3"),
     (dict(normalize="l1"), "unknown normalize"),
     (dict(goodness="max"), "unknown goodness"),
+    (dict(neutral="random"), "unknown neutral"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
