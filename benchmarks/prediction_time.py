@@ -157,8 +157,10 @@ def time_interleaved(methods, x, args, sync):
 def print_header(args, sizes):
     machine = platform.processor() or platform.machine()
     print("Prediction time on MNIST (MF v1, Table 4): BP, Mono-Forward, Forward-Forward")
-    print(f"  machine   {machine}, {os.cpu_count()} CPUs, numpy {np.__version__}, backend {args.backend}"
-          + (f", BLAS threads {args.threads}" if args.threads else ""))
+    threads = args.threads or next((f"${v}={os.environ[v]}" for v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                                      "OMP_NUM_THREADS") if v in os.environ), "default")
+    print(f"  machine   {machine}, {os.cpu_count()} CPUs, numpy {np.__version__}, backend {args.backend}, "
+          f"BLAS threads {threads}")
     print(f"  network   {'-'.join(map(str, sizes))} ReLU, no biases, float32, untrained (time does not "
           f"depend on the weights)")
     print(f"  timed     single: median of {args.single} one-example calls; batch: one call on "
