@@ -44,10 +44,12 @@ A measured caveat of the uniform neutral label: to keep the goodness of negative
 first layer learns negative weights on the label pixels of the classes a unit does not stand for
 (their mean falls from 0 to -0.11 in 4 epochs on 784-500-500). The uniform neutral label lights
 all C pixels at once, and their sum switches most units off: the active fraction of layer 1 under
-the neutral label falls from 33% to 7% (with the true label: 34% to 16%), and the one-pass
+the neutral label falls from 33% after the first epoch to 7% after the fourth (with the true
+label: 34% to 16%; measured on 2,000 test images), and the one-pass
 accuracy peaks after a few epochs and then falls (94.5% at epoch 3 to 88.6% at epoch 20 on
-784-1000-1000). ``neutral="zero"`` leaves the label pixels empty and kept improving there
-(784-500-500, epoch 4: 94.2% against 91.8%).
+784-1000-1000). ``neutral="zero"`` leaves the label pixels empty; with it the one-pass accuracy
+kept improving, to 96.35% after 20 epochs on 784-1000-1000 (against 88.59%; the FF layers trained
+identically, since the read-out never reaches them).
 
 Known pitfalls (from public reproductions): a large Adam learning rate (3e-2) kills most ReLUs of
 the first layer; normalising to unit length shrinks a 784-pixel input by a factor of 28, and the
@@ -165,7 +167,7 @@ class ForwardForwardNet:
     weights), so the same seed gives the same run.
 
     ``neutral`` is the label of one-pass prediction: "uniform" (``label_value / C`` on every label
-    pixel, Hinton's) or "zero" (see the module docstring for why the second may be better).
+    pixel, Hinton's) or "zero" (all 0; better in the measurements of the module docstring).
     ``threshold`` theta = 2 suits ``goodness="mean"``; with "sum" it has to grow with the width
     (Hinton takes the number of units). ``label_value`` = 10: standardised MNIST pixels have an
     RMS of about 1, and a label pixel of 10 stands out after the normalisation. Measured on
@@ -245,7 +247,7 @@ class ForwardForwardNet:
             all_grads.append(grads)
             pos, neg = h_pos, h_neg
         features = self._features(activities)
-        logits, dense_cache = dense_forward(features, self.readout.W, self.readout.b)
+        logits, _ = dense_forward(features, self.readout.W, self.readout.b)
         loss, dlogits = softmax_cross_entropy(logits, y)
         dW, db = dense_param_grads(dlogits, features, self.readout.b is not None)   # stops at the features
         if update:

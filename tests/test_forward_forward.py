@@ -99,13 +99,14 @@ def test_local_gradient_check_rejects_wrong_gradients(rng, wrong):
     net = small_net(threshold=0.5)
     x, y, y_neg = small_batch(np, rng)
     layer = net.layers[0]
-    (x_pos, x_neg), = layer_inputs(net, x, y, y_neg)[:1]
+    x_pos, x_neg = layer_inputs(net, x, y, y_neg)[0]
     grads = dict(net.local_gradients(x, y, negative_labels=y_neg)[0])
     if wrong == "negatives_as_positives":       # both halves pushed up: the sign s_n forgotten
         grads["W"] = layer.local_gradients(x_pos, x_pos)[3]["W"]
     elif wrong == "unnormalised_input":         # dW = x^T dz instead of x^^T dz
-        both = np.concatenate([x_pos, x_neg])
-        grads["W"] = both.T @ layer_dz(layer, x_pos, x_neg)
+        both, dz = np.concatenate([x_pos, x_neg]), layer_dz(layer, x_pos, x_neg)
+        np.testing.assert_allclose(normalize(both).T @ dz, grads["W"], rtol=1e-10)   # right with x^
+        grads["W"] = both.T @ dz
     elif wrong == "goodness_without_2":         # dg/dh = h / H instead of 2h / H
         grads["W"] = grads["W"] / 2
     else:                                       # backprop's gradient: of L_1 + L_2, through layer 2
