@@ -4,9 +4,18 @@ from scratch in NumPy/CuPy, for teaching.
     from minimf import MonoForwardNet, BackpropNet, MonoForwardCNN, BackpropCNN
     net = MonoForwardNet(sizes=[784, 1000, 1000], num_classes=10, backend="numpy", seed=0)
     cnn = MonoForwardCNN(input_shape=(1, 28, 28), channels=(64, 128, 256, 512), num_classes=10)
+
+The other rules have the same interface: ``ForwardForwardNet`` (Forward-Forward, MLP),
+``FeedbackAlignmentNet``/``FeedbackAlignmentCNN`` and ``DirectFeedbackAlignmentNet``/
+``DirectFeedbackAlignmentCNN``.
 """
 from minimf.backprop import BackpropCNN, BackpropNet
+from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
+from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
+from minimf.forward_forward import ForwardForwardNet
 from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
 
-__all__ = ["MonoForwardNet", "BackpropNet", "MonoForwardCNN", "BackpropCNN"]
+__all__ = ["MonoForwardNet", "BackpropNet", "MonoForwardCNN", "BackpropCNN", "ForwardForwardNet",
+           "FeedbackAlignmentNet", "FeedbackAlignmentCNN", "DirectFeedbackAlignmentNet",
+           "DirectFeedbackAlignmentCNN"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Softmax and cross-entropy, computed through log-sum-exp so that large scores cannot overflow.
+"""Softmax and cross-entropy, computed through log-sum-exp so that large scores cannot overflow;
+and the logistic function and softplus, the two halves of Forward-Forward's binary loss.
 
 Shape letters: N batch size, C classes. ``logits`` are any scores (N, C); in Mono-Forward they
 are a layer's goodness G, in backprop the output layer's z.
@@ -43,6 +44,24 @@ def softmax_cross_entropy(logits, y):
     dlogits[rows, y] -= 1          # softmax(s) - onehot(y): each row is hit once, so no scatter-add
     dlogits /= n
     return loss, dlogits
+
+
+def softplus(t):
+    """``log(1 + exp(t))`` element-wise, stably: ``max(t, 0) + log(1 + exp(-|t|))``.
+
+    The two forms are equal (for t > 0 take exp(t) out of the sum), but the second never
+    exponentiates a positive number, so softplus(1e3) is 1e3 and not inf. softplus(-t) is
+    -log sigmoid(t): the logistic loss of a score t whose target is "yes".
+    """
+    xp = get_array_module(t)
+    return xp.maximum(t, 0) + xp.log1p(xp.exp(-xp.abs(t)))
+
+
+def sigmoid(t):
+    """``1 / (1 + exp(-t))`` element-wise, stably, as ``exp(-softplus(-t))``; the derivative of
+    softplus(t)."""
+    xp = get_array_module(t)
+    return xp.exp(-softplus(-t))
 
 
 def accuracy(scores, y):

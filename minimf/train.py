@@ -1,14 +1,15 @@
-"""The command line: train Mono-Forward (or the backprop baseline) on MNIST or another data set.
+"""The command line: train Mono-Forward (or a rule it is compared with) on MNIST or another data set.
 
     python -m minimf.train                              # MF on MNIST, 2x1000 ReLU, Adam 1e-3, batch 256
     python -m minimf.train --algo bp --epochs 20
+    python -m minimf.train --algo ff                    # also fa (Feedback Alignment), dfa (Direct FA)
     python -m minimf.train --arch cnn --channels 16 32 64 128   # conv blocks, images (N, 1, 28, 28)
     python -m minimf.train --dataset cifar10 --arch cnn --augment   # downloads CIFAR-10 on first use
     python -m minimf.train --dataset breast-cancer --hidden 64 64   # tabular data: MLP only
     python -m minimf.train --backend cupy --out runs/mf
     python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
 
-After every epoch one line reports the training loss, the test accuracy (for MF in both
+After every epoch one line reports the training loss, the test accuracy (for MF and FF in both
 prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
 run writes ``config.json`` (every setting), ``metrics.json`` (one record per epoch) and
 ``model.npz`` (the parameters), each atomically, after every epoch: a crash or a diverging loss
@@ -31,13 +32,21 @@ from minimf.checkpoint import save
 from minimf.cnn import block_shapes
 from minimf.datasets import DATASETS, DatasetError, carve_validation, load, normalization, num_classes
 from minimf.datasets.augment import augment_batch
+from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
+from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
+from minimf.forward_forward import ForwardForwardNet
 from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
 
 DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
 DEFAULT_CHANNELS = [64, 128, 256, 512]
 AUGMENTED = ("cifar10", "cifar100")  # --augment: crops and mirror images make sense for these
+# --algo: the network class for --arch mlp and for --arch cnn (None: the rule has no CNN here)
+NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, BackpropCNN),
+            "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
+            "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN)}
+LAYERWISE = ("mf", "ff")   # rules whose train_step returns one loss per layer (FF: then the read-out's)
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,8 +83,11 @@ def nonnegative_int(text):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m minimf.train",
-                                description="Train Mono-Forward or backprop on MNIST and other data sets.")
-    p.add_argument("--algo", choices=["mf", "bp"], default="mf", help="learning rule (default: mf)")
+                                description="Train Mono-Forward or a rule it is compared with, "
+                                            "on MNIST or another data set.")
+    p.add_argument("--algo", choices=list(NETWORKS), default="mf",
+                   help="learning rule: Mono-Forward, backprop, Forward-Forward (MLP only), Feedback "
+                        "Alignment, Direct Feedback Alignment (default: mf)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                    help="mnist is packaged; fashion-mnist, cifar10 and cifar100 are downloaded on first use "
@@ -129,6 +141,8 @@ def main(argv=None):
     info = DATASETS[args.dataset]
     check_dataset(parser, args, info)
     check_architecture(parser, args, info)
+    if args.arch == "cnn" and NETWORKS[args.algo][1] is None:
+        parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
     try:
         xp = get_backend(args.backend)
     except BackendError as err:
@@ -154,7 +168,8 @@ def main(argv=None):
               if args.out else f"error: {err}; stopped.", file=sys.stderr)
         return 1
     final = history[-1]["test_acc"]
-    print(f"test accuracy: {100 * final:.2f}%" + (f" ({args.predict.upper()} mode)" if args.algo == "mf" else ""))
+    mode = {"mf": f" ({args.predict.upper()} mode)", "ff": " (all labels)"}.get(args.algo, "")
+    print(f"test accuracy: {100 * final:.2f}%{mode}")
     return 0
 
 
@@ -227,11 +242,10 @@ def build_net(args, input_shape, num_classes=10):
     """The network of --algo and --arch for examples of ``input_shape``: (D,) or (C, H, W)."""
     common = dict(num_classes=num_classes, backend=args.backend, seed=args.seed, bias=not args.no_bias,
                   optimizer=args.optimizer, lr=args.lr)
+    mlp, cnn = NETWORKS[args.algo]
     if args.arch == "mlp":
-        kind = MonoForwardNet if args.algo == "mf" else BackpropNet
-        return kind(sizes=[input_shape[0]] + list(args.hidden), **common)
-    kind = MonoForwardCNN if args.algo == "mf" else BackpropCNN
-    return kind(input_shape=input_shape, channels=args.channels, **common)
+        return mlp(sizes=[input_shape[0]] + list(args.hidden), **common)
+    return cnn(input_shape=input_shape, channels=args.channels, **common)
 
 
 def describe_run(args, net, data, argv):
@@ -295,7 +309,8 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
     """One shuffled pass over (x, y), step k with learning rate ``rates[k]``; with ``augment_rng``
     every batch is randomly cropped and flipped (see minimf/datasets/augment.py) before the step.
 
-    Returns the mean training loss (a list with one entry per layer for MF)."""
+    Returns the mean training loss (a list with one entry per layer for MF, and for FF one per
+    layer followed by the one-pass read-out's)."""
     image_shape = DATASETS[args.dataset].input_shape
     n = x.shape[0]
     order = net.xp.asarray(rng.permutation(n))
@@ -311,7 +326,7 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
         check_finite(losses, epoch, step)
         total, count = total + losses * len(idx), count + len(idx)
     mean = total / count
-    if args.algo == "mf":
+    if args.algo in LAYERWISE:
         return [round(float(v), 6) for v in mean]
     return round(float(mean[0]), 6)
 
@@ -325,7 +340,8 @@ def check_finite(losses, epoch, step):
 
 
 def evaluate(net, data, args):
-    """Test (and validation) accuracy. MF: both modes and every layer; BP: one number."""
+    """Test (and validation) accuracy. MF and FF: both prediction modes and every layer (the
+    headline ``test_acc`` is MF's --predict mode, FF's all-labels); BP, FA, DFA: one number."""
     record = {}
     for split in ("test", "validation"):
         if data[split] is None:
@@ -337,6 +353,11 @@ def evaluate(net, data, args):
             record[f"{prefix}_acc_bp"] = result["bp"]
             record[f"{prefix}_acc_ff"] = result["ff"]
             record[f"layer_{prefix}_acc"] = result["layers"]
+        elif args.algo == "ff":
+            record[f"{prefix}_acc"] = result["all_labels"]
+            record[f"{prefix}_acc_all_labels"] = result["all_labels"]
+            record[f"{prefix}_acc_one_pass"] = result["one_pass"]
+            record[f"layer_{prefix}_acc"] = result["layers"]
         else:
             record[f"{prefix}_acc"] = result["acc"]
     return record
@@ -346,9 +367,12 @@ def format_record(r, epochs):
     """One line per epoch, e.g. ``epoch 2/5  loss 0.21 0.12  test bp 97.10%  ff 97.32% ...``."""
     loss = " ".join(f"{v:.4f}" for v in np.atleast_1d(r["train_loss"]))
     line = f"epoch {r['epoch']}/{epochs}  loss {loss}  "
+    layers = " ".join(f"{100 * a:.2f}%" for a in r.get("layer_test_acc", []))
     if "test_acc_bp" in r:
-        layers = " ".join(f"{100 * a:.2f}%" for a in r["layer_test_acc"])
         line += f"test bp {100 * r['test_acc_bp']:.2f}%  ff {100 * r['test_acc_ff']:.2f}%  layers {layers}  "
+    elif "test_acc_one_pass" in r:
+        line += (f"test all labels {100 * r['test_acc_all_labels']:.2f}%  one pass "
+                 f"{100 * r['test_acc_one_pass']:.2f}%  layers {layers}  ")
     else:
         line += f"test {100 * r['test_acc']:.2f}%  "
     if "val_acc" in r:

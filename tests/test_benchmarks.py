@@ -29,3 +29,9 @@ def test_epoch_time_runs(args, capsys):
 def test_memory_runs(args, capsys):
     assert load_script("memory").main(args) == 0
     assert "MF peak MiB" in capsys.readouterr().out
+
+
+def test_prediction_time_runs(capsys):
+    args = ["--hidden", "16", "--batch", "50", "--single", "3", "--repeats", "1"]
+    assert load_script("prediction_time").main(args) == 0
+    assert "FF, all labels" in capsys.readouterr().out
