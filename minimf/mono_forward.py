@@ -212,6 +212,13 @@ class MonoForwardModel:
             x = a
         return losses
 
+    def layer_inputs(self, x):
+        """[a_0 = x, a_1, ..., a_{L-1}]: the input each layer receives, from one forward pass."""
+        inputs = [check_features(x, self.input_shape, self.xp, self.dtype)]
+        for layer in self.layers[:-1]:
+            inputs.append(layer.forward(inputs[-1]))
+        return inputs
+
     def goodness(self, x):
         """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, *input_shape)."""
         x = check_features(x, self.input_shape, self.xp, self.dtype)

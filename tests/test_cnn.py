@@ -62,14 +62,6 @@ def assert_away_from_kinks(x, layers, pool):
         x = conv_block_forward(x, layer.W, layer.b, pool)[0]
 
 
-def layer_inputs(net, x):
-    """The input of every block: x, a_1, ..., a_{L-1}."""
-    inputs = [x]
-    for layer in net.layers[:-1]:
-        inputs.append(layer.forward(inputs[-1]))
-    return inputs
-
-
 def local_loss(layer, x, y):
     """L_i recomputed from scratch with the LOOP convolution: CE(softmax(flat(pool(relu(conv(x)))) M^T))."""
     z = conv2d_forward_naive(x, layer.W, layer.b, stride=1, pad=1)[0]
@@ -154,7 +146,7 @@ def test_local_gradients_of_every_conv_layer(backend, xp, pool, bias):
     assert_away_from_kinks(x, net.layers, pool)
     grads = net.local_gradients(x, y)
     assert len(grads) == 2
-    for i, (layer, layer_x) in enumerate(zip(net.layers, layer_inputs(net, x))):
+    for i, (layer, layer_x) in enumerate(zip(net.layers, net.layer_inputs(x))):
         params = present(layer.params)
         errors = check_gradients(lambda: local_loss(layer, layer_x, y), params, grads[i], tol=KINK_TOL)
         print(f"{pool} layer {i + 1}", errors)

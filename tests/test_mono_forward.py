@@ -20,14 +20,6 @@ def small_batch(xp, rng, n=5):
     return xp.asarray(rng.standard_normal((n, 6))), xp.asarray(rng.integers(0, 3, n))
 
 
-def layer_inputs(net, x):
-    """The input of every layer: x, a_1, ..., a_{L-1} (computed once, then held fixed)."""
-    inputs = [x]
-    for layer in net.layers[:-1]:
-        inputs.append(layer.forward(inputs[-1]))
-    return inputs
-
-
 def local_loss(layer, x, y):
     """L_i for layer i, recomputed from scratch: cross-entropy of softmax(relu(x W + b) M^T)."""
     z = x @ layer.W + (layer.b if layer.b is not None else 0)
@@ -41,7 +33,7 @@ def test_local_gradients_of_every_layer(backend, xp, rng, bias):
     x, y = small_batch(xp, rng)
     grads = net.local_gradients(x, y)
     assert len(grads) == 3
-    for i, (layer, layer_x) in enumerate(zip(net.layers, layer_inputs(net, x))):
+    for i, (layer, layer_x) in enumerate(zip(net.layers, net.layer_inputs(x))):
         params = {k: v for k, v in layer.params.items() if v is not None}
         errors = check_gradients(lambda: local_loss(layer, layer_x, y), params, grads[i], tol=KINK_TOL)
         print(f"layer {i + 1}", errors)
