@@ -54,10 +54,7 @@ from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, p
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 
-try:  # optional: reads (and with --threads sets) the threads of NumPy's BLAS
-    import threadpoolctl
-except ImportError:
-    threadpoolctl = None
+from blas_threads import run_with_threads, threadpoolctl  # benchmarks/blas_threads.py, beside this script
 
 NUM_CLASSES = 10
 LR = 1e-3
@@ -133,13 +130,7 @@ def main(argv=None):
         xp = get_backend(args.backend)
     except BackendError as err:
         parser.error(str(err))
-    if args.threads and threadpoolctl is None:
-        parser.error("--threads needs threadpoolctl to set NumPy's BLAS threads (pip install threadpoolctl); "
-                     "or start the script with OPENBLAS_NUM_THREADS=T and OMP_NUM_THREADS=T")
-    if args.threads:
-        with threadpoolctl.threadpool_limits(limits=args.threads, user_api="blas"):
-            return run(args, xp)
-    return run(args, xp)
+    return run_with_threads(parser, args.threads, lambda: run(args, xp))
 
 
 def run(args, xp):

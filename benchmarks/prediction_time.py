@@ -44,10 +44,7 @@ from minimf.backend import BACKENDS, BackendError, get_backend
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.train import DEFAULT_HIDDEN, positive_int
 
-try:  # optional: sets the threads of NumPy's BLAS (--threads)
-    import threadpoolctl
-except ImportError:
-    threadpoolctl = None
+from blas_threads import run_with_threads  # benchmarks/blas_threads.py, beside this script
 
 NUM_CLASSES = 10
 SEED = 0
@@ -88,13 +85,7 @@ def main(argv=None):
         xp = get_backend(args.backend)
     except BackendError as err:
         parser.error(str(err))
-    if args.threads and threadpoolctl is None:
-        parser.error("--threads needs threadpoolctl (pip install threadpoolctl); or start the script with "
-                     "OPENBLAS_NUM_THREADS=T and OMP_NUM_THREADS=T")
-    if args.threads:
-        with threadpoolctl.threadpool_limits(limits=args.threads, user_api="blas"):
-            return run(args, xp)
-    return run(args, xp)
+    return run_with_threads(parser, args.threads, lambda: run(args, xp))
 
 
 def run(args, xp):

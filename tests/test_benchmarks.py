@@ -1,11 +1,14 @@
 """The benchmark scripts still run (tiny settings). They are measured by hand, never timed here:
 these tests only guard against a script breaking when the library changes under it."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCHMARKS) not in sys.path:  # the scripts import their shared helper, as when run from there
+    sys.path.insert(0, str(BENCHMARKS))
 
 
 def load_script(name):
