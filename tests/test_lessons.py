@@ -222,10 +222,10 @@ def test_autograde_gives_full_points_to_solutions_and_zero_to_stubs(student_vers
 
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        scores = {student: {grade.name: (grade.score, grade.max_score)
-                            for notebook in gradebook.find_submission(ASSIGNMENT, student).notebooks
-                            for grade in notebook.grades}
-                  for student in ("solver", "stubs")}
+        scores = {submitter: {grade.name: (grade.score, grade.max_score)
+                              for notebook in gradebook.find_submission(ASSIGNMENT, submitter).notebooks
+                              for grade in notebook.grades}
+                  for submitter in ("solver", "stubs")}
     graded_ids = {_nbgrader(cell)["grade_id"] for lesson in TASK_LESSONS
                   for cell in _read(lesson).cells if _is_graded_test(cell)}
     assert set(scores["solver"]) == set(scores["stubs"]) == graded_ids
