@@ -5,6 +5,10 @@
 3. The student version, built by ``nbgrader generate_assignment`` in a temporary course directory
    exactly as an instructor would (lessons/README.md), leaks no solution text, runs up to its first
    task, and each graded test cell FAILS on the stubs (a test that passes on a stub tests nothing).
+   It is run up to its last graded test; what follows is run by 1., with the solutions in.
+4. (slow) ``nbgrader autograde`` on two submissions of the student version: one filled in as a student
+   would (each solution cell completed with the instructor's lines) scores every point, the untouched
+   stubs score 0 on every graded cell.
 
 Kernels are started with this interpreter (``python3`` resolves to ``sys.executable``) and with an
 empty user Jupyter data folder, so that a ``python3`` kernel registered elsewhere cannot take over.
@@ -164,6 +168,8 @@ def test_student_version_runs_to_first_task_and_its_tests_fail(lesson, student_v
     for name, value in _env(tmp_path).items():
         monkeypatch.setenv(name, value)
     nb = _read(student_version / lesson.name)
+    last_test = max(i for i, cell in enumerate(nb.cells) if _is_graded_test(cell))
+    nb.cells = nb.cells[:last_test + 1]      # what follows the last graded test runs under nbmake (solutions in)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
@@ -182,3 +188,48 @@ def test_student_version_runs_to_first_task_and_its_tests_fail(lesson, student_v
         assert found[0].ename == "NotImplementedError" and found[0].evalue.startswith("Task "), (
             f"{lesson.name}: {_nbgrader(cell)['grade_id']} failed for another reason: "
             f"{found[0].ename}: {found[0].evalue}")
+
+
+def _filled_in(instructor_cell):
+    """A solution cell completed as a student would: the instructor's source without the solution
+    markers and without the stub that follows them."""
+    lines = [line for line in instructor_cell.source.splitlines()
+             if line.strip() not in (BEGIN, END) and not STUB.search(line)]
+    return "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_autograde_gives_full_points_to_solutions_and_zero_to_stubs(student_version):
+    """``nbgrader autograde`` as an instructor runs it, on two submissions of the whole assignment."""
+    course = student_version.parents[1]
+    solved, stubs = course / "submitted" / "solver" / ASSIGNMENT, course / "submitted" / "stubs" / ASSIGNMENT
+    for folder in (solved, stubs):
+        folder.mkdir(parents=True)
+    for lesson in LESSONS:
+        shutil.copy(student_version / lesson.name, stubs / lesson.name)
+        student = _read(student_version / lesson.name)
+        instructor = {_nbgrader(cell)["grade_id"]: cell for cell in _read(lesson).cells if _is_solution(cell)}
+        for cell in student.cells:
+            if _is_solution(cell):
+                cell.source = _filled_in(instructor[_nbgrader(cell)["grade_id"]])
+        nbformat.write(student, str(solved / lesson.name))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, f"--Execute.timeout={CELL_TIMEOUT_S}"],
+        cwd=course, env=_env(course.parent), capture_output=True, text=True, timeout=3600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        scores = {submitter: {grade.name: (grade.score, grade.max_score)
+                              for notebook in gradebook.find_submission(ASSIGNMENT, submitter).notebooks
+                              for grade in notebook.grades}
+                  for submitter in ("solver", "stubs")}
+    graded_ids = {_nbgrader(cell)["grade_id"] for lesson in TASK_LESSONS
+                  for cell in _read(lesson).cells if _is_graded_test(cell)}
+    assert set(scores["solver"]) == set(scores["stubs"]) == graded_ids
+    for grade_id, (score, max_score) in scores["solver"].items():
+        assert max_score > 0 and score == max_score, f"the filled-in {grade_id} scored {score} of {max_score}"
+    for grade_id, (score, max_score) in scores["stubs"].items():
+        assert score == 0, f"the stub of {grade_id} scored {score} of {max_score}"
