@@ -54,7 +54,7 @@ def conv_block_forward(x, W, b, pool="avg"):
     Returns a: (N, F, H // 2, W // 2) and the cache ``(conv_cache, relu_cache, pool_cache, pool)``.
     """
     z, conv_cache = conv2d_forward(x, W, b, stride=1, pad=PAD)
-    r, relu_cache = relu_forward(z)
+    r, relu_cache = relu_forward(z, out=z)          # in place: z is fresh from the convolution
     a, pool_cache = POOLING[pool][0](r, POOL, POOL)
     return a, (conv_cache, relu_cache, pool_cache, pool)
 
@@ -71,7 +71,7 @@ def conv_block_backward(da, cache, input_grad=True):
     """
     conv_cache, relu_cache, pool_cache, pool = cache
     dr = POOLING[pool][1](da, pool_cache)
-    dz = relu_backward(dr, relu_cache)
+    dz = relu_backward(dr, relu_cache, out=dr)      # in place: dr is fresh from the pooling
     if not input_grad:
         return (None, *conv2d_param_grads(dz, conv_cache))
     return conv2d_backward(dz, conv_cache)
