@@ -4,6 +4,7 @@ Same schedule, same numbers: after N batches through ``train_pipelined`` every p
 bit for bit, the one after N calls of ``train_step``; the layers really run at the same time; an
 error in a layer or in a batch is raised, with no thread left hanging.
 """
+import json
 import threading
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from minimf import MonoForwardCNN, MonoForwardNet
 from minimf.backend import get_backend, to_numpy
 from minimf.pipeline import train_pipelined
+from minimf.train import main
 
 STEPS = 7
 
@@ -125,3 +127,27 @@ def test_pipeline_equals_sequential_on_cupy():
     expected = [sequential.train_step(x, y) for x, y in batches]
     assert train_pipelined(pipelined, batches) == expected
     assert_identical_parameters(sequential, pipelined)
+
+
+def test_command_line_pipeline_gives_the_same_run(tmp_path, capsys):
+    """``python -m minimf.train --pipeline`` (with a cosine schedule): metrics and saved parameters
+    equal to the run without it."""
+    quick = ["--train-subset", "1000", "--test-subset", "500", "--hidden", "32", "24", "--epochs", "2",
+             "--lr-schedule", "cosine", "--no-progress"]
+    for name, extra in (("sequential", []), ("pipelined", ["--pipeline"])):
+        assert main(quick + extra + ["--out", str(tmp_path / name)]) == 0
+    runs = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("sequential", "pipelined")}
+    for record in runs.values():
+        for r in record:
+            r.pop("seconds")
+    assert runs["pipelined"] == runs["sequential"]
+    saved = [np.load(tmp_path / name / "model.npz") for name in ("sequential", "pipelined")]
+    assert sorted(saved[0].files) == sorted(saved[1].files)
+    for key in saved[0].files:
+        np.testing.assert_array_equal(saved[1][key], saved[0][key])
+
+
+def test_command_line_pipeline_is_for_mono_forward_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["--algo", "bp", "--pipeline"])
+    assert "--pipeline is for --algo mf" in capsys.readouterr().err
