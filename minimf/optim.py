@@ -30,8 +30,9 @@ class SGD:
             if g is None:
                 continue
             if self.momentum:
-                xp = get_array_module(g)
-                v = self.velocity.setdefault(name, xp.zeros_like(g))
+                if name not in self.velocity:          # made once (setdefault would allocate every step)
+                    self.velocity[name] = get_array_module(g).zeros_like(g)
+                v = self.velocity[name]
                 v *= self.momentum
                 v += g
                 g = v

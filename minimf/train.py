@@ -8,6 +8,7 @@
     python -m minimf.train --dataset breast-cancer --hidden 64 64   # tabular data: MLP only
     python -m minimf.train --backend cupy --out runs/mf
     python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
+    python -m minimf.train --pipeline                   # MF's layers concurrently; the same numbers
 
 After every epoch one line reports the training loss, the test accuracy (for MF and FF in both
 prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
