@@ -119,14 +119,17 @@ def test_a_bad_batch_is_a_clear_error():
 
 @pytest.mark.gpu
 def test_pipeline_equals_sequential_on_cupy():
-    """On the GPU each layer queues its work on its own CUDA stream; the results must not change.
-    (Bit for bit: the same kernels run on the same numbers, only on different streams.)"""
+    """On the GPU each layer queues its work on its own CUDA stream; the results must not change
+    beyond float rounding. (Not bit for bit: cuBLAS promises bitwise reproducibility only with one
+    active stream, unless CUBLAS_WORKSPACE_CONFIG is set.)"""
     cupy = get_backend("cupy")
     batches = [(cupy.asarray(x), cupy.asarray(y)) for x, y in make_batches((20,))]
     sequential, pipelined = mlp("cupy"), mlp("cupy")
     expected = [sequential.train_step(x, y) for x, y in batches]
-    assert train_pipelined(pipelined, batches) == expected
-    assert_identical_parameters(sequential, pipelined)
+    np.testing.assert_allclose(train_pipelined(pipelined, batches), expected, rtol=1e-5)
+    for a, b in zip(sequential.layers, pipelined.layers):
+        for name, value in a.params.items():
+            np.testing.assert_allclose(to_numpy(b.params[name]), to_numpy(value), rtol=1e-4, atol=1e-6)
 
 
 def test_command_line_pipeline_gives_the_same_run(tmp_path, capsys):
