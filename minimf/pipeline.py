@@ -22,7 +22,7 @@ In the pipeline layer i takes the batches in order from one queue, so it too has
 batches 1..t-1 when it starts batch t; and the a_{i-1} in its inbox was computed by layer i-1
 in the same way, before layer i-1 updated on batch t. Every layer performs the same operations on
 the same numbers in the same order; only WHEN each happens changes. (``tests/test_pipeline.py``
-checks that the parameters are identical after N steps.)
+checks that the parameters are identical after N steps, on NumPy.)
 
 When it helps: the layers' matrix products run at the same time, on different cores. NumPy's BLAS
 releases Python's GIL, so threads are enough. With one BLAS thread per product and as many cores as
@@ -36,7 +36,9 @@ layer 1, nor stop before the last has passed layer L: L - 1 ticks of the epoch a
 On CuPy each layer's thread queues its kernels on a CUDA stream of its own (``new_stream`` of the
 backend module), so the GPU can overlap small layers; every layer waits for its stream
 (``synchronize``) before handing a_i on, so the next layer never reads a half-written array and
-no array is freed while a kernel still reads it.
+no array is freed while a kernel still reads it. There the results agree with the sequential ones
+to float rounding, not always bit for bit: cuBLAS promises bitwise-reproducible products only while
+one stream is active (tests/test_pipeline.py, marked ``gpu``).
 """
 import queue
 import threading
