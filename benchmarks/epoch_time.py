@@ -15,6 +15,10 @@ same process:
     BP (minimf)          BackpropNet / BackpropCNN: the same hidden layers plus an output layer,
                          one loss, backprop
     BP (PyTorch, CPU)    the same BP network in PyTorch, if ``import torch`` works (never required)
+    MF pipelined         MF with its layers running concurrently, one thread each
+                         (minimf/pipeline.py; the same numbers as MF, only the timing differs)
+    MF / BP products     the lower bound: only the matrix products of every MF (or BP) step, at
+                         the network's shapes, on random float32 arrays (``step_products``)
 
 ``--arch mlp`` (the default) uses dense ReLU layers (``--hidden``) on (N, 784); ``--arch cnn`` uses
 conv blocks (``--channels``; 3x3 conv with padding 1 -> ReLU -> 2x2 average pooling, floor:
@@ -32,7 +36,10 @@ whatever else it is doing. "MF/BP (minimf)" below 1 means MF trains faster than 
 library. Compare it with the FLOP ratio printed above it (matrix products and convolutions): MF
 skips every input gradient but pays for a projection M in each layer. "minimf-BP/PyTorch-BP" says
 how far the NumPy teaching code is from a production library on the same arithmetic (for the CNN
-the target is 2 or below).
+the target is 2 or below). "MF/MF-products" is the distance from the arithmetic lower bound: the
+epoch against its matrix products alone, measured at the same shapes in the same run, i.e. the
+epoch's FLOPs divided by this machine's GFLOP/s at those shapes (printed too). What MF does beside
+its products (ReLU, softmax, Adam, batching, checks, Python) is the difference.
 """
 import argparse
 import math
@@ -50,6 +57,7 @@ from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.cnn import KERNEL, block_shapes
 from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.pipeline import train_pipelined
 from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, positive_int
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
@@ -60,7 +68,9 @@ NUM_CLASSES = 10
 LR = 1e-3
 SEED = 0
 WARMUP_STEPS = 3
-CNN_TARGET = 2  # the goal for minimf-BP/PyTorch-BP on the CNN: within 2x of PyTorch
+# the goals of issue 9, "ratio: at most this", per architecture
+TARGETS = {"mlp": {"MF/PyTorch-BP": 0.65, "minimf-BP/PyTorch-BP": 1.0, "MF/MF-products": 1.5},
+           "cnn": {"MF/PyTorch-BP": 1.5, "minimf-BP/PyTorch-BP": 1.5, "MF/MF-products": 1.5}}
 
 
 class Network(NamedTuple):
@@ -68,7 +78,7 @@ class Network(NamedTuple):
 
     ``mf`` and ``bp`` are minimf's classes and ``kwargs`` their architecture arguments;
     ``torch_layers(torch)`` returns the PyTorch modules of the BP network, in order;
-    ``flops`` = (MF, BP) FLOPs of one training step per example (see ``flops_per_example``).
+    ``products`` = (MF, BP): the matrix products (m, k, n) of one training step (``step_products``).
     """
     arch: str
     summary: str
@@ -76,14 +86,20 @@ class Network(NamedTuple):
     bp: type
     kwargs: dict
     torch_layers: Callable
-    flops: tuple
+    batch_size: int
+    products: tuple
+
+    @property
+    def flops(self):
+        """(MF, BP) FLOPs of one training step per example: a product (m, k) @ (k, n) costs 2*m*k*n."""
+        return tuple(sum(2 * m * k * n for m, k, n in products) / self.batch_size for products in self.products)
 
 
 class Config(NamedTuple):
-    """One thing to time: ``make_step()`` builds a fresh network and returns ``step(idx)``, which
-    trains on the examples ``idx``; ``batches`` are that framework's index arrays, in order."""
+    """One thing to time: ``make_run()`` builds a fresh network and returns ``run(batches)``, which
+    trains on the given index arrays in order; ``batches`` are that framework's index arrays."""
     name: str
-    make_step: Callable
+    make_run: Callable
     batches: list
     sync: Callable
 
@@ -139,7 +155,8 @@ def run(args, xp):
     torch = import_torch()
     if torch is not None:
         torch.set_num_threads(threads)
-    net = mlp_network(args.hidden) if args.arch == "mlp" else cnn_network(args.channels)
+    net = (mlp_network(args.hidden, args.batch_size) if args.arch == "mlp"
+           else cnn_network(args.channels, args.batch_size))
     x, y = standardised_mnist(flatten=args.arch == "mlp")
     order = make_rng(SEED).permutation(len(y))
     steps_per_epoch = math.ceil(len(y) / args.batch_size)
@@ -147,12 +164,14 @@ def run(args, xp):
     configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size)
     if torch is not None:
         configs.append(torch_config(torch, net, x, y, order, args.batch_size))
+    configs += products_configs(xp, net, configs[0].batches, configs[0].sync)
 
     print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch)
     seconds = time_interleaved(configs, steps, args.repeats)
     print_table(seconds, steps, args.fraction)
     mf_flops, bp_flops = net.flops
     print_flops(mf_flops * len(y), bp_flops * len(y), len(y), net.arch)
+    print_lower_bound(seconds, net, steps, len(y), args.fraction)
     print_ratios(seconds, mf_flops / bp_flops, net.arch)
     return 0
 
@@ -184,30 +203,29 @@ def import_torch():
 
 # --- the two architectures -----------------------------------------------------------------------
 
-def mlp_network(hidden):
+def mlp_network(hidden, batch_size):
     """Dense ReLU layers ``784 -> hidden...``; BP adds a dense output layer to 10 classes."""
     sizes = [MNIST_IMAGE[0] * MNIST_IMAGE[1] * MNIST_IMAGE[2]] + list(hidden)
-    layers = list(zip(sizes[:-1], sizes[1:]))
-    flops = flops_per_example([2 * d * h for d, h in layers], [h for _, h in layers], NUM_CLASSES)
+    layers = [dense_products(d, h, batch_size) for d, h in zip(sizes[:-1], sizes[1:])]
+    products = step_products(layers, sizes[1:], batch_size, NUM_CLASSES)
     summary = f"MLP {'-'.join(map(str, sizes))} ReLU -> {NUM_CLASSES} classes"
     return Network("mlp", summary, MonoForwardNet, BackpropNet, {"sizes": sizes},
-                   partial(torch_mlp_layers, sizes=sizes), flops)
+                   partial(torch_mlp_layers, sizes=sizes), batch_size, products)
 
 
-def cnn_network(channels):
+def cnn_network(channels, batch_size):
     """Conv blocks on 1x28x28 (3x3 conv, padding 1 -> ReLU -> 2x2 average pool); BP adds a dense
     output layer on the flattened last block."""
     shapes = block_shapes(MNIST_IMAGE, channels)     # the input, then every block's output (F, H', W')
-    blocks = list(zip(shapes[:-1], shapes[1:]))
-    # the convolution keeps H x W (padding 1); F*H*W outputs, each a sum of C*3*3 products
-    products = [2 * F * C * KERNEL * KERNEL * H * W for (C, H, W), (F, _, _) in blocks]
+    layers = [conv_products(C, F, H, W, batch_size) for (C, H, W), (F, _, _) in zip(shapes[:-1], shapes[1:])]
     readouts = [F * H * W for F, H, W in shapes[1:]]
+    products = step_products(layers, readouts, batch_size, NUM_CLASSES)
     maps = "-".join(str(h) for _, h, _ in shapes)
     summary = (f"CNN 1x28x28 -> conv blocks {'-'.join(map(str, channels))} (3x3 conv pad 1, ReLU, "
                f"2x2 avg pool; maps {maps}) -> {NUM_CLASSES} classes")
     return Network("cnn", summary, MonoForwardCNN, BackpropCNN,
                    {"input_shape": MNIST_IMAGE, "channels": list(channels)},
-                   partial(torch_cnn_layers, shapes=shapes), flops_per_example(products, readouts, NUM_CLASSES))
+                   partial(torch_cnn_layers, shapes=shapes), batch_size, products)
 
 
 def torch_mlp_layers(torch, sizes):
@@ -248,15 +266,45 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size):
     x, y, order = xp.asarray(x), xp.asarray(y), xp.asarray(order)
     sync = xp.cuda.Device().synchronize if backend == "cupy" else (lambda: None)
 
-    def maker(kind):
-        def make_step():
-            model = kind(**net.kwargs, num_classes=NUM_CLASSES, backend=backend, seed=SEED, lr=LR)
-            return lambda idx: model.train_step(x[idx], y[idx])
-        return make_step
+    def model(kind):
+        return kind(**net.kwargs, num_classes=NUM_CLASSES, backend=backend, seed=SEED, lr=LR)
+
+    def stepwise(kind):
+        def make_run():
+            m = model(kind)
+            return lambda batches: [m.train_step(x[idx], y[idx]) for idx in batches]
+        return make_run
+
+    def pipelined():
+        m = model(net.mf)
+        return lambda batches: train_pipelined(m, ((x[idx], y[idx]) for idx in batches))
 
     batches = epoch_batches(order, batch_size)
-    return [Config("MF (minimf)", maker(net.mf), batches, sync),
-            Config("BP (minimf)", maker(net.bp), batches, sync)]
+    return [Config("MF (minimf)", stepwise(net.mf), batches, sync),
+            Config("MF pipelined", pipelined, batches, sync),
+            Config("BP (minimf)", stepwise(net.bp), batches, sync)]
+
+
+def products_configs(xp, net, batches, sync):
+    """The lower bound: every step runs only the matrix products of an MF (BP) step, on random
+    float32 arrays of the same shapes, made once. Its time is the epoch's FLOPs divided by this
+    machine's GFLOP/s at exactly these shapes (the last, shorter batch is timed at full size)."""
+    def products_only(products):
+        def make_run():
+            rng = make_rng(SEED)
+            pairs = [(xp.asarray(rng.standard_normal((m, k)), dtype="float32"),
+                      xp.asarray(rng.standard_normal((k, n)), dtype="float32")) for m, k, n in products]
+
+            def run(batches):
+                for _ in batches:
+                    for a, b in pairs:
+                        a @ b
+            return run
+        return make_run
+
+    mf, bp = net.products
+    return [Config("MF products", products_only(mf), batches, sync),
+            Config("BP products", products_only(bp), batches, sync)]
 
 
 def torch_config(torch, net, x, y, order, batch_size):
@@ -264,7 +312,7 @@ def torch_config(torch, net, x, y, order, batch_size):
     ``torch.from_numpy`` shares the host arrays, nothing is copied."""
     x, y, order = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(order)
 
-    def make_step():
+    def make_run():
         torch.manual_seed(SEED)
         model = torch.nn.Sequential(*net.torch_layers(torch))
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -276,22 +324,20 @@ def torch_config(torch, net, x, y, order, batch_size):
             loss.backward()
             optimizer.step()
             return loss.item()  # a Python float, as minimf's train_step returns
-        return step
+        return lambda batches: [step(idx) for idx in batches]
 
-    return Config("BP (PyTorch, CPU)", make_step, epoch_batches(order, batch_size), lambda: None)
+    return Config("BP (PyTorch, CPU)", make_run, epoch_batches(order, batch_size), lambda: None)
 
 
 # --- timing ----------------------------------------------------------------------------------------
 
 def time_once(config, steps):
     """Seconds for the first ``steps`` batches of an epoch, on a fresh network after a warm-up."""
-    step = config.make_step()
-    for idx in config.batches[:WARMUP_STEPS]:
-        step(idx)
+    run = config.make_run()
+    run(config.batches[:WARMUP_STEPS])
     config.sync()
     start = time.perf_counter()
-    for idx in config.batches[:steps]:
-        step(idx)
+    run(config.batches[:steps])
     config.sync()  # a GPU may still be working when the last call returns
     return time.perf_counter() - start
 
@@ -308,27 +354,42 @@ def time_interleaved(configs, steps, repeats):
 
 # --- arithmetic ------------------------------------------------------------------------------------
 
-def flops_per_example(products, readouts, num_classes):
-    """FLOPs of the matrix products and convolutions in one training step, per example: (MF, BP).
+def dense_products(d, h, n):
+    """(forward, dW, dx) of a dense layer D -> H on a batch of n, each a product (m, k) @ (k, n)
+    written (m, k, n), as minimf/layers.py multiplies: z = x W (N, D) @ (D, H),
+    dW = x^T dz (D, N) @ (N, H), dx = dz W^T (N, H) @ (H, D). Each costs P = 2*N*D*H FLOPs."""
+    return (n, d, h), (d, n, h), (n, h, d)
 
-    ``products[i]`` = P_i, the forward FLOPs of layer i's weights per example; computing its
-    weight gradient dW costs P_i again, and so does its input gradient dx:
-        dense layer D -> H:                      P = 2*D*H  (a product (N, D) @ (D, H) is 2*N*D*H)
-        conv block, C -> F channels, H x W maps: P = 2*F*C*3*3*H*W  (padding 1 keeps H x W: F*H*W
-                                                 outputs, each a sum of C*3*3 products; im2col makes
-                                                 it one product of the same size)
+
+def conv_products(c, f, h, w, n):
+    """(forward, dW, dx) of a 3x3 conv block C -> F on H x W maps (padding 1 keeps H x W) as
+    im2col's products (minimf/im2col.py), K = C*3*3, M = N*H*W: out = w2 @ cols (F, K) @ (K, M),
+    dw = cols @ d^T (K, M) @ (M, F), dcols = w2^T @ d (K, F) @ (F, M); P = 2*F*K*M each."""
+    k, m = c * KERNEL * KERNEL, n * h * w
+    return (f, k, m), (k, m, f), (k, f, m)
+
+
+def step_products(layers, readouts, n, num_classes):
+    """The matrix products of one training step: (MF list, BP list) of (m, k, n) shapes.
+
+    ``layers[i]`` = (forward, dW, dx) of layer i (``dense_products``, ``conv_products``);
     ``readouts[i]`` = n_i, what MF's projection M_i (C, n_i) reads: H for a dense layer,
     F*H'*W' (after pooling) for a conv block. With C classes:
-        MF: forward and dW, plus goodness a M^T, dM = dG^T a, da = dG M
-            = 2 P_i + 3*(2 n_i C); no input gradient, the error stops at the layer.
+        MF: forward and dW, plus goodness a M^T (N, n_i) @ (n_i, C), dM = dG^T a (C, N) @ (N, n_i),
+            da = dG M (N, C) @ (C, n_i); no input gradient, the error stops at the layer:
+            2 P_i + 3*(2 N n_i C) FLOPs.
         BP: forward, dW, and dx for every layer but the first = (2 or 3) P_i;
-            plus the output layer n_L -> C: forward, dW, dx = 3*(2 n_L C).
+            plus the output layer n_L -> C: forward, dW, dx = 3*(2 N n_L C).
     ReLU, pooling, im2col's copies, softmax and Adam are left out: they touch every number a few
     times but multiply no matrices.
     """
-    mf = sum(2 * p + 3 * (2 * n * num_classes) for p, n in zip(products, readouts))
-    bp = sum((2 if i == 0 else 3) * p for i, p in enumerate(products))
-    bp += 3 * (2 * readouts[-1] * num_classes)
+    c = num_classes
+    mf, bp = [], []
+    for i, ((forward, dW, dx), width) in enumerate(zip(layers, readouts)):
+        mf += [forward, dW, (n, width, c), (c, n, width), (n, c, width)]
+        bp += [forward, dW] + ([dx] if i > 0 else [])
+    width = readouts[-1]
+    bp += [(n, width, c), (width, n, c), (n, c, width)]
     return mf, bp
 
 
@@ -354,14 +415,14 @@ def print_header(args, net, threads, threads_source, torch, steps, steps_per_epo
 
 
 def print_table(seconds, steps, fraction):
-    """configuration | median seconds | spread (max - min over the median) | steps."""
+    """configuration | median seconds | fastest | spread (max - min over the median) | steps."""
     heading = "median s / " + ("epoch" if fraction == 1 else f"{fraction:g} epoch")
     w = len(heading)
-    print(f"  {'configuration':<20} {heading} {'spread':>8} {'steps':>6}")
+    print(f"  {'configuration':<24} {heading} {'fastest':>8} {'spread':>8} {'steps':>6}")
     for name, times in seconds.items():
         median = statistics.median(times)
         spread = f"{100 * (max(times) - min(times)) / median:.0f}%" if len(times) > 1 else "-"
-        print(f"  {name:<20} {median:>{w}.3f} {spread:>8} {steps:>6}")
+        print(f"  {name:<24} {median:>{w}.3f} {min(times):>8.3f} {spread:>8} {steps:>6}")
     print()
 
 
@@ -372,17 +433,41 @@ def print_flops(mf, bp, examples, arch):
     print()
 
 
+def print_lower_bound(seconds, net, steps, examples, fraction):
+    """GFLOP/s of the products alone at the network's shapes, and the epoch they allow."""
+    print("Lower bound: the matrix products alone, at the network's shapes, measured in this run:")
+    part = "epoch" if fraction == 1 else f"{fraction:g} epoch"
+    for rule, flops in zip(("MF", "BP"), net.flops):
+        products = statistics.median(seconds[f"{rule} products"])
+        rate = flops * net.batch_size * steps / products            # FLOP/s at these shapes
+        print(f"  {rule}: {rate / 1e9:.1f} GFLOP/s -> {flops * examples / rate:.3f} s per epoch "
+              f"({products:.3f} s per {part}); {rule} (minimf) takes "
+              f"{statistics.median(seconds[f'{rule} (minimf)']) / products:.2f}x that")
+    print()
+
+
 def print_ratios(seconds, flop_ratio, arch):
     """The headline: time of one configuration over another's (below 1: the first is faster)."""
     median = {name: statistics.median(times) for name, times in seconds.items()}
-    print("Ratios of median times (the result; below 1 means the first is faster):")
-    print(f"  MF/BP (minimf)           {median['MF (minimf)'] / median['BP (minimf)']:.2f}"
-          f"   (FLOP ratio {flop_ratio:.2f})")
-    torch_bp = median.get("BP (PyTorch, CPU)")
-    if torch_bp is not None:
-        target = f"   (target for the CNN: {CNN_TARGET} or below)" if arch == "cnn" else ""
-        print(f"  MF/PyTorch-BP            {median['MF (minimf)'] / torch_bp:.2f}")
-        print(f"  minimf-BP/PyTorch-BP     {median['BP (minimf)'] / torch_bp:.2f}{target}")
+    fastest = {name: min(times) for name, times in seconds.items()}
+    targets = TARGETS[arch]
+
+    def line(label, first, second, note=""):
+        if label in targets:
+            note = f"   (target {targets[label]:g} or below)"
+        print(f"  {label:<24} {median[first] / median[second]:6.2f} {fastest[first] / fastest[second]:8.2f}{note}")
+
+    print("Ratios of times (the result; below 1 means the first is faster), of the medians and of the")
+    print("fastest repeats (on a busy machine the fastest repeat is the least disturbed one):")
+    print(f"  {'':<24} {'median':>6} {'fastest':>8}")
+    line("MF/BP (minimf)", "MF (minimf)", "BP (minimf)", f"   (FLOP ratio {flop_ratio:.2f})")
+    line("MF/MF-products", "MF (minimf)", "MF products")
+    line("BP/BP-products", "BP (minimf)", "BP products")
+    line("MF-pipelined/MF", "MF pipelined", "MF (minimf)", "   (below 1: the pipeline is faster; same numbers)")
+    if "BP (PyTorch, CPU)" in median:
+        line("MF/PyTorch-BP", "MF (minimf)", "BP (PyTorch, CPU)")
+        line("MF-pipelined/PyTorch-BP", "MF pipelined", "BP (PyTorch, CPU)")
+        line("minimf-BP/PyTorch-BP", "BP (minimf)", "BP (PyTorch, CPU)")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,29 @@ def to_numpy(x):
 def make_rng(seed):
     """A host random generator; draw with it, then move the result with ``xp.asarray``."""
     return np.random.default_rng(seed)
+
+
+class _HostStream:
+    """NumPy's stand-in for a CUDA stream: the CPU runs each thread's work in order anyway."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self):
+        pass
+
+
+def new_stream(xp):
+    """A stream of its own for one worker thread (minimf/pipeline.py: one per layer).
+
+    On CuPy a non-blocking CUDA stream: inside ``with stream:`` the thread's kernels and cuBLAS
+    calls queue on it, so two layers' work can run on the GPU at once, and
+    ``stream.synchronize()`` waits for them. On NumPy an object with the same three methods that
+    does nothing.
+    """
+    if xp is np:
+        return _HostStream()
+    return xp.cuda.Stream(non_blocking=True)

@@ -149,7 +149,7 @@ class BackpropNet(BackpropModel):
         caches = []
         for layer in self.layers[:-1]:
             z, dense_cache = dense_forward(x, layer.W, layer.b)
-            x, relu_cache = relu_forward(z)
+            x, relu_cache = relu_forward(z, out=z)   # in place: z is fresh from x W
             caches.append((dense_cache, relu_cache))
         scores, dense_cache = dense_forward(x, self.layers[-1].W, self.layers[-1].b)
         caches.append((dense_cache, None))
@@ -163,7 +163,7 @@ class BackpropNet(BackpropModel):
         da, grads[-1] = self._dense_backward(d_scores, caches[-1][0])
         for i in range(len(self.layers) - 2, -1, -1):
             dense_cache, relu_cache = caches[i]
-            dz = relu_backward(da, relu_cache)
+            dz = relu_backward(da, relu_cache, out=da)   # in place: da is fresh from a product
             if i == 0:  # the input needs no gradient: skip dx = dz W^T
                 layer_input, _, has_bias = dense_cache
                 dW, db = dense_param_grads(dz, layer_input, has_bias)

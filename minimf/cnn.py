@@ -13,14 +13,35 @@ pair, built from the im2col convolution (minimf/im2col.py) and the pooling of mi
 Shape letters: N batch, C input channels, H x W input size, F filters (the block's channels),
 H' x W' = H // 2 x W // 2 the block's output size.
 """
-from minimf.conv import avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward, output_size
+from minimf.conv import avg_pool_backward, max_pool_backward, max_pool_forward, output_size, window_offsets
 from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
 from minimf.layers import relu_backward, relu_forward
 
 KERNEL = 3       # 3x3 kernels ...
 PAD = 1          # ... with padding 1 keep H x W
 POOL = 2         # 2x2 pooling windows with stride 2 halve it
-POOLING = {"avg": (avg_pool_forward, avg_pool_backward), "max": (max_pool_forward, max_pool_backward)}
+
+
+def avg_pool_by_offsets(x, size=POOL, stride=POOL):
+    """Average pooling, ``out[n, c, i, j] = mean_{u, v < size} x[n, c, i*stride + u, j*stride + v]``,
+    as size * size additions of strided slices, one per window offset (u, v): the mirror image
+    of ``avg_pool_backward``.
+
+    The same numbers as ``minimf.conv.avg_pool_forward`` (the readable version, which averages a
+    6-d window view and is the test oracle), up to float rounding, but about 8x faster here: NumPy
+    reduces over the view's two short, strided axes slowly. x: (N, C, H, W) -> out: (N, C, H', W'),
+    cache ``(x.shape, size, stride)`` as avg_pool_backward expects.
+    """
+    Ho, Wo = output_size(x.shape[2], size, stride), output_size(x.shape[3], size, stride)
+    offsets = window_offsets(size, size, stride, Ho, Wo)
+    out = x[next(offsets)[2]].copy()       # offset (0, 0)
+    for _, _, index in offsets:             # the other size * size - 1 offsets
+        out += x[index]
+    out *= 1 / (size * size)
+    return out, (x.shape, size, stride)
+
+
+POOLING = {"avg": (avg_pool_by_offsets, avg_pool_backward), "max": (max_pool_forward, max_pool_backward)}
 
 
 def check_pool(pool):
@@ -54,7 +75,7 @@ def conv_block_forward(x, W, b, pool="avg"):
     Returns a: (N, F, H // 2, W // 2) and the cache ``(conv_cache, relu_cache, pool_cache, pool)``.
     """
     z, conv_cache = conv2d_forward(x, W, b, stride=1, pad=PAD)
-    r, relu_cache = relu_forward(z)
+    r, relu_cache = relu_forward(z, out=z)          # in place: z is fresh from the convolution
     a, pool_cache = POOLING[pool][0](r, POOL, POOL)
     return a, (conv_cache, relu_cache, pool_cache, pool)
 
@@ -71,7 +92,7 @@ def conv_block_backward(da, cache, input_grad=True):
     """
     conv_cache, relu_cache, pool_cache, pool = cache
     dr = POOLING[pool][1](da, pool_cache)
-    dz = relu_backward(dr, relu_cache)
+    dz = relu_backward(dr, relu_cache, out=dr)      # in place: dr is fresh from the pooling
     if not input_grad:
         return (None, *conv2d_param_grads(dz, conv_cache))
     return conv2d_backward(dz, conv_cache)

@@ -62,7 +62,7 @@ class MonoForwardLayer:
     def forward(self, x):
         """a = relu(x W + b). x: (N, D) -> a: (N, H)."""
         z, _ = dense_forward(x, self.W, self.b)
-        return relu_forward(z)[0]
+        return relu_forward(z, out=z)[0]            # in place: z is fresh from x W
 
     def goodness(self, a):
         """G = a M^T. a: (N, H) -> G: (N, C)."""
@@ -76,12 +76,12 @@ class MonoForwardLayer:
         grads {"W": (D, H), "b": (H,) or None, "M": (C, H)}.
         """
         z, _ = dense_forward(x, self.W, self.b)
-        a, relu_cache = relu_forward(z)
+        a, relu_cache = relu_forward(z, out=z)       # in place: z is fresh from x W
         G = a @ self.M.T                              # (5) goodness
         loss, dG = softmax_cross_entropy(G, y)        # (6) local loss; dG = (softmax(G) - onehot(y)) / N
         dM = dG.T @ a                                 # (7) dL/dM = dG^T a
         da = dG @ self.M                              # the error reaches a only through M
-        dz = relu_backward(da, relu_cache)            # ... and z only where z > 0
+        dz = relu_backward(da, relu_cache, out=da)    # ... and z only where z > 0 (in place)
         dW, db = dense_param_grads(dz, x, self.b is not None)  # (8) dL/dW = x^T dz; stops at x
         return a, loss, {"W": dW, "b": db, "M": dM}
 

@@ -30,8 +30,9 @@ class SGD:
             if g is None:
                 continue
             if self.momentum:
-                xp = get_array_module(g)
-                v = self.velocity.setdefault(name, xp.zeros_like(g))
+                if name not in self.velocity:          # made once (setdefault would allocate every step)
+                    self.velocity[name] = get_array_module(g).zeros_like(g)
+                v = self.velocity[name]
                 v *= self.momentum
                 v += g
                 g = v
@@ -41,7 +42,7 @@ class SGD:
 class Adam:
     """Adam (Kingma & Ba, 2015) with bias correction, as in PyTorch.
 
-    For every step, with gradient g of parameter p:
+    For every step, with gradient g of parameter p (the textbook form):
         t <- t + 1                          t is incremented FIRST, so the first step uses t = 1
         m <- beta1 * m + (1 - beta1) * g        (running mean of g, starts at 0)
         v <- beta2 * v + (1 - beta2) * g^2      (running mean of g^2, starts at 0)
@@ -49,6 +50,15 @@ class Adam:
         v_hat = v / (1 - beta2^t)
         p <- p - lr * m_hat / (sqrt(v_hat) + eps)   eps is added OUTSIDE the square root
     One counter t per optimiser: every parameter it owns is stepped together.
+
+    The code computes the same update with the two corrections folded into scalars, as PyTorch
+    does: with c1 = 1 - beta1^t and c2 = 1 - beta2^t,
+        lr * m_hat / (sqrt(v_hat) + eps) = (lr * sqrt(c2) / c1) * m / (sqrt(v) + eps * sqrt(c2))
+    (multiply numerator and denominator by sqrt(c2)). Equal up to float rounding, but m_hat and
+    v_hat are never formed. Every line works IN PLACE (``out=`` and ``*=``) on m, v, p and one
+    scratch array per parameter made once: a parameter of a million numbers would otherwise get
+    about nine new arrays of a million numbers every step, and allocating them costs more than
+    the arithmetic.
     """
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -60,24 +70,36 @@ class Adam:
         self.t = 0
         self.m = {}
         self.v = {}
+        self.scratch = {}
 
     def step(self, params, grads):
         self.t += 1
-        correction1 = 1 - self.beta1 ** self.t
-        correction2 = 1 - self.beta2 ** self.t
+        root_c2 = (1 - self.beta2 ** self.t) ** 0.5                 # sqrt(c2)
+        step_size = self.lr * root_c2 / (1 - self.beta1 ** self.t)  # lr * sqrt(c2) / c1
         for name, g in grads.items():
             if g is None:
                 continue
             xp = get_array_module(g)
-            m = self.m.setdefault(name, xp.zeros_like(g))
-            v = self.v.setdefault(name, xp.zeros_like(g))
-            m *= self.beta1
-            m += (1 - self.beta1) * g
-            v *= self.beta2
-            v += (1 - self.beta2) * g * g
-            m_hat = m / correction1
-            v_hat = v / correction2
-            params[name] -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+            m, v, s = self._state(name, g)
+            m *= self.beta1                                  # m <- beta1 m + (1 - beta1) g
+            xp.multiply(g, 1 - self.beta1, out=s)
+            m += s
+            v *= self.beta2                                  # v <- beta2 v + (1 - beta2) g^2
+            xp.multiply(g, g, out=s)
+            s *= 1 - self.beta2
+            v += s
+            xp.sqrt(v, out=s)                                # s = sqrt(v) + eps sqrt(c2)
+            s += self.eps * root_c2
+            xp.divide(m, s, out=s)                           # p <- p - step_size * m / s
+            s *= step_size
+            params[name] -= s
+
+    def _state(self, name, g):
+        """m, v (zeros at the first step) and the scratch array of parameter ``name``, made once."""
+        if name not in self.m:
+            xp = get_array_module(g)
+            self.m[name], self.v[name], self.scratch[name] = xp.zeros_like(g), xp.zeros_like(g), xp.empty_like(g)
+        return self.m[name], self.v[name], self.scratch[name]
 
 
 def make_optimizer(name, lr):

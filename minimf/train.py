@@ -8,6 +8,7 @@
     python -m minimf.train --dataset breast-cancer --hidden 64 64   # tabular data: MLP only
     python -m minimf.train --backend cupy --out runs/mf
     python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
+    python -m minimf.train --pipeline                   # MF's layers concurrently; the same numbers
 
 After every epoch one line reports the training loss, the test accuracy (for MF and FF in both
 prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
@@ -37,6 +38,7 @@ from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
 from minimf.forward_forward import ForwardForwardNet
 from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
+from minimf.pipeline import train_pipelined
 
 DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
@@ -132,6 +134,9 @@ def build_parser():
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write config.json, metrics.json and model.npz here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--pipeline", action="store_true",
+                   help="--algo mf: the layers run concurrently, one thread each (layer i on batch t while "
+                        "layer i+1 is on batch t-1); the same numbers as without (minimf/pipeline.py)")
     return p
 
 
@@ -141,6 +146,8 @@ def main(argv=None):
     info = DATASETS[args.dataset]
     check_dataset(parser, args, info)
     check_architecture(parser, args, info)
+    if args.pipeline and args.algo != "mf":
+        parser.error(f"--pipeline is for --algo mf (its layers do not wait for each other), not {args.algo}")
     if args.arch == "cnn" and NETWORKS[args.algo][1] is None:
         parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
     try:
@@ -314,21 +321,36 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
     image_shape = DATASETS[args.dataset].input_shape
     n = x.shape[0]
     order = net.xp.asarray(rng.permutation(n))
-    batches = range(0, n, args.batch_size)
-    total, count = 0.0, 0
-    for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False,
-                                      disable=args.no_progress, unit="batch"), start=1):
+    starts = range(0, n, args.batch_size)
+
+    def batch(start):
         idx = order[start:start + args.batch_size]
-        for optimizer in net.optimizers:
-            optimizer.lr = rates[step - 1]
         xb = x[idx] if augment_rng is None else augment_batch(x[idx], image_shape, augment_rng)
-        losses = np.atleast_1d(net.train_step(xb, y[idx]))
+        return xb, y[idx]
+
+    batches = (batch(start) for start in tqdm(starts, desc=f"epoch {epoch}", leave=False,
+                                              disable=args.no_progress, unit="batch"))
+    if getattr(args, "pipeline", False):   # the losses arrive after the whole epoch
+        step_losses = train_pipelined(net, batches, rates)
+    else:
+        step_losses = (train_step_at(net, xb, yb, rate) for (xb, yb), rate in zip(batches, rates))
+    total, count = 0.0, 0
+    for step, (start, losses) in enumerate(zip(starts, step_losses), start=1):
+        losses = np.atleast_1d(losses)
         check_finite(losses, epoch, step)
-        total, count = total + losses * len(idx), count + len(idx)
+        size = min(args.batch_size, n - start)
+        total, count = total + losses * size, count + size
     mean = total / count
     if args.algo in LAYERWISE:
         return [round(float(v), 6) for v in mean]
     return round(float(mean[0]), 6)
+
+
+def train_step_at(net, x, y, lr):
+    """``net.train_step(x, y)`` with every optimiser's learning rate set to ``lr`` first."""
+    for optimizer in net.optimizers:
+        optimizer.lr = lr
+    return net.train_step(x, y)
 
 
 def check_finite(losses, epoch, step):
