@@ -36,7 +36,9 @@ from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectF
 from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
 from minimf.forward_forward import ForwardForwardNet
-from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
+from minimf.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet
+from minimf.pepita import PepitaNet
+from minimf.scalable_forward_forward import ScalableForwardForwardCNN
 
 DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
@@ -45,8 +47,10 @@ AUGMENTED = ("cifar10", "cifar100")  # --augment: crops and mirror images make s
 # --algo: the network class for --arch mlp and for --arch cnn (None: the rule has no CNN here)
 NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, BackpropCNN),
             "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
-            "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN)}
-LAYERWISE = ("mf", "ff")   # rules whose train_step returns one loss per layer (FF: then the read-out's)
+            "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN),
+            "pepita": (PepitaNet, None), "sff": (None, ScalableForwardForwardCNN)}
+LAYERWISE = ("mf", "ff", "sff")   # rules whose train_step returns one loss per layer (FF: then the read-out's)
+GOODNESS_PER_LAYER = ("mf", "sff")   # evaluate() gives "bp" and "ff" modes and every layer's accuracy
 
 
 class TrainingDiverged(RuntimeError):
@@ -87,7 +91,8 @@ def build_parser():
                                             "on MNIST or another data set.")
     p.add_argument("--algo", choices=list(NETWORKS), default="mf",
                    help="learning rule: Mono-Forward, backprop, Forward-Forward (MLP only), Feedback "
-                        "Alignment, Direct Feedback Alignment (default: mf)")
+                        "Alignment, Direct Feedback Alignment, PEPITA (MLP only), Scalable Forward-Forward "
+                        "(CNN only) (default: mf)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                    help="mnist is packaged; fashion-mnist, cifar10 and cifar100 are downloaded on first use "
@@ -105,6 +110,10 @@ def build_parser():
     p.add_argument("--channels", type=positive_int, nargs="+", default=None, metavar="F",
                    help=f"--arch cnn: channels of each conv block; every block halves the image "
                         f"(default: {' '.join(map(str, DEFAULT_CHANNELS))}, the paper's)")
+    p.add_argument("--readout", choices=list(READOUTS), default="projection",
+                   help="--algo mf --arch cnn: each block's goodness read-out, a projection M of the "
+                        "flattened block (MF v1) or DeeperForward's channel groups (channels divisible "
+                        "by the number of classes) (default: projection)")
     p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                    help=f"passes over the training set (default: {DEFAULT_EPOCHS})")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
@@ -143,6 +152,9 @@ def main(argv=None):
     check_architecture(parser, args, info)
     if args.arch == "cnn" and NETWORKS[args.algo][1] is None:
         parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
+    if args.arch == "mlp" and NETWORKS[args.algo][0] is None:
+        parser.error(f"--algo {args.algo} has no MLP in minimf; use --arch cnn")
+    check_readout(parser, args, num_classes(args.dataset, args.labels))
     try:
         xp = get_backend(args.backend)
     except BackendError as err:
@@ -168,7 +180,8 @@ def main(argv=None):
               if args.out else f"error: {err}; stopped.", file=sys.stderr)
         return 1
     final = history[-1]["test_acc"]
-    mode = {"mf": f" ({args.predict.upper()} mode)", "ff": " (all labels)"}.get(args.algo, "")
+    mode = {"mf": f" ({args.predict.upper()} mode)", "sff": f" ({args.predict.upper()} mode)",
+            "ff": " (all labels)"}.get(args.algo, "")
     print(f"test accuracy: {100 * final:.2f}%{mode}")
     return 0
 
@@ -201,6 +214,18 @@ def check_architecture(parser, args, info):
         block_shapes(info.input_shape, args.channels)
     except ValueError as err:
         parser.error(f"--channels: {err}")
+
+
+def check_readout(parser, args, classes):
+    """--readout other than projection: MF's CNN only, and every block's channels split into C groups."""
+    if args.readout == "projection":
+        return
+    if args.algo != "mf" or args.arch != "cnn":
+        parser.error(f"--readout {args.readout} is for --algo mf --arch cnn")
+    uneven = [c for c in args.channels if c % classes]
+    if uneven:
+        parser.error(f"--readout {args.readout} splits each block's channels into one group per class: "
+                     f"channels must be divisible by {classes}, got {uneven}")
 
 
 def prepare_data(args, xp):
@@ -245,6 +270,8 @@ def build_net(args, input_shape, num_classes=10):
     mlp, cnn = NETWORKS[args.algo]
     if args.arch == "mlp":
         return mlp(sizes=[input_shape[0]] + list(args.hidden), **common)
+    if args.algo == "mf":
+        common["readout"] = args.readout
     return cnn(input_shape=input_shape, channels=args.channels, **common)
 
 
@@ -348,7 +375,7 @@ def evaluate(net, data, args):
             continue
         result = net.evaluate(*data[split])
         prefix = "test" if split == "test" else "val"
-        if args.algo == "mf":
+        if args.algo in GOODNESS_PER_LAYER:
             record[f"{prefix}_acc"] = result[args.predict]
             record[f"{prefix}_acc_bp"] = result["bp"]
             record[f"{prefix}_acc_ff"] = result["ff"]
