@@ -4,11 +4,14 @@ backpropagates INSIDE a block while the gradient is still cut BETWEEN blocks.
 
 Block i (``hybrid=True``, the default: a residual block of two 3x3 convolutions, padding 1):
 
-    h = relu(conv(x, W) + b)                    (N, F, H, W)
+    x^ = layer_norm(x)                          per example over (C_in, H, W), minimf/deeper_forward.py
+    h = relu(conv(x^, W) + b)                   (N, F, H, W)
     r = relu(conv(h, W2) + b2 + h)              the second conv with a residual (identity) shortcut
     a = pool(r)                                 2x2, stride 2: (N, F, H', W'), passed to block i+1
 
-``hybrid=False`` is one conv per block, a = pool(relu(conv(x, W) + b)) (minimf/cnn.py's block).
+``hybrid=False`` is one conv per block, a = pool(relu(conv(x^, W) + b)) (minimf/cnn.py's block).
+As in the paper, what passes from one block to the next is layer-normalised (for the first block:
+the image, standardised per example), and the gradient is detached there.
 The goodness comes from an auxiliary 1x1 convolution M: (C, F, 1, 1) with ONE output channel per
 class, and a class's goodness is the mean squared activation of its channel:
 
@@ -23,7 +26,7 @@ and its gradient, the chain rule back to the block's input and no further:
     dM = sum_{n, i, j} ds a^T,   da = M^T ds    (the 1x1 convolution's backward)
     dr = pool_backward(da),   du = dr * 1[r > 0]         u = conv(h, W2) + b2 + h
     dW2, db2, dh = conv_backward(du)  +  du              the shortcut adds du to dh
-    dz = dh * 1[h > 0],   dW, db = conv_param_grads(dz)  STOP: no gradient to x
+    dz = dh * 1[h > 0],   dW, db = conv_param_grads(dz)  STOP: no gradient to x^ (nor x)
 
 So inside a block the two convolutions learn together by backprop (the "hybrid" of the paper);
 between blocks nothing flows, exactly as in MF, whose block is read out by a projection M of the
@@ -43,6 +46,7 @@ from minimf.backend import get_backend, make_rng
 from minimf.checks import check_channels, check_image_shape
 from minimf.cnn import KERNEL, PAD, POOL, POOLING, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.conv import init_conv
+from minimf.deeper_forward import layer_norm
 from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
 from minimf.layers import relu_backward, relu_forward
 from minimf.losses import softmax_cross_entropy
@@ -114,6 +118,7 @@ class ScalableForwardForwardBlock:
         return {**block, "M": self.M}
 
     def _block_forward(self, x):
+        x = layer_norm(x)                   # the block's input, layer-normalised; no gradient reaches it
         if self.hybrid:
             return residual_block_forward(x, self.W, self.b, self.W2, self.b2, self.pool)
         return conv_block_forward(x, self.W, self.b, self.pool)
