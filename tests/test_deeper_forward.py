@@ -6,6 +6,8 @@ front; must-fail cases: a backward without the 1/(K H' W') factor, and a gradien
 layer norm were absent. The seeds keep every pre-activation more than 1e-4 from the ReLU kink
 (asserted).
 """
+import json
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from minimf.deeper_forward import ChannelGroupReadout, layer_norm, range_scores
 from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradient, check_gradients, numerical_grad
 from minimf.im2col import conv2d_forward
 from minimf.losses import softmax_cross_entropy
+from minimf.train import main
 
 SHAPE, CHANNELS, CLASSES = (1, 8, 8), (6, 9), 3
 MARGIN = 1e-4
@@ -139,3 +142,23 @@ def test_training_reduces_the_local_losses_and_is_seeded(tmp_path, rng):
     other = df_net(seed=5)
     load(other, tmp_path / "model.npz")
     np.testing.assert_array_equal(other.scores(x, "ff"), nets[0].scores(x, "ff"))
+
+
+def test_command_line_readout(tmp_path, capsys):
+    """``--readout channel-group`` reaches the network and is recorded; channels not divisible by the
+    classes are refused. (Learning itself: the loss tests above and the README's MNIST run; mean
+    goodness starts slowly, and 8 steps on 200 images stay near chance.)"""
+    args = ["--arch", "cnn", "--channels", "10", "20", "--readout", "channel-group", "--train-subset", "200",
+            "--test-subset", "200", "--epochs", "1", "--lr", "5e-3", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    capsys.readouterr()
+    record = json.loads((tmp_path / "metrics.json").read_text())[-1]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["settings"]["readout"] == "channel-group" and config["num_parameters"] == 10 * 9 + 10 + 200 * 9 + 20
+    assert len(record["layer_test_acc"]) == 2 and len(record["train_loss"]) == 2
+    load(MonoForwardCNN(channels=(10, 20), readout="channel-group"), tmp_path / "model.npz")
+    for bad, message in ((["--channels", "10", "15"], "divisible by 10, got [15]"),
+                         (["--algo", "bp", "--channels", "10"], "is for --algo mf --arch cnn")):
+        with pytest.raises(SystemExit):
+            main(["--arch", "cnn", "--readout", "channel-group", *bad])
+        assert message in capsys.readouterr().err

@@ -8,6 +8,8 @@ backward without the factor 2 of the square, a block gradient that ignores the s
 1's update checked against the gradient of the SUM of the block losses (what full backprop would
 follow). The seeds keep every ReLU input more than 1e-4 from 0 (asserted).
 """
+import json
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,7 @@ from minimf.layers import relu_backward
 from minimf.losses import softmax_cross_entropy
 from minimf.scalable_forward_forward import (ScalableForwardForwardCNN, class_goodness, class_goodness_backward,
                                              residual_block_backward, residual_block_forward)
+from minimf.train import main
 
 SHAPE, CHANNELS, CLASSES = (1, 8, 8), (3, 4), 3
 MARGIN = 1e-4
@@ -157,3 +160,19 @@ def test_bad_input():
         net.train_step(np.zeros((2, *SHAPE)), np.array([0, 3]))
     with pytest.raises(ValueError, match="expected inputs of shape"):
         net.train_step(np.zeros((2, 8, 8)), np.array([0, 1]))
+
+
+def test_command_line_run(tmp_path, capsys):
+    """``--algo sff --arch cnn`` trains and saves, with per-block losses and accuracies as for MF;
+    --arch mlp is refused. (Learning itself: the loss test above and the README's MNIST run.)"""
+    args = ["--algo", "sff", "--arch", "cnn", "--channels", "4", "8", "--train-subset", "200", "--test-subset",
+            "200", "--epochs", "1", "--lr", "5e-3", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "SFF on MNIST" in capsys.readouterr().out
+    record = json.loads((tmp_path / "metrics.json").read_text())[-1]
+    assert len(record["train_loss"]) == 2 and len(record["layer_test_acc"]) == 2
+    assert "test_acc_ff" in record and np.isfinite(record["train_loss"]).all()
+    load(ScalableForwardForwardCNN(channels=(4, 8)), tmp_path / "model.npz")
+    with pytest.raises(SystemExit):
+        main(["--algo", "sff"])
+    assert "no MLP" in capsys.readouterr().err
