@@ -17,8 +17,8 @@ Each hidden layer learns from the difference between its own activity in the two
 its (modulated) input; the output layer from the modulated error times its (modulated) input.
 That is the rule of the authors' reference code (GiorgiaD/PEPITA, ``Tutorial_PEPITA_...ipynb``:
 ``-(h - h_mod)^T x_mod`` for the first layer and ``-e_mod^T h_mod`` for the last, added with a
-plus sign, divided by the batch size); the ICML paper's Algorithm 1 writes the last layer with
-e, the first pass's error. Biases (not in the paper, whose layers have none) get the same rule
+plus sign, divided by the batch size). Written with e, the first pass's error, instead of e'
+the output update would differ only by the small change the nudge e F makes to the output. Biases (not in the paper, whose layers have none) get the same rule
 with a constant input of 1, the same in both passes; ``bias=False`` is the paper's network.
 
 Why it learns. For one hidden layer, h_1 - h_1' = relu(x W_1) - relu((x + e F) W_1) is, to first
