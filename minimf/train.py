@@ -2,7 +2,7 @@
 
     python -m minimf.train                              # MF on MNIST, 2x1000 ReLU, Adam 1e-3, batch 256
     python -m minimf.train --algo bp --epochs 20
-    python -m minimf.train --algo ff                    # also fa (Feedback Alignment), dfa (Direct FA)
+    python -m minimf.train --algo ff                    # also fa (Feedback Alignment), dfa (Direct FA), pepita
     python -m minimf.train --arch cnn --channels 16 32 64 128   # conv blocks, images (N, 1, 28, 28)
     python -m minimf.train --dataset cifar10 --arch cnn --augment   # downloads CIFAR-10 on first use
     python -m minimf.train --dataset breast-cancer --hidden 64 64   # tabular data: MLP only
@@ -44,7 +44,7 @@ DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
 DEFAULT_CHANNELS = [64, 128, 256, 512]
 AUGMENTED = ("cifar10", "cifar100")  # --augment: crops and mirror images make sense for these
-# --algo: the network class for --arch mlp and for --arch cnn (None: the rule has no CNN here)
+# --algo: the network class for --arch mlp and for --arch cnn (None: the rule has no such network here)
 NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, BackpropCNN),
             "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
             "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN),
