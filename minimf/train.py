@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minimf import __version__
+from minimf import PepitaNet, ScalableForwardForwardCNN, __version__
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
@@ -36,9 +36,8 @@ from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectF
 from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
 from minimf.forward_forward import ForwardForwardNet
-from minimf.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet
-from minimf.pepita import PepitaNet
-from minimf.scalable_forward_forward import ScalableForwardForwardCNN
+from minimf.mono_forward import READOUTS  # the conv read-outs that --readout chooses from
+from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
 
 DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
