@@ -7,15 +7,19 @@ from scratch in NumPy/CuPy, for teaching.
 
 The other rules have the same interface: ``ForwardForwardNet`` (Forward-Forward, MLP),
 ``FeedbackAlignmentNet``/``FeedbackAlignmentCNN`` and ``DirectFeedbackAlignmentNet``/
-``DirectFeedbackAlignmentCNN``.
+``DirectFeedbackAlignmentCNN``; from the forward-only family ``PepitaNet`` (PEPITA, MLP) and
+``ScalableForwardForwardCNN`` (Scalable FF); DeeperForward's goodness is MF's
+``MonoForwardCNN(readout="channel-group")``.
 """
 from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
 from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.forward_forward import ForwardForwardNet
 from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
+from minimf.pepita import PepitaNet
+from minimf.scalable_forward_forward import ScalableForwardForwardCNN
 
 __all__ = ["MonoForwardNet", "BackpropNet", "MonoForwardCNN", "BackpropCNN", "ForwardForwardNet",
            "FeedbackAlignmentNet", "FeedbackAlignmentCNN", "DirectFeedbackAlignmentNet",
-           "DirectFeedbackAlignmentCNN"]
+           "DirectFeedbackAlignmentCNN", "PepitaNet", "ScalableForwardForwardCNN"]
 __version__ = "0.1.0"

@@ -36,6 +36,7 @@ from minimf.checkpoint import layers_state, load_layers_state
 from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
 from minimf.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.conv import flatten_backward, flatten_forward, init_conv
+from minimf.deeper_forward import ChannelGroupReadout
 from minimf.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
 from minimf.losses import softmax_cross_entropy
 from minimf.optim import make_optimizer
@@ -92,9 +93,8 @@ class ProjectionReadout:
     MF v1 gives M_i the shape C x n_i, n_i being the number of neurons of layer i. The neurons of a
     conv block are all F*H'*W' numbers of its output, so this read-out is what the paper's text
     implies.
-    Another read-out (say, one channel group per class with goodness = the group's mean
-    activation) would be another class with the same ``params``, ``goodness`` and ``backward``,
-    added to READOUTS.
+    Another read-out is another class with the same ``params``, ``goodness``, ``backward`` and
+    ``block_input``, added to READOUTS: DeeperForward's channel groups (minimf/deeper_forward.py).
     """
 
     def __init__(self, out_shape, num_classes, rng, xp, dtype="float32"):
@@ -117,8 +117,12 @@ class ProjectionReadout:
         da = flatten_backward(dG @ self.M, shape)         # the error reaches a only through M
         return da, {"M": dM}
 
+    def block_input(self, x):
+        """The block's input as it is (another read-out may normalise it)."""
+        return x
 
-READOUTS = {"projection": ProjectionReadout}
+
+READOUTS = {"projection": ProjectionReadout, "channel-group": ChannelGroupReadout}  # minimf/deeper_forward.py
 
 
 class MonoForwardConvLayer:
@@ -148,7 +152,7 @@ class MonoForwardConvLayer:
 
     def forward(self, x):
         """a = pool(relu(conv(x, W) + b)). x: (N, C, H, W) -> a: (N, F, H // 2, W // 2)."""
-        return conv_block_forward(x, self.W, self.b, self.pool)[0]
+        return conv_block_forward(self.readout.block_input(x), self.W, self.b, self.pool)[0]
 
     def goodness(self, a):
         """G: (N, C) from the block output a: (N, F, H', W')."""
@@ -161,7 +165,7 @@ class MonoForwardConvLayer:
         Returns (a, loss, grads): a (N, F, H', W') for the next block, loss a 0-d array,
         grads {"W": (F, C, 3, 3), "b": (F,) or None, "M": (C, F*H'*W')}.
         """
-        a, block_cache = conv_block_forward(x, self.W, self.b, self.pool)
+        a, block_cache = conv_block_forward(self.readout.block_input(x), self.W, self.b, self.pool)
         G = self.readout.goodness(a)                  # (5) goodness
         loss, dG = softmax_cross_entropy(G, y)        # (6) local loss; dG = (softmax(G) - onehot(y)) / N
         da, readout_grads = self.readout.backward(dG, a)   # (7) dL/dM = dG^T flat(a); da = dG M
@@ -301,8 +305,9 @@ class MonoForwardCNN(MonoForwardModel):
 
     ``input_shape`` (C, H, W) is one image; the maps halve block by block (floor), 28 -> 14 ->
     7 -> 3 -> 1 for the default four blocks. ``pool`` is "avg" (the paper's choice) or "max";
-    ``readout`` names the goodness read-out, only "projection" (eq. 5 over the flattened block
-    output) so far. All methods come from ``MonoForwardModel``; ``layers[i]`` has W (F_i, C_i,
+    ``readout`` names the goodness read-out: "projection" (eq. 5 over the flattened block
+    output) or "channel-group" (DeeperForward's mean goodness of one channel group per class,
+    with layer normalisation between blocks; minimf/deeper_forward.py). All methods come from ``MonoForwardModel``; ``layers[i]`` has W (F_i, C_i,
     3, 3), b (F_i,) and M (C, F_i * H_i * W_i).
     """
 

@@ -2,7 +2,7 @@
 
     python -m minimf.train                              # MF on MNIST, 2x1000 ReLU, Adam 1e-3, batch 256
     python -m minimf.train --algo bp --epochs 20
-    python -m minimf.train --algo ff                    # also fa (Feedback Alignment), dfa (Direct FA)
+    python -m minimf.train --algo ff                    # also fa (Feedback Alignment), dfa (Direct FA), pepita
     python -m minimf.train --arch cnn --channels 16 32 64 128   # conv blocks, images (N, 1, 28, 28)
     python -m minimf.train --dataset cifar10 --arch cnn --augment   # downloads CIFAR-10 on first use
     python -m minimf.train --dataset breast-cancer --hidden 64 64   # tabular data: MLP only
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minimf import __version__
+from minimf import PepitaNet, ScalableForwardForwardCNN, __version__
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
@@ -37,6 +37,7 @@ from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectF
 from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
 from minimf.forward_forward import ForwardForwardNet
+from minimf.mono_forward import READOUTS  # the conv read-outs that --readout chooses from
 from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
 from minimf.pipeline import train_pipelined
 
@@ -44,11 +45,13 @@ DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
 DEFAULT_CHANNELS = [64, 128, 256, 512]
 AUGMENTED = ("cifar10", "cifar100")  # --augment: crops and mirror images make sense for these
-# --algo: the network class for --arch mlp and for --arch cnn (None: the rule has no CNN here)
+# --algo: the network class for --arch mlp and for --arch cnn (None: the rule has no such network here)
 NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, BackpropCNN),
             "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
-            "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN)}
-LAYERWISE = ("mf", "ff")   # rules whose train_step returns one loss per layer (FF: then the read-out's)
+            "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN),
+            "pepita": (PepitaNet, None), "sff": (None, ScalableForwardForwardCNN)}
+LAYERWISE = ("mf", "ff", "sff")   # rules whose train_step returns one loss per layer (FF: then the read-out's)
+GOODNESS_PER_LAYER = ("mf", "sff")   # evaluate() gives "bp" and "ff" modes and every layer's accuracy
 
 
 class TrainingDiverged(RuntimeError):
@@ -89,7 +92,8 @@ def build_parser():
                                             "on MNIST or another data set.")
     p.add_argument("--algo", choices=list(NETWORKS), default="mf",
                    help="learning rule: Mono-Forward, backprop, Forward-Forward (MLP only), Feedback "
-                        "Alignment, Direct Feedback Alignment (default: mf)")
+                        "Alignment, Direct Feedback Alignment, PEPITA (MLP only), Scalable Forward-Forward "
+                        "(CNN only) (default: mf)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                    help="mnist is packaged; fashion-mnist, cifar10 and cifar100 are downloaded on first use "
@@ -107,6 +111,10 @@ def build_parser():
     p.add_argument("--channels", type=positive_int, nargs="+", default=None, metavar="F",
                    help=f"--arch cnn: channels of each conv block; every block halves the image "
                         f"(default: {' '.join(map(str, DEFAULT_CHANNELS))}, the paper's)")
+    p.add_argument("--readout", choices=list(READOUTS), default="projection",
+                   help="--algo mf --arch cnn: each block's goodness read-out, a projection M of the "
+                        "flattened block (MF v1) or DeeperForward's channel groups (channels divisible "
+                        "by the number of classes) (default: projection)")
     p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                    help=f"passes over the training set (default: {DEFAULT_EPOCHS})")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
@@ -150,6 +158,9 @@ def main(argv=None):
         parser.error(f"--pipeline is for --algo mf (its layers do not wait for each other), not {args.algo}")
     if args.arch == "cnn" and NETWORKS[args.algo][1] is None:
         parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
+    if args.arch == "mlp" and NETWORKS[args.algo][0] is None:
+        parser.error(f"--algo {args.algo} has no MLP in minimf; use --arch cnn")
+    check_readout(parser, args, num_classes(args.dataset, args.labels))
     try:
         xp = get_backend(args.backend)
     except BackendError as err:
@@ -175,7 +186,8 @@ def main(argv=None):
               if args.out else f"error: {err}; stopped.", file=sys.stderr)
         return 1
     final = history[-1]["test_acc"]
-    mode = {"mf": f" ({args.predict.upper()} mode)", "ff": " (all labels)"}.get(args.algo, "")
+    mode = {"mf": f" ({args.predict.upper()} mode)", "sff": f" ({args.predict.upper()} mode)",
+            "ff": " (all labels)"}.get(args.algo, "")
     print(f"test accuracy: {100 * final:.2f}%{mode}")
     return 0
 
@@ -208,6 +220,18 @@ def check_architecture(parser, args, info):
         block_shapes(info.input_shape, args.channels)
     except ValueError as err:
         parser.error(f"--channels: {err}")
+
+
+def check_readout(parser, args, classes):
+    """--readout other than projection: MF's CNN only, and every block's channels split into C groups."""
+    if args.readout == "projection":
+        return
+    if args.algo != "mf" or args.arch != "cnn":
+        parser.error(f"--readout {args.readout} is for --algo mf --arch cnn")
+    uneven = [c for c in args.channels if c % classes]
+    if uneven:
+        parser.error(f"--readout {args.readout} splits each block's channels into one group per class: "
+                     f"channels must be divisible by {classes}, got {uneven}")
 
 
 def prepare_data(args, xp):
@@ -252,6 +276,8 @@ def build_net(args, input_shape, num_classes=10):
     mlp, cnn = NETWORKS[args.algo]
     if args.arch == "mlp":
         return mlp(sizes=[input_shape[0]] + list(args.hidden), **common)
+    if args.algo == "mf":
+        common["readout"] = args.readout
     return cnn(input_shape=input_shape, channels=args.channels, **common)
 
 
@@ -370,7 +396,7 @@ def evaluate(net, data, args):
             continue
         result = net.evaluate(*data[split])
         prefix = "test" if split == "test" else "val"
-        if args.algo == "mf":
+        if args.algo in GOODNESS_PER_LAYER:
             record[f"{prefix}_acc"] = result[args.predict]
             record[f"{prefix}_acc_bp"] = result["bp"]
             record[f"{prefix}_acc_ff"] = result["ff"]
