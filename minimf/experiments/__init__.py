@@ -15,10 +15,10 @@ runs/experiments/NAME).
 """
 from minimf.experiments.accuracy import cnn, convergence, layerwise, mlp, tabular
 from minimf.experiments.efficiency import epoch_time, memory, prediction
-from minimf.experiments.hotplug import hotplug
+from minimf.experiments.hotplug import hotplug_layers
 
 EXPERIMENTS = {"layerwise": layerwise, "mlp": mlp, "cnn": cnn, "prediction": prediction,
-               "epoch-time": epoch_time, "memory": memory, "convergence": convergence, "hotplug": hotplug,
+               "epoch-time": epoch_time, "memory": memory, "convergence": convergence, "hotplug": hotplug_layers,
                "tabular": tabular}
 
 __all__ = ["EXPERIMENTS"]

@@ -11,9 +11,7 @@ tables, figures and the raw numbers, and ``write_report`` puts them in the outpu
 
 Every file is written atomically (minimf.files).
 """
-import argparse
 import io
-import math
 import platform
 import statistics
 import sys
@@ -255,17 +253,3 @@ def write_figures(figures, out):
         atomic_write_bytes(out / f"{stem}.png", buffer.getvalue())
         paths.append(out / f"{stem}.png")
     return paths, ""
-
-
-def seconds_since(start):
-    return time.perf_counter() - start
-
-
-def positive_int(text):
-    return train_cli.positive_int(text)
-
-
-def check_finite_number(value, what):
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{what} must be finite, got {value}")
-    return value

@@ -23,9 +23,10 @@ D_IN = MNIST_IMAGE[0] * MNIST_IMAGE[1] * MNIST_IMAGE[2]
 PAPER_PARAMETERS = {"BP": "1,794k", "MF, BP mode": NOT_CHECKED, "MF, FF mode": "1,804k"}  # as quoted in README
 PAPER_SLOPES = {"BP": 204.00, "MF": 16.16}      # MiB per 1000-unit layer, GPU (issue 7 and README)
 # repeats and sample sizes of the timings, per scale
-TIMING = {"tiny": {"batch": 50, "single": 3, "repeats": 1, "steps": 3},
-          "quick": {"batch": 10000, "single": 100, "repeats": 3, "steps": 10},
-          "full": {"batch": 10000, "single": 200, "repeats": 5, "steps": 20}}
+# (memory_batch: examples per training step in the memory experiment; 256 is minimf.train's batch)
+TIMING = {"tiny": {"batch": 50, "single": 3, "repeats": 1, "steps": 3, "memory_batch": 32},
+          "quick": {"batch": 10000, "single": 100, "repeats": 3, "steps": 10, "memory_batch": 256},
+          "full": {"batch": 10000, "single": 200, "repeats": 5, "steps": 20, "memory_batch": 256}}
 
 
 def mnist_flat(ctx, split, n):
@@ -105,13 +106,14 @@ def memory(ctx):
     meter_kind = "tracemalloc (host)" if ctx.backend == "numpy" else "CuPy pool hook (GPU)"
     report = Report("Figures 1-3: memory during training, MF against BP")
     cnn_depths = list(range(1, len(s.channels) + 1))
-    report.settings = {"meter": meter_kind, "batch": 256, "MLP width": s.width, "MLP depths": list(s.depths),
+    batch = timing["memory_batch"]
+    report.settings = {"meter": meter_kind, "batch": batch, "MLP width": s.width, "MLP depths": list(s.depths),
                        "CNN channels": list(s.channels), "data": "random standard-normal batches of MNIST's shape",
                        "seeds": "not used (allocation sizes do not depend on values)"}
     with ctx.bar(3 + 2 * len(s.depths) + 2 * len(cnn_depths), "memory") as bar, memory_meter(ctx.xp) as meter:
-        mlp = depth_sweep(ctx, meter, bar, "mlp", s.depths)
-        cnn = depth_sweep(ctx, meter, bar, "cnn", cnn_depths)
-        x, y = random_batch(256, (D_IN,), xp=ctx.xp)
+        mlp = depth_sweep(ctx, meter, bar, "mlp", s.depths, batch)
+        cnn = depth_sweep(ctx, meter, bar, "cnn", cnn_depths, batch)
+        x, y = random_batch(batch, (D_IN,), xp=ctx.xp)
         deep = [D_IN] + [s.width] * max(s.depths)
         trace = {}
         for rule, kind in (("MF", MonoForwardNet), ("BP", BackpropNet)):
@@ -145,15 +147,15 @@ def memory(ctx):
     return report
 
 
-def depth_sweep(ctx, meter, bar, arch, depths):
+def depth_sweep(ctx, meter, bar, arch, depths, batch):
     """Peak MiB of one step of MF and BP at every depth, and the least-squares slope of each (MiB per layer)."""
     s = ctx.scale
     if arch == "mlp":
-        x, y = random_batch(256, (D_IN,), xp=ctx.xp)
+        x, y = random_batch(batch, (D_IN,), xp=ctx.xp)
         nets = {"MF": lambda d: MonoForwardNet(sizes=[D_IN] + [s.width] * d, backend=ctx.backend),
                 "BP": lambda d: BackpropNet(sizes=[D_IN] + [s.width] * d, backend=ctx.backend)}
     else:
-        x, y = random_batch(256, MNIST_IMAGE, xp=ctx.xp)
+        x, y = random_batch(batch, MNIST_IMAGE, xp=ctx.xp)
         nets = {"MF": lambda d: MonoForwardCNN(channels=s.channels[:d], backend=ctx.backend),
                 "BP": lambda d: BackpropCNN(channels=s.channels[:d], backend=ctx.backend)}
     peaks = {rule: [] for rule in nets}
@@ -175,17 +177,20 @@ def sweep_table(sweep, title, depth_name):
 
 
 def layer_trace_note(layers):
-    """Does what MF holds at a layer's start grow with the layer index? Say what the numbers show."""
-    held = [r["in_use_at_start"] / MIB for r in layers[1:]]
-    if not held:
-        return "One layer only: nothing to compare inside the step."
+    """Does what MF holds at a layer's start grow with the layer index? Say what the numbers show.
+
+    At the start of layer i the step holds a_(i-1) and layer i-1's gradients; from layer 3 on both have
+    the same shapes in a network of equal widths (layer 1's gradients are (D, H), the others' (H, H))."""
+    held = [r["in_use_at_start"] / MIB for r in layers[2:]]
+    if len(held) < 2:
+        return "Fewer than four layers: too few equal layers to compare inside the step."
     spread = max(held) - min(held)
-    verdict = ("does not grow" if spread < 0.05 * max(max(held), 1e-9) + 0.01 else f"varies by {spread:.2f} MiB")
-    return (f"From layer 2 on, what the MF step holds when a layer starts {verdict} "
+    verdict = "does not grow" if spread < 0.05 * max(held) else f"varies by {spread:.2f} MiB"
+    return (f"From layer 3 on, what the MF step holds when a layer starts {verdict} "
             f"({min(held):.2f}–{max(held):.2f} MiB): minimf's MonoForwardModel.train_step already keeps one "
-            f"layer's activations at a time (the input a_(i-1) it is given), so no variant is needed. What it "
-            f"holds beyond a_(i-1) is the previous layer's gradients, which stay referenced until the next "
-            f"layer's local_gradients returns.")
+            f"layer's activations at a time (the input a_(i-1) it hands on), so no variant is needed. Beside "
+            f"a_(i-1) it still holds layer i-1's gradients, which stay referenced until layer i's "
+            f"local_gradients returns (one layer's gradients, not a growing amount).")
 
 
 def plot_trace(ax, trace, sizes):

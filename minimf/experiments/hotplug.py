@@ -94,7 +94,7 @@ def one_seed(ctx, seed, epochs, width):
     return stages
 
 
-def hotplug(ctx):
+def hotplug_layers(ctx):
     s, epochs = ctx.scale, ctx.epochs_or(ctx.scale.epochs)
     report = Report("Section 3.3: hot-plugging a layer, damaging one and retraining it alone (MNIST)")
     report.settings = {"MLP width": s.width, "epochs per training": epochs, "damage": f"W_2 += N(0, ({DAMAGE_SCALE} "
