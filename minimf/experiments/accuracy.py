@@ -74,7 +74,9 @@ def rules_table(ctx, arch):
     shape = {"hidden": [s.width, s.width]} if arch == "mlp" else {"channels": list(s.channels)}
     table = "Table 3" if arch == "mlp" else "Table 2"
     report = Report(f"{table}: test accuracy of each learning rule, {arch.upper()}")
-    report.settings = {"network": shape, "epochs": epochs, "rules": " ".join(rules),
+    network = ("784-" + "-".join(map(str, shape["hidden"])) + " ReLU (other data sets: their input size)"
+               if arch == "mlp" else "conv blocks " + "-".join(map(str, shape["channels"])))
+    report.settings = {"network": network, "epochs": epochs, "rules": " ".join(rules),
                        "data sets": " ".join(datasets),
                        "train/test examples": f"{s.train_subset or 'all'}/{s.test_subset or 'all'}"}
     missing = [n for n, i in DATASETS.items() if i.kind == "image" and n not in datasets]

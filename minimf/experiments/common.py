@@ -12,6 +12,7 @@ tables, figures and the raw numbers, and ``write_report`` puts them in the outpu
 Every file is written atomically (minimf.files).
 """
 import io
+import os
 import platform
 import statistics
 import sys
@@ -29,6 +30,7 @@ from minimf.datasets import DATASETS, data_home, num_classes
 from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")   # recorded: they change timings
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ def describe(ctx, report, seconds):
         "experiment": ctx.name, "command": ctx.command, "scale": asdict(ctx.scale), "seeds": ctx.seeds,
         "backend": ctx.backend, "epochs_override": ctx.epochs, "settings": report.settings,
         "wall_seconds": round(seconds, 1), "minimf_version": __version__, "python": platform.python_version(),
-        "numpy": np.__version__, "platform": platform.platform(),
+        "numpy": np.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
+        "blas_threads_env": {v: os.environ[v] for v in BLAS_ENV if v in os.environ},
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
@@ -217,7 +220,8 @@ def write_report(ctx, report, out, seconds):
     written += pngs
     md = [f"## {report.title}", "",
           f"`{ctx.command}`: scale {ctx.scale.name}, seeds {' '.join(map(str, ctx.seeds))}, backend "
-          f"{ctx.backend}, wall time {seconds / 60:.1f} min ({config['finished']}).", ""]
+          f"{ctx.backend}, wall time {seconds / 60:.1f} min ({config['finished']})"
+          + "".join(f", {k}={v}" for k, v in config["blas_threads_env"].items()) + ".", ""]
     if report.settings:
         md += ["Settings: " + "; ".join(f"{k} {v}" for k, v in report.settings.items()) + ".", ""]
     for title, table in report.tables:
