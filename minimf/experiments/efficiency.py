@@ -194,10 +194,11 @@ def layer_trace_note(layers):
 
 
 def plot_trace(ax, trace, sizes):
-    for rule, t in trace.items():
+    for (rule, t), color in zip(trace.items(), ("C0", "C1")):
         steps = range(1, len(t["peak"]) + 1)
-        ax.plot(list(steps), [v / MIB for v in t["peak"]], marker="o", label=f"{rule} peak during step")
-        ax.plot(list(steps), [v / MIB for v in t["in_use"]], linestyle="--", label=f"{rule} in use after step")
+        ax.plot(list(steps), [v / MIB for v in t["peak"]], marker="o", color=color, label=f"{rule} peak during step")
+        ax.plot(list(steps), [v / MIB for v in t["in_use"]], linestyle="--", color=color,
+                label=f"{rule} in use after step")
     ax.set(xlabel="training step", ylabel="MiB above start", title="memory over steps, " + "-".join(map(str, sizes)))
     ax.legend(fontsize=8)
 
@@ -206,5 +207,5 @@ def plot_sweep(ax, sweep, title, depth_name):
     for rule in ("MF", "BP"):
         ax.plot(sweep["depths"], sweep["peak_mib"][rule], marker="o",
                 label=f"{rule} (slope {sweep['slopes'][rule]:.2f} MiB/layer)")
-    ax.set(xlabel=depth_name, ylabel="peak MiB of one step", title=title)
+    ax.set(xlabel=depth_name, ylabel="peak MiB of one step", title=title, xticks=sweep["depths"])
     ax.legend()
