@@ -37,7 +37,8 @@ BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")   # re
 class Scale:
     """How big the runs are. ``None`` for a subset means the whole split.
 
-    tiny: for the tests (seconds); quick: for a CPU (minutes per experiment); full: the paper's sizes.
+    tiny: for the tests (seconds); quick: for a CPU (minutes per experiment); full: the whole data
+    sets and the paper's network sizes, for as many epochs as minimf's README trains (MLP 20, CNN 6).
     """
     name: str
     train_subset: int | None
