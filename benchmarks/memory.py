@@ -28,20 +28,21 @@ orientation only, since the paper measured GPU memory its own way.)
 
 What tracemalloc does NOT see: memory that does not pass through Python's or NumPy's allocators,
 above all the work buffers the BLAS library (OpenBLAS, MKL) allocates for itself inside a matrix
-product; and the memory of a GPU. ``--backend cupy`` is therefore refused for now: measuring
-CuPy's memory pool would need a CuPy memory hook, and is left for later.
+product. With ``--backend cupy`` the meter is a memory hook on CuPy's pool instead (the bytes of
+GPU arrays in use). The measuring code lives in minimf/experiments/measure.py and is shared with
+``python -m minimf.experiments memory``; this script only parses options and prints.
 """
 import argparse
-import gc
 import sys
-import tracemalloc
 
 import numpy as np
 
 from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
-from minimf.backend import BACKENDS, make_rng
+from minimf.backend import BACKENDS, BackendError, get_backend
 from minimf.cnn import block_shapes
 from minimf.datasets import DATASETS
+from minimf.experiments.measure import (MIB, TracemallocMeter, line_fit, memory_meter, random_batch,
+                                        step_peak_bytes)
 from minimf.train import DEFAULT_CHANNELS, positive_int
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
@@ -49,7 +50,6 @@ MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 NUM_CLASSES = 10
 LR = 1e-3
 SEED = 0
-MIB = 2 ** 20
 DEFAULT_DEPTHS = [1, 2, 4, 8]
 DEFAULT_WIDTH = 1000
 RESOLUTION_MIB = 0.01  # the table's precision; a smaller MF slope gives no meaningful ratio
@@ -60,7 +60,8 @@ def build_parser():
     p = argparse.ArgumentParser(prog="python benchmarks/memory.py",
                                 description="Peak memory of one MF and one BP training step (tracemalloc).")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="only numpy so far: tracemalloc sees host memory, not a GPU's (default: numpy)")
+                   help="numpy: host memory by tracemalloc; cupy: GPU memory by a hook on CuPy's pool "
+                        "(default: numpy)")
     p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
                    help="dense layers on (N, 784), or conv blocks on (N, 1, 28, 28) (default: mlp)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
@@ -78,18 +79,16 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.backend == "cupy":
-        parser.error("--backend cupy is not supported yet: tracemalloc measures host memory only, "
-                     "and GPU memory would need a CuPy memory hook; use --backend numpy")
     check_arguments(parser, args)
-    tracemalloc.start()
     try:
+        xp = get_backend(args.backend)
+    except BackendError as err:
+        parser.error(str(err))
+    with memory_meter(xp) as meter:
         if args.arch == "mlp":
-            report_mlp(args)
+            report_mlp(args, xp, meter)
         else:
-            report_cnn(args)
-    finally:
-        tracemalloc.stop()
+            report_cnn(args, xp, meter)
     return 0
 
 
@@ -112,52 +111,29 @@ def check_arguments(parser, args):
         parser.error(f"--channels: {err}")
 
 
-# --- the measurement ------------------------------------------------------------------------------
+# --- the measurement (minimf/experiments/measure.py) ------------------------------------------------
 
-def random_batch(batch_size, example_shape):
-    """x: (N, *example_shape) float32 standard normal, y: (N,) int64 labels in [0, 10)."""
-    rng = make_rng(SEED)
-    x = rng.standard_normal((batch_size, *example_shape), dtype=np.float32)
-    return x, rng.integers(0, NUM_CLASSES, size=batch_size)
-
-
-def step_peak_bytes(kind, kwargs, x, y):
-    """Peak bytes allocated during one ``train_step`` of a fresh ``kind(**kwargs)`` network, on top
-    of what existed before it, measured after one warm-up step. tracemalloc must be tracing."""
-    net = kind(**kwargs, num_classes=NUM_CLASSES, backend="numpy", seed=SEED, lr=LR)
-    net.train_step(x, y)               # warm-up: the optimisers' state (Adam's m, v) exists from here
-    gc.collect()
-    tracemalloc.reset_peak()
-    before, _ = tracemalloc.get_traced_memory()
-    net.train_step(x, y)
-    _, peak = tracemalloc.get_traced_memory()
-    return peak - before
-
-
-def mf_bp_peaks(mf, bp, kwargs, x, y):
-    """(MF peak, BP peak) in MiB for one step on (x, y)."""
-    return tuple(step_peak_bytes(kind, kwargs, x, y) / MIB for kind in (mf, bp))
-
-
-def line_fit(xs, ys):
-    """(intercept a, slope) of the least-squares line y = a + slope * x."""
-    slope, intercept = np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)
-    return float(intercept), float(slope)
+def mf_bp_peaks(mf, bp, kwargs, x, y, backend, meter):
+    """(MF peak, BP peak) in MiB for one step on (x, y), each on a fresh network."""
+    return tuple(step_peak_bytes(lambda: kind(**kwargs, num_classes=NUM_CLASSES, backend=backend, seed=SEED,
+                                              lr=LR), x, y, meter) / MIB
+                 for kind in (mf, bp))
 
 
 # --- the two architectures -------------------------------------------------------------------------
 
-def report_mlp(args):
+def report_mlp(args, xp, meter):
     d_in = MNIST_IMAGE[0] * MNIST_IMAGE[1] * MNIST_IMAGE[2]
-    x, y = random_batch(args.batch_size, (d_in,))
+    x, y = random_batch(args.batch_size, (d_in,), NUM_CLASSES, SEED, xp)
     print_header(f"MLP {d_in} -> depth x {args.width} ReLU -> {NUM_CLASSES} classes "
-                 f"(BP adds an output layer; MF a projection per layer)", args.batch_size)
+                 f"(BP adds an output layer; MF a projection per layer)", args.batch_size, meter)
     depths = sorted(set(args.depths))
     print(f"  {'depth':>5} {'MF peak MiB':>12} {'BP peak MiB':>12} {'BP/MF':>7}")
     peaks = {"MF": [], "BP": []}
     for depth in depths:
         print(f"  measuring depth {depth} ...", file=sys.stderr, flush=True)
-        mf, bp = mf_bp_peaks(MonoForwardNet, BackpropNet, {"sizes": [d_in] + [args.width] * depth}, x, y)
+        mf, bp = mf_bp_peaks(MonoForwardNet, BackpropNet, {"sizes": [d_in] + [args.width] * depth}, x, y,
+                             args.backend, meter)
         peaks["MF"].append(mf)
         peaks["BP"].append(bp)
         print(f"  {depth:>5} {mf:>12.2f} {bp:>12.2f} {bp / mf:>7.2f}")
@@ -176,29 +152,31 @@ def report_mlp(args):
     print()
     print(f"For orientation only, a different measure: MF v1 reports slopes of BP {paper['BP']:.2f} and "
           f"MF {paper['MF']:.2f} MiB per 1000-unit layer\n  (ratio {paper['BP'] / paper['MF']:.1f}), "
-          f"measured on a GPU by the paper's own method, not by tracemalloc on one NumPy step.")
+          f"measured on a GPU by the paper's own method, not by this script's meter on one step.")
 
 
-def report_cnn(args):
-    x, y = random_batch(args.batch_size, MNIST_IMAGE)
+def report_cnn(args, xp, meter):
+    x, y = random_batch(args.batch_size, MNIST_IMAGE, NUM_CLASSES, SEED, xp)
     shapes = block_shapes(MNIST_IMAGE, args.channels)
     maps = "-".join(str(h) for _, h, _ in shapes)
     print_header(f"CNN 1x28x28 -> conv blocks {'-'.join(map(str, args.channels))} (3x3 conv pad 1, ReLU, "
-                 f"2x2 avg pool; maps {maps}) -> {NUM_CLASSES} classes", args.batch_size)
+                 f"2x2 avg pool; maps {maps}) -> {NUM_CLASSES} classes", args.batch_size, meter)
     print("  measuring ...", file=sys.stderr, flush=True)
     kwargs = {"input_shape": MNIST_IMAGE, "channels": args.channels}
-    mf, bp = mf_bp_peaks(MonoForwardCNN, BackpropCNN, kwargs, x, y)
+    mf, bp = mf_bp_peaks(MonoForwardCNN, BackpropCNN, kwargs, x, y, args.backend, meter)
     print(f"  {'MF peak MiB':>12} {'BP peak MiB':>12} {'BP/MF':>7}")
     print(f"  {mf:>12.2f} {bp:>12.2f} {bp / mf:>7.2f}")
 
 
-def print_header(network, batch_size):
-    print("Peak memory of one training step (tracemalloc): Mono-Forward vs backprop")
+def print_header(network, batch_size, meter):
+    how = "tracemalloc" if isinstance(meter, TracemallocMeter) else "CuPy pool hook"
+    print(f"Peak memory of one training step ({how}): Mono-Forward vs backprop")
     print(f"  numpy     {np.__version__}, float32, Adam lr {LR:g}")
     print(f"  network   {network}")
     print(f"  batch     {batch_size} random standard-normal examples; measured: the peak allocated during")
     print("            one train_step, after one warm-up step, on top of parameters, Adam state and data")
-    print("            (BLAS's own work buffers are not seen)")
+    if how == "tracemalloc":
+        print("            (BLAS's own work buffers are not seen)")
     print()
 
 

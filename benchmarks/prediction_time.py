@@ -19,7 +19,8 @@ paper's parameter counts) under five prediction methods:
 "single" is the time of one ``predict`` call on one example (the median over ``--single``
 examples, in every repeat); "batch" the time of one ``predict`` call on all ``--batch``
 test images (the median over the repeats). The repeats are interleaved (every method once, then
-again), so a noisy moment of the shared machine hits all of them alike. The networks are
+again), so a noisy moment of the shared machine hits all of them alike. The networks and the timer
+are in minimf/experiments/measure.py, shared with ``python -m minimf.experiments prediction``. The networks are
 untrained: prediction costs the same whatever the weights are, so no training is needed.
 
 How to read it: the ratios to BP are the result. The FLOP ratio (the multiply-adds of the matrix
@@ -34,29 +35,18 @@ import os
 import platform
 import statistics
 import sys
-import time
-from typing import Callable, NamedTuple
 
 import numpy as np
 
-from minimf import BackpropNet, ForwardForwardNet, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.experiments.measure import device_sync, prediction_methods, time_interleaved
 from minimf.train import DEFAULT_HIDDEN, positive_int
 
 from blas_threads import run_with_threads  # benchmarks/blas_threads.py, beside this script
 
 NUM_CLASSES = 10
 SEED = 0
-
-
-class Method(NamedTuple):
-    """One way to predict: ``predict(x)`` returns labels; ``params`` the parameters it uses;
-    ``macs`` its multiply-adds per example (matrix products only)."""
-    name: str
-    predict: Callable
-    params: int
-    macs: int
 
 
 def build_parser():
@@ -92,57 +82,11 @@ def run(args, xp):
     test = load_mnist().test
     x = xp.asarray((test.x[:args.batch] - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD), dtype="float32")
     sizes = [x.shape[1]] + list(args.hidden)
-    methods = prediction_methods(sizes, args.backend)
-    sync = xp.cuda.Device().synchronize if args.backend == "cupy" else (lambda: None)
+    methods = prediction_methods(sizes, args.backend, NUM_CLASSES, SEED)
     print_header(args, sizes)
-    single, batch = time_interleaved(methods, x, args, sync)
+    single, batch = time_interleaved(methods, x, args.single, args.repeats, device_sync(xp))
     print_table(methods, single, batch, args.batch)
     return 0
-
-
-def prediction_methods(sizes, backend):
-    """The five methods on untrained networks with the hidden layers ``sizes`` (no biases)."""
-    common = dict(sizes=sizes, num_classes=NUM_CLASSES, backend=backend, seed=SEED, bias=False)
-    bp, mf, ff = BackpropNet(**common), MonoForwardNet(**common), ForwardForwardNet(**common)
-    C = NUM_CLASSES
-    hidden = sum(d * h for d, h in zip(sizes[:-1], sizes[1:]))     # multiply-adds of the hidden layers
-    return [
-        Method("BP", bp.predict, bp.num_parameters(), hidden + sizes[-1] * C),
-        Method("MF, BP mode", lambda x: mf.predict(x, "bp"), mf.num_parameters("bp"),
-               hidden + sum(sizes[1:]) * C),
-        Method("MF, FF mode", lambda x: mf.predict(x, "ff"), mf.num_parameters("ff"),
-               hidden + sum(sizes[1:]) * C),
-        Method("FF, all labels", lambda x: ff.predict(x, "all_labels"), ff.num_parameters("all_labels"),
-               C * hidden),
-        Method("FF, one pass", lambda x: ff.predict(x, "one_pass"), ff.num_parameters("one_pass"),
-               hidden + sum(sizes[1:]) * C),
-    ]
-
-
-def time_interleaved(methods, x, args, sync):
-    """({name: [median single-example seconds, one per repeat]}, {name: [batch seconds, ...]})."""
-    single = {m.name: [] for m in methods}
-    batch = {m.name: [] for m in methods}
-    for m in methods:                      # warm-up: first calls allocate and load code
-        m.predict(x[:1])
-        m.predict(x[:100])
-    sync()
-    for repeat in range(1, args.repeats + 1):
-        for m in methods:
-            print(f"  repeat {repeat}/{args.repeats}: {m.name} ...", file=sys.stderr, flush=True)
-            calls = []
-            for i in range(args.single):
-                example = x[i % x.shape[0]:i % x.shape[0] + 1]
-                start = time.perf_counter()
-                m.predict(example)
-                sync()
-                calls.append(time.perf_counter() - start)
-            single[m.name].append(statistics.median(calls))
-            start = time.perf_counter()
-            m.predict(x)
-            sync()
-            batch[m.name].append(time.perf_counter() - start)
-    return single, batch
 
 
 def print_header(args, sizes):

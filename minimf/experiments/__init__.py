@@ -1,0 +1,24 @@
+"""Reproducing MF v1's (arXiv 2501.09238v1) tables and figures, one command each:
+
+    python -m minimf.experiments NAME [--quick] [--seeds 0 1 2] [--out DIR] [--backend numpy|cupy]
+                                      [--epochs E] [--no-progress]
+
+NAME is one of EXPERIMENTS. Each writes results.md (tables headed by the command, settings and wall
+time), results.json (the raw numbers beside the configuration) and PNG figures into --out (default
+runs/experiments/NAME).
+
+    common.py      size settings, one training run through minimf.train, mean +- std, the output folder
+    accuracy.py    layerwise (Table 1), mlp (Table 3), cnn (Table 2), convergence (Figures 4-5), tabular (Table 6)
+    efficiency.py  prediction (Table 4), epoch-time (Table 5), memory (Figures 1-3)
+    hotplug.py     hotplug (section 3.3)
+    measure.py     memory meters (tracemalloc, CuPy pool) and interleaved timers, shared with benchmarks/
+"""
+from minimf.experiments.accuracy import cnn, convergence, layerwise, mlp, tabular
+from minimf.experiments.efficiency import epoch_time, memory, prediction
+from minimf.experiments.hotplug import hotplug_layers
+
+EXPERIMENTS = {"layerwise": layerwise, "mlp": mlp, "cnn": cnn, "prediction": prediction,
+               "epoch-time": epoch_time, "memory": memory, "convergence": convergence, "hotplug": hotplug_layers,
+               "tabular": tabular}
+
+__all__ = ["EXPERIMENTS"]

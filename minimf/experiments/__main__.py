@@ -1,0 +1,79 @@
+"""python -m minimf.experiments NAME: rerun one of MF v1's experiments and write its tables and figures.
+
+    python -m minimf.experiments layerwise --quick            # Table 1 on a CPU in minutes
+    python -m minimf.experiments memory --quick --out runs/mem
+    python -m minimf.experiments mlp --seeds 0 1 2 --epochs 20   # the whole data sets
+
+--quick trains on 5,000 examples and tests on 2,000 for a few epochs (see common.SCALES); without it
+the runs use the whole data sets and the paper's sizes. MINIMF_EXPERIMENTS_TINY=1 (or the hidden
+--tiny) shrinks everything to seconds, for the tests.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from minimf.backend import BACKENDS, BackendError, get_backend
+from minimf.datasets import DatasetError
+from minimf.experiments import EXPERIMENTS
+from minimf.experiments.common import SCALES, Context, write_report
+from minimf.train import positive_int
+
+TINY_ENV = "MINIMF_EXPERIMENTS_TINY"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m minimf.experiments",
+                                description="Rerun one of MF v1's experiments; write results.md, results.json "
+                                            "and PNG figures.")
+    p.add_argument("name", choices=list(EXPERIMENTS), metavar="NAME",
+                   help=f"the experiment: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--quick", action="store_true",
+                   help="a CPU-sized run: 5,000 training and 2,000 test examples, few epochs, narrower CNN")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)   # the tests' setting
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
+                   help="one run per seed, mean ± std over them (default: 0 1 2)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output folder (default: runs/experiments/NAME)")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="E",
+                   help="override the experiment's number of epochs")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where downloaded data sets live (default: $MINIMF_DATA, else ~/.cache/minimf)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be different from one another, got {' '.join(map(str, args.seeds))}")
+    tiny = args.tiny or os.environ.get(TINY_ENV) == "1"
+    if tiny and args.quick:
+        parser.error("--quick and the tiny setting exclude each other")
+    try:
+        get_backend(args.backend)
+    except BackendError as err:
+        parser.error(str(err))
+    scale = SCALES["tiny" if tiny else "quick" if args.quick else "full"]
+    out = args.out or Path("runs") / "experiments" / args.name
+    ctx = Context(name=args.name, scale=scale, seeds=args.seeds, backend=args.backend, epochs=args.epochs,
+                  progress=not args.no_progress, data_dir=args.data_dir,
+                  command=" ".join(["python -m minimf.experiments", *argv]))
+    start = time.perf_counter()
+    try:
+        report = EXPERIMENTS[args.name](ctx)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    paths = write_report(ctx, report, out, time.perf_counter() - start)
+    print((out / "results.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""What every experiment shares: the size settings, one training run through minimf.train, the data
+sets present here, mean +- std over seeds, Markdown tables, plots and the output folder.
+
+An experiment is a function ``run(ctx) -> Report``. ``ctx`` (a ``Context``) carries the command-line
+settings (seeds, backend, scale, epochs override, progress bar); the ``Report`` holds Markdown
+tables, figures and the raw numbers, and ``write_report`` puts them in the output folder:
+
+    results.md     the tables, headed by the exact command, the settings and the wall time
+    results.json   the raw numbers, beside the configuration that produced them
+    NAME.png       one file per figure (matplotlib, Agg backend; skipped with a note without it)
+
+Every file is written atomically (minimf.files).
+"""
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import redirect_stdout
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minimf import __version__, train as train_cli
+from minimf.backend import get_backend
+from minimf.datasets import DATASETS, data_home, num_classes
+from minimf.files import atomic_write_bytes, atomic_write_json
+
+NOT_CHECKED = "paper value not checked"
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")   # recorded: they change timings
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big the runs are. ``None`` for a subset means the whole split.
+
+    tiny: for the tests (seconds); quick: for a CPU (minutes per experiment); full: the whole data
+    sets and the paper's network sizes, for as many epochs as minimf's README trains (MLP 20, CNN 6).
+    """
+    name: str
+    train_subset: int | None
+    test_subset: int | None
+    epochs: int            # MLP epochs (layerwise, mlp, convergence)
+    cnn_epochs: int
+    width: int             # hidden units per MLP layer
+    channels: tuple        # CNN blocks
+    depths: tuple          # hidden layers for the depth sweeps (memory, convergence)
+    tabular_epochs: int
+    tabular_hidden: tuple
+
+
+SCALES = {
+    "tiny": Scale("tiny", 512, 256, 1, 1, 32, (4, 8), (1, 2), 2, (16, 16)),
+    "quick": Scale("quick", 5000, 2000, 2, 2, 1000, (16, 32, 64, 128), (1, 2, 4), 30, (64, 64)),
+    "full": Scale("full", None, None, 20, 6, 1000, (64, 128, 256, 512), (1, 2, 4, 8), 100, (64, 64)),
+}
+
+
+@dataclass
+class Context:
+    """The settings of one ``python -m minimf.experiments NAME`` call."""
+    name: str
+    scale: Scale
+    seeds: list
+    backend: str = "numpy"
+    epochs: int | None = None      # --epochs: overrides every experiment's number of epochs
+    progress: bool = True
+    command: str = ""
+    data_dir: str | None = None
+
+    @property
+    def xp(self):
+        return get_backend(self.backend)
+
+    def epochs_or(self, default):
+        """--epochs if given, else the experiment's default for this scale."""
+        return self.epochs if self.epochs is not None else default
+
+    def bar(self, total, desc):
+        """The progress bar over an experiment's runs (tqdm on stderr; off with --no-progress)."""
+        return tqdm(total=total, desc=desc, unit="run", disable=not self.progress, file=sys.stderr)
+
+
+@dataclass
+class Report:
+    """What an experiment produced: Markdown ``tables`` (with their titles), ``notes`` (lines of
+    text under them), ``figures`` {file stem: function(matplotlib.pyplot) that draws one figure},
+    ``raw`` (JSON-ready numbers) and ``settings`` (what the experiment chose at this scale)."""
+    title: str
+    tables: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+# --- one training run through minimf.train ---------------------------------------------------------
+
+_DATA = {}   # (dataset, arch, subsets, backend) -> prepared data: loaded once per process
+
+
+def train_run(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
+              extra=()):
+    """Train ``algo`` (a key of minimf.train.NETWORKS) exactly as ``python -m minimf.train`` would,
+    with the subsets of ``ctx.scale``. Returns (net, history): history is train.train's list of
+    per-epoch records (``test_acc``, ``test_acc_bp``, ``layer_test_acc``, ``seconds``, ...)."""
+    argv = ["--algo", algo, "--dataset", dataset, "--arch", arch, "--epochs", str(epochs),
+            "--seed", str(seed), "--backend", ctx.backend, "--no-progress", *extra]
+    if hidden is not None:
+        argv += ["--hidden", *map(str, hidden)]
+    if channels is not None:
+        argv += ["--channels", *map(str, channels)]
+    for flag, n in (("--train-subset", ctx.scale.train_subset), ("--test-subset", ctx.scale.test_subset)):
+        if n is not None:
+            argv += [flag, str(n)]
+    if ctx.data_dir:
+        argv += ["--data-dir", ctx.data_dir]
+    parser = train_cli.build_parser()
+    args = parser.parse_args(argv)
+    info = DATASETS[dataset]
+    train_cli.check_dataset(parser, args, info)
+    train_cli.check_architecture(parser, args, info)
+    key = (dataset, arch, args.train_subset, args.test_subset, ctx.backend, args.no_normalize)
+    if key not in _DATA:
+        _DATA[key] = train_cli.prepare_data(args, ctx.xp)
+    data = _DATA[key]
+    net = train_cli.build_net(args, data["train"][0].shape[1:], num_classes(dataset))
+    with redirect_stdout(io.StringIO()):          # minimf.train's per-epoch lines: the history has them
+        history = train_cli.train(net, data, args)
+    return net, history
+
+
+def prepared_data(dataset="mnist", arch="mlp"):
+    """The data of an earlier ``train_run`` on this data set and architecture (for extra evaluations)."""
+    for key, data in _DATA.items():
+        if key[:2] == (dataset, arch):
+            return data
+    raise KeyError(f"no prepared data for {dataset} {arch}: call train_run first")
+
+
+def algorithms(arch):
+    """The rules minimf.train can train with this architecture, in its NETWORKS order (so a rule
+    added there appears in every table by itself)."""
+    column = 0 if arch == "mlp" else 1
+    return [algo for algo, classes in train_cli.NETWORKS.items() if classes[column] is not None]
+
+
+def accuracies(record):
+    """{mode: test accuracy} of one epoch record: every ``test_acc_<mode>`` (MF: bp, ff; FF: all_labels,
+    one_pass), or the single ``test_acc`` of rules with one prediction."""
+    modes = {k[len("test_acc_"):]: v for k, v in record.items() if k.startswith("test_acc_")}
+    return modes or {"": record["test_acc"]}
+
+
+def method_name(algo, mode=""):
+    """Row label: "MF (bp mode)", "FF (one pass mode)", "BP"."""
+    return algo.upper() + (f" ({mode.replace('_', ' ')} mode)" if mode else "")
+
+
+# --- data sets present here ------------------------------------------------------------------------
+
+def image_datasets_present(data_dir=None):
+    """MNIST (packaged) and every downloadable image data set whose files are all in the cache.
+    Nothing is downloaded: presence is the file with its catalogued size; load() verifies the checksum."""
+    present = []
+    for name, info in DATASETS.items():
+        if info.kind != "image":
+            continue
+        folder = data_home(data_dir) / name
+        if all((folder / f.name).is_file() and (folder / f.name).stat().st_size == f.size for f in info.files):
+            present.append(name)
+    return present
+
+
+# --- numbers to text ---------------------------------------------------------------------------------
+
+def mean_std(values):
+    """(mean, sample std) of a list; std 0.0 for a single value."""
+    values = [float(v) for v in values]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def pm(values, scale=100.0, digits=2):
+    """'98.12 ± 0.10' (accuracies in percent by default); just the value for one seed."""
+    mean, std = mean_std(values)
+    text = f"{scale * mean:.{digits}f}"
+    return text + (f" ± {scale * std:.{digits}f}" if len(values) > 1 else "")
+
+
+def markdown_table(header, rows):
+    """A Markdown table from a header list and a list of row lists (cells are str()-ed)."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- the output folder ---------------------------------------------------------------------------
+
+def describe(ctx, report, seconds):
+    """The configuration written beside the numbers."""
+    return {
+        "experiment": ctx.name, "command": ctx.command, "scale": asdict(ctx.scale), "seeds": ctx.seeds,
+        "backend": ctx.backend, "epochs_override": ctx.epochs, "settings": report.settings,
+        "wall_seconds": round(seconds, 1), "minimf_version": __version__, "python": platform.python_version(),
+        "numpy": np.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
+        "blas_threads_env": {v: os.environ[v] for v in BLAS_ENV if v in os.environ},
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def write_report(ctx, report, out, seconds):
+    """results.md, results.json and one PNG per figure into ``out``; returns the paths written."""
+    out = Path(out)
+    config = describe(ctx, report, seconds)
+    written = [out / "results.json"]
+    atomic_write_json(written[0], {"config": config, "results": report.raw})
+    pngs, note = write_figures(report.figures, out)
+    written += pngs
+    md = [f"## {report.title}", "",
+          f"`{ctx.command}`: scale {ctx.scale.name}, seeds {' '.join(map(str, ctx.seeds))}, backend "
+          f"{ctx.backend}, wall time {seconds / 60:.1f} min ({config['finished']})"
+          + "".join(f", {k}={v}" for k, v in config["blas_threads_env"].items()) + ".", ""]
+    if report.settings:
+        md += ["Settings: " + "; ".join(f"{k} {v}" for k, v in report.settings.items()) + ".", ""]
+    for title, table in report.tables:
+        md += [f"**{title}**", "", table, ""]
+    md += [line for line in report.notes] + ([""] if report.notes else [])
+    if pngs:
+        md += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in pngs), ""]
+    if note:
+        md += [note, ""]
+    atomic_write_bytes(out / "results.md", "\n".join(md).encode())
+    return [out / "results.md"] + written
+
+
+def write_figures(figures, out):
+    """Draw each figure with matplotlib's Agg backend into ``out/STEM.png`` (atomically).
+    Returns (paths, note): without matplotlib no figure and a note that says how to get it."""
+    if not figures:
+        return [], ""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], 'No figures: matplotlib is not installed (pip install -e ".[experiments]").'
+    paths = []
+    for stem, draw in figures.items():
+        fig = plt.figure(figsize=(6, 4))
+        draw(fig.add_subplot(1, 1, 1))
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        plt.close(fig)
+        atomic_write_bytes(out / f"{stem}.png", buffer.getvalue())
+        paths.append(out / f"{stem}.png")
+    return paths, ""

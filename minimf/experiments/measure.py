@@ -1,0 +1,285 @@
+"""Measuring memory and time: the code behind the efficiency experiments and benchmarks/memory.py,
+benchmarks/prediction_time.py (which only parse options and print).
+
+Memory
+------
+A *meter* counts the bytes allocated while it runs:
+
+* NumPy: ``TracemallocMeter``. NumPy reports every array it allocates to ``tracemalloc``, so the count
+  covers activations, caches, gradients and temporaries (and small Python objects). It does not see the
+  BLAS library's own work buffers.
+* CuPy: ``CupyPoolMeter``. A CuPy memory hook adds every block handed out by CuPy's memory pool and
+  subtracts it when it goes back: the bytes in use by arrays, with a peak. (CuPy itself comes from
+  minimf.backend: ``xp`` is the module it returned; nothing here imports cupy.)
+
+``step_peak_bytes`` is the peak during ONE ``train_step``, on top of what existed before it (parameters,
+optimiser state after a warm-up step, the batch). ``step_trace`` follows a fresh network over its first
+steps, ``mf_layer_trace`` looks inside one MF step, layer by layer.
+
+Time
+----
+``time_interleaved`` times ``predict`` on one example and on a batch; ``epoch_times`` times whole
+epochs of ``train_step``. Repeats are interleaved (every method once, then again), so a noisy moment of
+a shared machine hits all methods alike; report medians and ratios, not absolute seconds.
+"""
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from minimf.backend import backend_name, make_rng
+from minimf.backprop import BackpropNet
+from minimf.forward_forward import ForwardForwardNet
+from minimf.mono_forward import MonoForwardNet
+
+MIB = 2 ** 20
+
+
+# --- memory meters -------------------------------------------------------------------------------
+
+class TracemallocMeter:
+    """Host memory allocated through Python's and NumPy's allocators (tracemalloc), in bytes."""
+
+    def __enter__(self):
+        tracemalloc.start()
+        return self
+
+    def __exit__(self, *exc):
+        tracemalloc.stop()
+
+    def reset_peak(self):
+        tracemalloc.reset_peak()
+
+    def current(self):
+        return tracemalloc.get_traced_memory()[0]
+
+    def peak(self):
+        return tracemalloc.get_traced_memory()[1]
+
+
+class CupyPoolMeter:
+    """GPU memory in use by CuPy arrays, counted by a memory hook on CuPy's pool, in bytes.
+
+    malloc (a block handed out by the pool) adds its size, free (the block back in the pool) subtracts
+    it; ``peak`` is the largest sum since ``reset_peak``. Counts start at 0 when the meter starts.
+    """
+
+    def __init__(self, xp):
+        self.xp = xp
+        self._current = self._peak = 0
+        meter = self
+
+        class PeakHook(xp.cuda.MemoryHook):
+            name = "minimf_peak"
+
+            def malloc_postprocess(self, **kwargs):
+                meter._add(kwargs["mem_size"])
+
+            def free_postprocess(self, **kwargs):
+                meter._add(-kwargs["mem_size"])
+
+        self.hook = PeakHook()
+
+    def _add(self, nbytes):
+        self._current += nbytes
+        self._peak = max(self._peak, self._current)
+
+    def __enter__(self):
+        self.xp.cuda.Device().synchronize()
+        self.hook.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hook.__exit__(*exc)
+
+    def reset_peak(self):
+        self.xp.cuda.Device().synchronize()
+        self._peak = self._current
+
+    def current(self):
+        return self._current
+
+    def peak(self):
+        self.xp.cuda.Device().synchronize()
+        return self._peak
+
+
+def memory_meter(xp):
+    """The meter for the backend of ``xp``: tracemalloc for NumPy, a pool hook for CuPy."""
+    return TracemallocMeter() if backend_name(xp) == "numpy" else CupyPoolMeter(xp)
+
+
+def device_sync(xp):
+    """A function that waits for the device (CuPy) or does nothing (NumPy): call it before reading a clock."""
+    return xp.cuda.Device().synchronize if backend_name(xp) == "cupy" else (lambda: None)
+
+
+# --- memory of training ----------------------------------------------------------------------------
+
+def random_batch(batch_size, example_shape, num_classes=10, seed=0, xp=np):
+    """x: (N, *example_shape) float32 standard normal, y: (N,) int64 labels in [0, num_classes).
+    How much a step allocates does not depend on the values, so no data set is needed."""
+    rng = make_rng(seed)
+    x = rng.standard_normal((batch_size, *example_shape), dtype=np.float32)
+    return xp.asarray(x), xp.asarray(rng.integers(0, num_classes, size=batch_size))
+
+
+def step_peak_bytes(make_net, x, y, meter):
+    """Peak bytes allocated during one ``train_step`` of a fresh ``make_net()``, on top of what
+    existed before it, measured after one warm-up step (so that Adam's m and v exist). The meter
+    must be running."""
+    net = make_net()
+    net.train_step(x, y)
+    gc.collect()
+    meter.reset_peak()
+    before = meter.current()
+    net.train_step(x, y)
+    return meter.peak() - before
+
+
+def step_trace(make_net, x, y, steps, meter):
+    """A fresh network over its first ``steps`` training steps: per step the peak during the step and
+    the memory still in use after it, in bytes above what existed before step 1 (parameters, batch).
+    Returns {"peak": [...], "in_use": [...]}."""
+    net = make_net()
+    gc.collect()
+    start = meter.current()
+    trace = {"peak": [], "in_use": []}
+    for _ in range(steps):
+        meter.reset_peak()
+        net.train_step(x, y)
+        trace["peak"].append(meter.peak() - start)
+        trace["in_use"].append(meter.current() - start)
+    return trace
+
+
+def mf_layer_trace(net, x, y, meter):
+    """Inside one MF ``train_step`` (after a warm-up step): for each layer, the bytes in use when its
+    ``local_gradients`` starts and the peak while it runs, above the memory before the step.
+
+    What is in use when layer i starts is what the step still holds from the layers below: if it does
+    not grow with i, MF keeps only one layer's activations at a time. Returns a list of
+    {"layer", "in_use_at_start", "peak"}.
+    """
+    net.train_step(x, y)
+    records, state = [], {}
+
+    def traced(original, index):
+        def local_gradients(x_in, y_in):
+            at_start = meter.current() - state["start"]
+            meter.reset_peak()
+            out = original(x_in, y_in)
+            records.append({"layer": index, "in_use_at_start": at_start, "peak": meter.peak() - state["start"]})
+            return out
+        return local_gradients
+
+    for i, layer in enumerate(net.layers, start=1):
+        layer.local_gradients = traced(layer.local_gradients, i)    # an instance attribute hides the method
+    try:
+        gc.collect()
+        state["start"] = meter.current()
+        net.train_step(x, y)
+    finally:
+        for layer in net.layers:
+            del layer.local_gradients
+    return records
+
+
+def line_fit(xs, ys):
+    """(intercept a, slope) of the least-squares line y = a + slope * x."""
+    slope, intercept = np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)
+    return float(intercept), float(slope)
+
+
+# --- prediction time (MF v1, Table 4) --------------------------------------------------------------
+
+class Method(NamedTuple):
+    """One way to predict: ``predict(x)`` returns labels; ``params`` the parameters it uses;
+    ``macs`` its multiply-adds per example (matrix products only)."""
+    name: str
+    predict: Callable
+    params: int
+    macs: int
+
+
+def prediction_methods(sizes, backend, num_classes=10, seed=0):
+    """BP, MF in both modes and FF in both modes on untrained networks with hidden layers ``sizes``
+    (no biases: the paper's parameter counts). Prediction costs the same whatever the weights are."""
+    common = dict(sizes=sizes, num_classes=num_classes, backend=backend, seed=seed, bias=False)
+    bp, mf, ff = BackpropNet(**common), MonoForwardNet(**common), ForwardForwardNet(**common)
+    C = num_classes
+    hidden = sum(d * h for d, h in zip(sizes[:-1], sizes[1:]))     # multiply-adds of the hidden layers
+    return [
+        Method("BP", bp.predict, bp.num_parameters(), hidden + sizes[-1] * C),
+        Method("MF, BP mode", lambda x: mf.predict(x, "bp"), mf.num_parameters("bp"),
+               hidden + sum(sizes[1:]) * C),
+        Method("MF, FF mode", lambda x: mf.predict(x, "ff"), mf.num_parameters("ff"),
+               hidden + sum(sizes[1:]) * C),
+        Method("FF, all labels", lambda x: ff.predict(x, "all_labels"), ff.num_parameters("all_labels"),
+               C * hidden),
+        Method("FF, one pass", lambda x: ff.predict(x, "one_pass"), ff.num_parameters("one_pass"),
+               hidden + sum(sizes[1:]) * C),
+    ]
+
+
+def time_interleaved(methods, x, single, repeats, sync=lambda: None, say=None):
+    """Time every method on one example (the median of ``single`` calls) and on all of ``x`` (one
+    call), ``repeats`` times, interleaved. Returns ({name: [single seconds per repeat]},
+    {name: [batch seconds per repeat]})."""
+    say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    single_times = {m.name: [] for m in methods}
+    batch_times = {m.name: [] for m in methods}
+    for m in methods:                      # warm-up: first calls allocate and load code
+        m.predict(x[:1])
+        m.predict(x[:100])
+    sync()
+    for repeat in range(1, repeats + 1):
+        for m in methods:
+            say(f"  repeat {repeat}/{repeats}: {m.name} ...")
+            calls = []
+            for i in range(single):
+                example = x[i % x.shape[0]:i % x.shape[0] + 1]
+                start = time.perf_counter()
+                m.predict(example)
+                sync()
+                calls.append(time.perf_counter() - start)
+            single_times[m.name].append(statistics.median(calls))
+            start = time.perf_counter()
+            m.predict(x)
+            sync()
+            batch_times[m.name].append(time.perf_counter() - start)
+    return single_times, batch_times
+
+
+# --- epoch time (MF v1, Table 5) ---------------------------------------------------------------------
+
+def time_epoch(net, x, y, batch_size, sync=lambda: None):
+    """Seconds of one pass of ``train_step`` over (x, y) in batches of ``batch_size`` (in order: the
+    cost of a step does not depend on which examples it sees)."""
+    sync()
+    start = time.perf_counter()
+    for first in range(0, x.shape[0], batch_size):
+        net.train_step(x[first:first + batch_size], y[first:first + batch_size])
+    sync()
+    return time.perf_counter() - start
+
+
+def epoch_times(nets, x, y, batch_sizes, repeats, sync=lambda: None, on_epoch=None):
+    """Interleaved epoch times: {(net name, batch name): [seconds per repeat]}.
+
+    ``nets`` {name: network}, ``batch_sizes`` {name: examples per step}. Each network takes one warm-up
+    step at every batch size first (allocations, Adam state)."""
+    for net in nets.values():
+        for size in batch_sizes.values():
+            net.train_step(x[:size], y[:size])
+    times = {(n, b): [] for n in nets for b in batch_sizes}
+    for _ in range(repeats):
+        for (n, b) in times:
+            times[(n, b)].append(time_epoch(nets[n], x, y, batch_sizes[b], sync))
+            if on_epoch:
+                on_epoch()
+    return times

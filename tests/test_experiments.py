@@ -1,0 +1,224 @@
+"""python -m minimf.experiments: every experiment runs end to end at the tiny setting and writes its
+files; the hot-plug check catches a layer that changed; bad arguments give clear errors; the
+measuring helpers count what they claim to count."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minimf import train as train_cli
+from minimf.backend import gpu_available, get_backend
+from minimf.backprop import BackpropNet
+from minimf.datasets import DATASETS
+from minimf.experiments import EXPERIMENTS, accuracy, hotplug
+from minimf.experiments.__main__ import main
+from minimf.experiments.common import (SCALES, Context, algorithms, image_datasets_present, markdown_table,
+                                       mean_std, pm, train_run)
+from minimf.experiments.measure import (MIB, TracemallocMeter, epoch_times, memory_meter, mf_layer_trace,
+                                        random_batch, step_peak_bytes, time_epoch)
+from minimf.mono_forward import MonoForwardNet
+
+WITH_FIGURES = {"memory": ["memory_trace", "memory_vs_depth_mlp", "memory_vs_depth_cnn"],
+                "convergence": ["convergence", "error_vs_depth"]}
+
+
+def tiny_context(**kwargs):
+    return Context(name="test", scale=SCALES["tiny"], seeds=[0], progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_each_experiment_runs_and_writes_its_files(name, tmp_path, capsys):
+    out = tmp_path / name
+    assert main([name, "--tiny", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
+    md = (out / "results.md").read_text()
+    assert f"python -m minimf.experiments {name} --tiny" in md and "wall time" in md
+    assert "|---|" in md, "no Markdown table"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["seeds"] == [0] and saved["config"]["scale"]["name"] == "tiny"
+    assert saved["results"], "no raw numbers"
+    for stem in WITH_FIGURES.get(name, []):
+        assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "|---|" in capsys.readouterr().out   # the tables are printed too
+
+
+def test_tiny_setting_by_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMF_EXPERIMENTS_TINY", "1")
+    assert main(["prediction", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["scale"]["name"] == "tiny"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nonsense"], "invalid choice: 'nonsense'"),
+    (["mlp", "--seeds", "1", "1"], "--seeds must be different"),
+    (["mlp", "--epochs", "0"], "expected a positive number"),
+    (["mlp", "--quick", "--tiny"], "exclude each other"),
+    (["mlp", "--backend", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_bad_arguments_are_clear_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(gpu_available(), reason="a GPU is present: the cupy backend works here")
+def test_cupy_without_gpu_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["memory", "--tiny", "--backend", "cupy"])
+    assert "cupy" in capsys.readouterr().err.lower()
+
+
+# --- the rules come from minimf.train.NETWORKS -----------------------------------------------------
+
+def test_rules_are_taken_from_train_networks(monkeypatch):
+    assert algorithms("mlp") == list(train_cli.NETWORKS)
+    assert "ff" not in algorithms("cnn")          # FF has no CNN in minimf
+    monkeypatch.setitem(train_cli.NETWORKS, "bp-copy", (BackpropNet, None))
+    assert "bp-copy" in algorithms("mlp") and "bp-copy" not in algorithms("cnn")
+
+
+def test_a_rule_added_to_networks_appears_in_the_table(monkeypatch):
+    monkeypatch.setitem(train_cli.NETWORKS, "bp-copy", (BackpropNet, None))
+    report = accuracy.mlp(tiny_context())
+    table = report.tables[0][1]
+    assert "| BP-COPY |" in table
+    # the same class, seed and data as BP: the same accuracy, so the row is a real run
+    assert report.raw["mnist"]["BP-COPY"] == report.raw["mnist"]["BP"]
+
+
+def test_train_run_is_minimf_train():
+    _, history = train_run(tiny_context(), "mf", hidden=[16], epochs=1, seed=3)
+    argv = ["--hidden", "16", "--epochs", "1", "--seed", "3", "--train-subset", "512", "--test-subset", "256",
+            "--no-progress"]
+    parser = train_cli.build_parser()
+    args = parser.parse_args(argv)
+    train_cli.check_architecture(parser, args, DATASETS["mnist"])
+    data = train_cli.prepare_data(args, np)
+    net = train_cli.build_net(args, (784,))
+    expected = train_cli.train(net, data, args)
+    assert history[0]["test_acc_bp"] == expected[0]["test_acc_bp"]
+    assert history[0]["train_loss"] == expected[0]["train_loss"]
+
+
+def test_downloadable_data_sets_count_only_when_their_files_are_there(tmp_path):
+    assert image_datasets_present(tmp_path) == ["mnist"]
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    files = DATASETS["fashion-mnist"].files
+    for f in files:
+        with open(folder / f.name, "wb") as handle:
+            handle.truncate(f.size)              # the catalogued size, no content: load() would check it
+    assert image_datasets_present(tmp_path) == ["mnist", "fashion-mnist"]
+    with open(folder / files[0].name, "wb") as handle:
+        handle.truncate(files[0].size - 1)       # a partial file does not count
+    assert image_datasets_present(tmp_path) == ["mnist"]
+
+
+def test_tabular_is_skipped_with_a_message_without_scikit_learn(monkeypatch):
+    monkeypatch.setattr(accuracy, "sklearn_version", lambda: None)
+    report = accuracy.tabular(tiny_context())
+    assert not report.tables and "scikit-learn is not installed" in report.notes[0]
+
+
+# --- hot-plugging ----------------------------------------------------------------------------------
+
+def hotplug_net(rng):
+    net = MonoForwardNet(sizes=[12, 10, 10], num_classes=3, seed=0)
+    x = rng.standard_normal((64, 12)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    return net, x, y
+
+
+def test_plugging_in_a_layer_leaves_the_layers_below_identical(rng):
+    net, x, y = hotplug_net(rng)
+    before = hotplug.layer_outputs(net, x)
+    hotplug.plug_in_layer(net, 10, seed=0)
+    W3 = net.layers[2].W.copy()
+    hotplug.train_layer_alone(net, 2, x, y, epochs=2, seed=0)
+    assert not np.array_equal(W3, net.layers[2].W), "the new layer did not learn"
+    hotplug.assert_unchanged(before, hotplug.layer_outputs(net, x), [0, 1], "plug-in")
+
+
+def test_the_hotplug_check_rejects_a_changed_layer(rng):
+    """Must fail: training layer 2 (index 1) changes its outputs, and the check says so."""
+    net, x, y = hotplug_net(rng)
+    before = hotplug.layer_outputs(net, x)
+    hotplug.train_layer_alone(net, 1, x, y, epochs=1, seed=0)
+    hotplug.assert_unchanged(before, hotplug.layer_outputs(net, x), [0], "layer 1 untouched")
+    with pytest.raises(AssertionError, match="layer 2's outputs changed"):
+        hotplug.assert_unchanged(before, hotplug.layer_outputs(net, x), [0, 1], "retraining layer 2")
+
+
+def test_damage_changes_only_the_damaged_layer(rng):
+    net, x, _ = hotplug_net(rng)
+    before = hotplug.layer_outputs(net, x)
+    W1 = net.layers[1].W.copy()
+    hotplug.damage_layer(net, 1, seed=0)
+    assert not np.array_equal(W1, net.layers[1].W) and net.layers[1].W.dtype == np.float32
+    hotplug.assert_unchanged(before, hotplug.layer_outputs(net, x), [0], "damage")
+
+
+# --- measuring -------------------------------------------------------------------------------------
+
+def test_bp_step_memory_grows_with_depth_and_mf_does_not():
+    """200-unit layers: from 2 to 4 hidden layers BP holds 2 more layers' caches and gradients until
+    its backward pass; MF frees each layer's before the next one starts."""
+    x, y = random_batch(64, (64,))
+    with TracemallocMeter() as meter:
+        peak = {(kind.__name__, d): step_peak_bytes(lambda: kind(sizes=[64] + [200] * d), x, y, meter) / MIB
+                for kind in (MonoForwardNet, BackpropNet) for d in (2, 4)}
+    bp_growth = peak[("BackpropNet", 4)] - peak[("BackpropNet", 2)]
+    mf_growth = peak[("MonoForwardNet", 4)] - peak[("MonoForwardNet", 2)]
+    assert bp_growth > 2 * 200 * 200 * 4 / MIB      # at least two more 200x200 float32 gradients
+    assert mf_growth < 0.1 * bp_growth, (mf_growth, bp_growth)
+
+
+def test_mf_layer_trace_holds_one_layer_at_a_time():
+    x, y = random_batch(256, (64,))
+    with memory_meter(np) as meter:
+        records = mf_layer_trace(MonoForwardNet(sizes=[64] + [200] * 5), x, y, meter)
+    assert [r["layer"] for r in records] == [1, 2, 3, 4, 5]
+    held = [r["in_use_at_start"] for r in records[2:]]   # layers 3-5: a_(i-1) and layer i-1's gradients
+    assert max(held) - min(held) < 0.05 * max(held)
+    a_previous, gradients = 256 * 200 * 4, (200 * 200 + 200 + 10 * 200) * 4   # float32 bytes
+    assert a_previous + gradients <= held[0] < 1.2 * (a_previous + gradients)
+    assert not any("local_gradients" in vars(layer) for layer in MonoForwardNet().layers)
+
+
+def test_epoch_timer_runs_every_batch_once_per_epoch():
+    class Counter:
+        def __init__(self):
+            self.sizes = []
+
+        def train_step(self, x, y):
+            self.sizes.append(len(x))
+
+    net = Counter()
+    x, y = np.zeros((10, 3)), np.zeros(10)
+    assert time_epoch(net, x, y, 4) >= 0 and net.sizes == [4, 4, 2]
+    nets = {"a": Counter(), "b": Counter()}
+    times = epoch_times(nets, x, y, {"mini": 4, "full": 10}, repeats=2)
+    assert set(times) == {("a", "mini"), ("a", "full"), ("b", "mini"), ("b", "full")}
+    assert all(len(v) == 2 for v in times.values())
+    assert nets["a"].sizes == [4, 10] + [4, 4, 2, 10] * 2     # warm-up, then interleaved epochs
+
+
+def test_mean_std_and_formatting():
+    assert mean_std([0.5]) == (0.5, 0.0)
+    mean, std = mean_std([0.1, 0.3])
+    assert math.isclose(mean, 0.2) and math.isclose(std, math.sqrt(0.02))
+    assert pm([0.9812]) == "98.12" and pm([0.98, 0.99]) == "98.50 ± 0.71"
+    assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+@pytest.mark.gpu
+def test_cupy_pool_meter_counts_an_allocation():
+    xp = get_backend("cupy")
+    with memory_meter(xp) as meter:
+        meter.reset_peak()
+        start = meter.current()
+        block = xp.zeros(MIB, dtype=xp.uint8)
+        assert meter.peak() - start >= MIB
+        del block
+    assert meter.current() <= start + MIB
