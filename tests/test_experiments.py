@@ -11,6 +11,7 @@ from minimf import train as train_cli
 from minimf.backend import gpu_available, get_backend
 from minimf.backprop import BackpropNet
 from minimf.datasets import DATASETS
+from minimf.datasets.tabular import sklearn_version
 from minimf.experiments import EXPERIMENTS, accuracy, hotplug
 from minimf.experiments.__main__ import main
 from minimf.experiments.common import (SCALES, Context, algorithms, image_datasets_present, markdown_table,
@@ -33,6 +34,9 @@ def test_each_experiment_runs_and_writes_its_files(name, tmp_path, capsys):
     assert main([name, "--tiny", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
     md = (out / "results.md").read_text()
     assert f"python -m minimf.experiments {name} --tiny" in md and "wall time" in md
+    if name == "tabular" and sklearn_version() is None:   # the `tabular` extra is not installed
+        assert "Skipped: scikit-learn is not installed" in md
+        return
     assert "|---|" in md, "no Markdown table"
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["seeds"] == [0] and saved["config"]["scale"]["name"] == "tiny"
