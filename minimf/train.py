@@ -37,8 +37,7 @@ from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectF
 from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
 from minimf.forward_forward import ForwardForwardNet
-from minimf.mono_forward import READOUTS  # the conv read-outs that --readout chooses from
-from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
+from minimf.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
 from minimf.pipeline import train_pipelined
 
 DEFAULT_EPOCHS = 5
