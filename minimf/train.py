@@ -119,8 +119,12 @@ def build_parser():
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="(default: adam)")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
-                   help="constant, or cosine decay from --lr to 0 over all steps (default: constant)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine", "step"], default="constant",
+                   help="constant, cosine decay from --lr to 0 over all steps, or step: divided by 10 "
+                        "after each epoch named by --lr-steps (default: constant)")
+    p.add_argument("--lr-steps", type=positive_int, nargs="+", default=None, metavar="E",
+                   help="--lr-schedule step: the epochs after which the rate is divided by 10, "
+                        "e.g. 60 90 (PEPITA's published schedule over 100 epochs)")
     p.add_argument("--no-bias", action="store_true",
                    help="layers without biases (the paper's parameter counts for the MLP)")
     p.add_argument("--seed", type=int, default=0, help="fixes initial weights and batch order (default: 0)")
@@ -160,6 +164,7 @@ def main(argv=None):
     if args.arch == "mlp" and NETWORKS[args.algo][0] is None:
         parser.error(f"--algo {args.algo} has no MLP in minimf; use --arch cnn")
     check_readout(parser, args, num_classes(args.dataset, args.labels))
+    check_lr_steps(parser, args)
     try:
         xp = get_backend(args.backend)
     except BackendError as err:
@@ -231,6 +236,14 @@ def check_readout(parser, args, classes):
     if uneven:
         parser.error(f"--readout {args.readout} splits each block's channels into one group per class: "
                      f"channels must be divisible by {classes}, got {uneven}")
+
+
+def check_lr_steps(parser, args):
+    """--lr-steps goes with --lr-schedule step, and step needs it."""
+    if args.lr_schedule == "step" and not args.lr_steps:
+        parser.error("--lr-schedule step needs --lr-steps, the epochs after which the rate is divided by 10")
+    if args.lr_steps and args.lr_schedule != "step":
+        parser.error(f"--lr-steps is for --lr-schedule step, not {args.lr_schedule}")
 
 
 def prepare_data(args, xp):
@@ -313,7 +326,7 @@ def train(net, data, args):
     # a second stream for the crops and flips, so that --augment leaves the batch order unchanged
     augment_rng = make_rng([args.seed, 1]) if args.augment else None
     steps_per_epoch = math.ceil(x_train.shape[0] / args.batch_size)
-    schedule = learning_rates(args, steps_per_epoch * args.epochs)
+    schedule = learning_rates(args, steps_per_epoch)
     history = []
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -330,10 +343,16 @@ def train(net, data, args):
     return history
 
 
-def learning_rates(args, total_steps):
-    """The learning rate of every step: constant, or lr * (1 + cos(pi * t / T)) / 2 for t < T."""
+def learning_rates(args, steps_per_epoch):
+    """The learning rate of every step t of the T = steps_per_epoch * epochs steps:
+    constant; cosine, lr * (1 + cos(pi * t / T)) / 2; or step, lr / 10^k where k counts the
+    epochs of --lr-steps already finished (step t is in epoch t // steps_per_epoch, counted from 0,
+    so with --lr-steps 60 the 61st epoch is the first at lr / 10, as PyTorch's MultiStepLR does)."""
+    total_steps = steps_per_epoch * args.epochs
     if args.lr_schedule == "constant":
         return [args.lr] * total_steps
+    if args.lr_schedule == "step":
+        return [args.lr * 0.1 ** sum(t // steps_per_epoch >= e for e in args.lr_steps) for t in range(total_steps)]
     return [args.lr * (1 + math.cos(math.pi * t / total_steps)) / 2 for t in range(total_steps)]
 
 

@@ -11,7 +11,7 @@ from minimf import (BackpropCNN, DirectFeedbackAlignmentCNN, DirectFeedbackAlign
                     FeedbackAlignmentNet, ForwardForwardNet, MonoForwardCNN, MonoForwardNet)
 from minimf.checkpoint import load
 from minimf.datasets import DATASETS, clear_cache
-from minimf.train import main
+from minimf.train import build_parser, learning_rates, main
 
 QUICK = ["--train-subset", "2000", "--test-subset", "1000", "--hidden", "64", "64", "--epochs", "2",
          "--lr", "5e-3", "--no-progress"]
@@ -143,6 +143,9 @@ def test_cnn_run_on_images(tmp_path, capsys, algo):
     (["--dataset", "cifar10", "--labels", "coarse"], "--labels coarse is for cifar100"),
     (["--dataset", "digits", "--arch", "cnn"], "--arch cnn needs images; digits is tabular"),
     (["--dataset", "cifar10", "--arch", "cnn", "--channels", "8"] + ["8"] * 5, "too small for 6 conv blocks"),
+    (["--lr-schedule", "step"], "--lr-schedule step needs --lr-steps"),
+    (["--lr-steps", "3"], "--lr-steps is for --lr-schedule step, not constant"),
+    (["--lr-schedule", "step", "--lr-steps", "0"], "positive"),
 ])
 def test_bad_arguments_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -267,3 +270,29 @@ def test_missing_data_offline_exits_with_the_manual_download_help(data_root, mon
     assert "could not download cifar-10-python.tar.gz" in out.err and "cannot connect" in out.err
     assert f"put it at\n  {data_root / 'cifar10' / 'cifar-10-python.tar.gz'}" in out.err
     assert info.files[0].sha256 in out.err
+
+
+def test_step_schedule_divides_by_ten_after_each_named_epoch():
+    """Three steps per epoch, 5 epochs, --lr-steps 2 4: epochs 1-2 at lr, 3-4 at lr/10, 5 at lr/100
+    (PyTorch's MultiStepLR with milestones [2, 4])."""
+    args = build_parser().parse_args(["--epochs", "5", "--lr", "0.1", "--lr-schedule", "step", "--lr-steps", "2", "4"])
+    rates = learning_rates(args, steps_per_epoch=3)
+    expected = [0.1] * 6 + [0.01] * 6 + [0.001] * 3
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 4], gamma=0.1)
+    per_epoch = []
+    for _ in range(5):
+        per_epoch.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    np.testing.assert_allclose(rates[::3], per_epoch, rtol=1e-12)
+
+
+def test_constant_and_cosine_schedules():
+    args = build_parser().parse_args(["--epochs", "2", "--lr", "0.5"])
+    assert learning_rates(args, steps_per_epoch=2) == [0.5] * 4
+    args = build_parser().parse_args(["--epochs", "2", "--lr", "0.5", "--lr-schedule", "cosine"])
+    np.testing.assert_allclose(learning_rates(args, steps_per_epoch=2), [0.5, 0.25 * (1 + math.cos(math.pi / 4)),
+                                                                          0.25, 0.25 * (1 + math.cos(3 * math.pi / 4))])
