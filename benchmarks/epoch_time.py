@@ -62,7 +62,7 @@ from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, p
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 
-from blas_threads import run_with_threads, threadpoolctl  # benchmarks/blas_threads.py, beside this script
+from blas_threads import blas_threads, run_with_threads  # benchmarks/blas_threads.py, beside this script
 
 NUM_CLASSES = 10
 LR = 1e-3
@@ -177,19 +177,6 @@ def run(args, xp):
 
 
 # --- the machine ---------------------------------------------------------------------------------
-
-def blas_threads():
-    """(threads NumPy's BLAS uses, where that number came from)."""
-    if threadpoolctl is not None:
-        blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
-        if blas:
-            return max(blas), "threadpoolctl"
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():  # read by the BLAS when NumPy loaded it
-            return int(os.environ[var]), f"${var}"
-    hint = "; install threadpoolctl to read the BLAS itself" if threadpoolctl is None else ""
-    return os.cpu_count() or 1, f"os.cpu_count(){hint}"
-
 
 def import_torch():
     """The torch module, or None where it is not installed. Never imported at module level:

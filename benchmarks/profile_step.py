@@ -37,7 +37,7 @@ from blas_threads import run_with_threads  # benchmarks/blas_threads.py, beside 
 from epoch_time import standardised_mnist
 from minimf import MonoForwardNet
 from minimf.checks import check_features, check_labels
-from minimf.layers import dense_forward, dense_param_grads, relu_backward, relu_forward
+from minimf.layers import dense_forward, relu_backward, relu_forward
 from minimf.losses import softmax_cross_entropy
 from minimf.optim import Adam
 from minimf.train import positive_int

@@ -374,7 +374,7 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
 
     batches = (batch(start) for start in tqdm(starts, desc=f"epoch {epoch}", leave=False,
                                               disable=args.no_progress, unit="batch"))
-    if getattr(args, "pipeline", False):   # the losses arrive after the whole epoch
+    if args.pipeline:   # the losses arrive after the whole epoch
         step_losses = train_pipelined(net, batches, rates)
     else:
         step_losses = (train_step_at(net, xb, yb, rate) for (xb, yb), rate in zip(batches, rates))

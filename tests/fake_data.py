@@ -96,14 +96,19 @@ def _emit_array(array, out):
 # Whole data sets
 # ---------------------------------------------------------------------------------------------------
 
-def tar_gz(members: dict) -> bytes:
-    """A tar.gz holding ``members`` ({name: bytes}) as regular files."""
+def tar_gz(members: dict, links: dict | None = None) -> bytes:
+    """A tar.gz holding ``members`` ({name: bytes}) as regular files, then ``links`` ({name: target})
+    as symbolic links."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tar.addfile(link)
     return buffer.getvalue()
 
 

@@ -3,10 +3,8 @@
 Archives are generated in the real layout (fake_data.py writes pickles the way Python 2 did); each error
 test breaks one thing and checks that the message names the archive, the member and the fault.
 """
-import io
 import os
 import pickle
-import tarfile
 
 import numpy as np
 import pytest
@@ -149,17 +147,8 @@ def test_missing_member(tmp_path, rng):
 def test_member_that_is_not_a_regular_file(tmp_path, rng):
     members = _cifar10_members(rng)
     del members[TEST_BATCH]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        link = tarfile.TarInfo(TEST_BATCH)
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(link)
     path = tmp_path / "link.tar.gz"
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(tar_gz(members, links={TEST_BATCH: "/etc/passwd"}))
     assert_error(path, f"member {TEST_BATCH} is not a regular file")
 
 
