@@ -62,7 +62,7 @@ from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, p
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 
-from blas_threads import blas_threads, run_with_threads  # benchmarks/blas_threads.py, beside this script
+from blas_threads import blas_kernel, blas_threads, kernel_warning, run_with_threads  # benchmarks/blas_threads.py, beside this script
 
 NUM_CLASSES = 10
 LR = 1e-3
@@ -387,10 +387,12 @@ def print_header(args, net, threads, threads_source, torch, steps, steps_per_epo
     print(f"One MNIST training epoch ({net.arch.upper()}): Mono-Forward vs backprop")
     print(f"  machine   {machine}, {os.cpu_count()} CPUs")
     print(f"  numpy     {np.__version__}, BLAS threads {threads} (from {threads_source})")
+    print(f"  BLAS      {blas_kernel()}")
     if torch is None:
         print("  torch     not installed: no PyTorch baseline, minimf ratios only")
     else:
-        print(f"  torch     {torch.__version__}, CPU, torch.set_num_threads({threads})")
+        print(f"  torch     {torch.__version__}, CPU ({torch.backends.cpu.get_cpu_capability()} kernels), "
+              f"torch.set_num_threads({threads})")
     gpu_note = "   (PyTorch still runs on the CPU)" if torch is not None and args.backend == "cupy" else ""
     print(f"  backend   {args.backend}{gpu_note}")
     print(f"  network   {net.summary}, float32, Adam lr {LR:g}")
@@ -398,7 +400,7 @@ def print_header(args, net, threads, threads_source, torch, steps, steps_per_epo
     part = "a full epoch" if args.fraction == 1 else f"fraction {args.fraction:g} of an epoch"
     print(f"  timed     {part}: {steps} steps after {WARMUP_STEPS} warm-up steps, "
           f"{args.repeats} interleaved repeat(s), median shown")
-    print()
+    print(kernel_warning())
 
 
 def print_table(seconds, steps, fraction):

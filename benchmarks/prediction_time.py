@@ -43,7 +43,7 @@ from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.experiments.measure import device_sync, prediction_methods, time_interleaved
 from minimf.train import DEFAULT_HIDDEN, positive_int
 
-from blas_threads import run_with_threads  # benchmarks/blas_threads.py, beside this script
+from blas_threads import blas_kernel, blas_threads, kernel_warning, run_with_threads  # benchmarks/blas_threads.py, beside this script
 
 NUM_CLASSES = 10
 SEED = 0
@@ -92,15 +92,15 @@ def run(args, xp):
 def print_header(args, sizes):
     machine = platform.processor() or platform.machine()
     print("Prediction time on MNIST (MF v1, Table 4): BP, Mono-Forward, Forward-Forward")
-    threads = args.threads or next((f"${v}={os.environ[v]}" for v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                                                      "OMP_NUM_THREADS") if v in os.environ), "default")
+    threads, threads_source = (args.threads, "--threads") if args.threads else blas_threads()
     print(f"  machine   {machine}, {os.cpu_count()} CPUs, numpy {np.__version__}, backend {args.backend}, "
-          f"BLAS threads {threads}")
+          f"BLAS threads {threads} (from {threads_source})")
+    print(f"  BLAS      {blas_kernel()}")
     print(f"  network   {'-'.join(map(str, sizes))} ReLU, no biases, float32, untrained (time does not "
           f"depend on the weights)")
     print(f"  timed     single: median of {args.single} one-example calls; batch: one call on "
           f"{args.batch} test images; {args.repeats} interleaved repeat(s), median shown")
-    print()
+    print(kernel_warning())
 
 
 def print_table(methods, single, batch, n):

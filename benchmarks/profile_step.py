@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from blas_threads import run_with_threads  # benchmarks/blas_threads.py, beside this script
+from blas_threads import blas_kernel, kernel_warning, run_with_threads  # benchmarks/blas_threads.py, beside this script
 from epoch_time import standardised_mnist
 from minimf import MonoForwardNet
 from minimf.checks import check_features, check_labels
@@ -142,7 +142,8 @@ def print_report(args, rows, whole):
     sizes = "-".join(map(str, [784, *args.hidden]))
     print(f"One MF training step, MLP {sizes}, batch {args.batch_size}, float32, Adam; "
           f"BLAS threads {args.threads}; median of {args.repeats} calls per operation")
-    print()
+    print(f"  BLAS: {blas_kernel()}")
+    print(kernel_warning())
     print(f"  {'operation':<42} {'ms':>8} {'share':>7} {'GFLOP/s':>8}")
     for name, kind, seconds, flops in rows:
         rate = f"{flops / seconds / 1e9:8.1f}" if flops else ""

@@ -38,3 +38,23 @@ def test_prediction_time_runs(capsys):
     args = ["--hidden", "16", "--batch", "50", "--single", "3", "--repeats", "1"]
     assert load_script("prediction_time").main(args) == 0
     assert "FF, all labels" in capsys.readouterr().out
+
+
+def test_profile_step_runs(capsys):
+    assert load_script("profile_step").main(["--hidden", "16", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "by kind:" in out and "BLAS:" in out
+
+
+def test_forced_openblas_kernel_is_reported(monkeypatch, capsys):
+    """OPENBLAS_CORETYPE (set on some machines) can halve the speed of every product: the header
+    says which kernel ran and warns when the variable forced it."""
+    blas = load_script("blas_threads")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert "OPENBLAS_CORETYPE=Haswell" in blas.blas_kernel()
+    assert "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE" in blas.kernel_warning()
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    assert blas.kernel_warning() == "" and "OPENBLAS_CORETYPE" not in blas.blas_kernel()
+    assert load_script("epoch_time").main(["--hidden", "16", "--fraction", "0.005", "--repeats", "1"]) == 0
+    assert "  BLAS      " in capsys.readouterr().out
