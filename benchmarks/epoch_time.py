@@ -40,6 +40,13 @@ the target is 2 or below). "MF/MF-products" is the distance from the arithmetic 
 epoch against its matrix products alone, measured at the same shapes in the same run, i.e. the
 epoch's FLOPs divided by this machine's GFLOP/s at those shapes (printed too). What MF does beside
 its products (ReLU, softmax, Adam, batching, checks, Python) is the difference.
+
+The table's last column counts minor page faults per step: first touches of memory the allocator
+had to get fresh from the OS instead of reusing a freed block (glibc hands blocks over about 32 MiB
+straight back to the OS, so the CNN's im2col matrices come fresh every step). They are cheap on most
+machines; in this project's sandboxed VM they are not while OpenBLAS's idle worker thread spins
+(two or more BLAS threads). See the README's Benchmark section for what that costs and the
+allocator settings that avoid it (they change the process, PyTorch included, not minimf).
 """
 import argparse
 import math
@@ -52,6 +59,11 @@ from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+try:
+    import resource   # Unix: the process's page-fault count
+except ImportError:
+    resource = None
 
 from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
@@ -167,8 +179,8 @@ def run(args, xp):
     configs += products_configs(xp, net, configs[0].batches, configs[0].sync)
 
     print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch)
-    seconds = time_interleaved(configs, steps, args.repeats)
-    print_table(seconds, steps, args.fraction)
+    seconds, faults = time_interleaved(configs, steps, args.repeats)
+    print_table(seconds, faults, steps, args.fraction)
     mf_flops, bp_flops = net.flops
     print_flops(mf_flops * len(y), bp_flops * len(y), len(y), net.arch)
     print_lower_bound(seconds, net, steps, len(y), args.fraction)
@@ -319,24 +331,37 @@ def torch_config(torch, net, x, y, order, batch_size):
 # --- timing ----------------------------------------------------------------------------------------
 
 def time_once(config, steps):
-    """Seconds for the first ``steps`` batches of an epoch, on a fresh network after a warm-up."""
+    """(seconds, minor page faults) for the first ``steps`` batches of an epoch, on a fresh network
+    after a warm-up. A minor fault is the first touch of a fresh page of memory: an array the
+    allocator got new from the OS instead of reusing freed memory (None where ``resource`` is missing)."""
     run = config.make_run()
     run(config.batches[:WARMUP_STEPS])
     config.sync()
+    faults = minor_faults()
     start = time.perf_counter()
     run(config.batches[:steps])
     config.sync()  # a GPU may still be working when the last call returns
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return seconds, None if faults is None else minor_faults() - faults
+
+
+def minor_faults():
+    """The process's minor page faults so far (all threads), or None without ``resource``."""
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def time_interleaved(configs, steps, repeats):
-    """{name: [seconds, one per repeat]}, taking the configurations in turn in every repeat."""
+    """({name: [seconds, one per repeat]}, {name: [minor page faults, one per repeat]}),
+    taking the configurations in turn in every repeat."""
     seconds = {config.name: [] for config in configs}
+    faults = {config.name: [] for config in configs}
     for repeat in range(1, repeats + 1):
         for config in configs:
             print(f"  repeat {repeat}/{repeats}: {config.name} ...", file=sys.stderr, flush=True)
-            seconds[config.name].append(time_once(config, steps))
-    return seconds
+            took, faulted = time_once(config, steps)
+            seconds[config.name].append(took)
+            faults[config.name].append(faulted)
+    return seconds, faults
 
 
 # --- arithmetic ------------------------------------------------------------------------------------
@@ -403,15 +428,17 @@ def print_header(args, net, threads, threads_source, torch, steps, steps_per_epo
     print(kernel_warning())
 
 
-def print_table(seconds, steps, fraction):
-    """configuration | median seconds | fastest | spread (max - min over the median) | steps."""
+def print_table(seconds, faults, steps, fraction):
+    """configuration | median seconds | fastest | spread (max - min over the median) | steps |
+    minor page faults per step (median over the repeats)."""
     heading = "median s / " + ("epoch" if fraction == 1 else f"{fraction:g} epoch")
     w = len(heading)
-    print(f"  {'configuration':<24} {heading} {'fastest':>8} {'spread':>8} {'steps':>6}")
+    print(f"  {'configuration':<24} {heading} {'fastest':>8} {'spread':>8} {'steps':>6} {'faults/step':>12}")
     for name, times in seconds.items():
         median = statistics.median(times)
         spread = f"{100 * (max(times) - min(times)) / median:.0f}%" if len(times) > 1 else "-"
-        print(f"  {name:<24} {median:>{w}.3f} {min(times):>8.3f} {spread:>8} {steps:>6}")
+        faulted = "-" if None in faults[name] else f"{statistics.median(faults[name]) / steps:.0f}"
+        print(f"  {name:<24} {median:>{w}.3f} {min(times):>8.3f} {spread:>8} {steps:>6} {faulted:>12}")
     print()
 
 

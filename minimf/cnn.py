@@ -13,6 +13,7 @@ pair, built from the im2col convolution (minimf/im2col.py) and the pooling of mi
 Shape letters: N batch, C input channels, H x W input size, F filters (the block's channels),
 H' x W' = H // 2 x W // 2 the block's output size.
 """
+from minimf.backend import get_array_module
 from minimf.conv import avg_pool_backward, max_pool_backward, max_pool_forward, output_size, window_offsets
 from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
 from minimf.layers import relu_backward, relu_forward
@@ -41,7 +42,32 @@ def avg_pool_by_offsets(x, size=POOL, stride=POOL):
     return out, (x.shape, size, stride)
 
 
-POOLING = {"avg": (avg_pool_by_offsets, avg_pool_backward), "max": (max_pool_forward, max_pool_backward)}
+def avg_pool_backward_by_offsets(dout, cache):
+    """``minimf.conv.avg_pool_backward`` (the readable version and the test oracle) when the windows
+    do not overlap (stride >= size): then every pixel lies in at most one window, so its gradient
+    is WRITTEN, ``dx[index] = dout / size**2`` once per offset (u, v), instead of added into zeros.
+
+    Pixels in no window (the last row or column of an odd map, or gaps when stride > size) are set
+    to 0. The same numbers, about 2x faster here (no zero-filled pass, no reads of dx).
+    dout: (N, C, H', W') -> dx: (N, C, H, W). Overlapping windows fall back to the readable version.
+    """
+    shape, size, stride = cache
+    if stride < size:
+        return avg_pool_backward(dout, cache)
+    xp = get_array_module(dout)
+    Ho, Wo = dout.shape[2:]
+    dx = xp.empty(shape, dtype=dout.dtype)
+    if stride > size:
+        dx[...] = 0                       # gaps between windows
+    dx[:, :, Ho * stride:] = 0            # rows below the last window
+    dx[:, :, :, Wo * stride:] = 0         # columns right of the last window
+    share = dout * (1 / (size * size))
+    for _, _, index in window_offsets(size, size, stride, Ho, Wo):
+        dx[index] = share
+    return dx
+
+
+POOLING = {"avg": (avg_pool_by_offsets, avg_pool_backward_by_offsets), "max": (max_pool_forward, max_pool_backward)}
 
 
 def check_pool(pool):

@@ -4,7 +4,8 @@
   parameter's size allocated per step once the state exists (tracemalloc);
 - ReLU with ``out=``: same values as the functional form, written into the given array;
 - average pooling by strided-slice additions (minimf/cnn.py) against minimf/conv.py's window mean,
-  and its gradient check with avg_pool_backward;
+  and its gradient check with avg_pool_backward; its backward by assignment (non-overlapping
+  windows) against avg_pool_backward, stale memory in the result ruled out;
 - a Mono-Forward step's peak memory does not grow with depth.
 """
 import tracemalloc
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from minimf import MonoForwardNet
-from minimf.cnn import avg_pool_by_offsets
+from minimf.cnn import avg_pool_backward_by_offsets, avg_pool_by_offsets
 from minimf.conv import avg_pool_backward, avg_pool_forward
 from minimf.gradcheck import check_layer
 from minimf.layers import relu_backward, relu_forward
@@ -104,6 +105,33 @@ def test_avg_pool_by_offsets_is_not_a_copy_of_an_input_slice(rng):
     x = rng.standard_normal((1, 1, 4, 4))
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(avg_pool_by_offsets(x)[0], x[:, :, ::2, ::2])
+
+
+@pytest.mark.parametrize("shape, size, stride", [((2, 3, 8, 8), 2, 2), ((2, 3, 7, 7), 2, 2), ((1, 2, 9, 7), 3, 2),
+                                                 ((3, 1, 5, 6), 2, 1), ((2, 2, 9, 10), 2, 3)])
+def test_avg_pool_backward_by_offsets_equals_the_readable_backward(rng, shape, size, stride):
+    """Covers tiled windows, odd maps (an uncovered last row and column), overlapping windows
+    (the fallback) and gaps between windows (stride > size)."""
+    x = rng.standard_normal(shape)
+    out, cache = avg_pool_forward(x, size, stride)
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_array_equal(avg_pool_backward_by_offsets(dout, cache), avg_pool_backward(dout, cache))
+    errors = check_layer(lambda x: avg_pool_by_offsets(x, size, stride), avg_pool_backward_by_offsets, {"x": x},
+                         tol=KINK_TOL)
+    print("avg_pool_backward_by_offsets", errors)
+
+
+def test_avg_pool_backward_by_offsets_zeroes_what_no_window_covers(rng):
+    """dx starts as uninitialised memory: must fail if the uncovered pixels kept stale numbers.
+    A freed array full of NaN is likely to be handed back for the next one of the same size."""
+    cache = ((1, 1, 7, 7), 2, 2)
+    for _ in range(5):
+        np.full((1, 1, 7, 7), np.nan)
+        dx = avg_pool_backward_by_offsets(np.ones((1, 1, 3, 3)), cache)
+        assert np.isfinite(dx).all() and (dx[0, 0, 6] == 0).all() and (dx[0, 0, :, 6] == 0).all()
+    with pytest.raises(AssertionError):  # the check sees stale numbers where they are
+        dx[0, 0, 6, 6] = np.nan
+        assert np.isfinite(dx).all()
 
 
 def step_peak(depth, width=200, batch=64):
