@@ -42,8 +42,9 @@ epoch's FLOPs divided by this machine's GFLOP/s at those shapes (printed too). W
 its products (ReLU, softmax, Adam, batching, checks, Python) is the difference.
 
 The table's last column counts minor page faults per step: first touches of memory the allocator
-had to get fresh from the OS instead of reusing a freed block (glibc hands blocks over about 32 MiB
-straight back to the OS, so the CNN's im2col matrices come fresh every step). They are cheap on most
+had to get fresh from the OS instead of reusing a freed block (glibc returns freed blocks above its
+mmap threshold, at most 32 MiB, straight to the OS, so the CNN's im2col matrices come fresh every
+step). They are cheap on most
 machines; in this project's sandboxed VM they are not while OpenBLAS's idle worker thread spins
 (two or more BLAS threads). See the README's Benchmark section for what that costs and the
 allocator settings that avoid it (they change the process, PyTorch included, not minimf).

@@ -30,8 +30,10 @@ from minimf.datasets import DATASETS, data_home, num_classes
 from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
-# recorded beside every result: they change timings (threads, and the kernel OpenBLAS is forced to use)
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# recorded beside every result, because they change timings: BLAS threads, the kernel OpenBLAS is
+# forced to use, and glibc's malloc settings that keep freed memory (README, Benchmark)
+TIMING_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+              "OPENBLAS_THREAD_TIMEOUT", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ def describe(ctx, report, seconds):
         "backend": ctx.backend, "epochs_override": ctx.epochs, "settings": report.settings,
         "wall_seconds": round(seconds, 1), "minimf_version": __version__, "python": platform.python_version(),
         "numpy": np.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
-        "blas_env": {v: os.environ[v] for v in BLAS_ENV if v in os.environ},
+        "timing_env": {v: os.environ[v] for v in TIMING_ENV if v in os.environ},
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
@@ -223,7 +225,7 @@ def write_report(ctx, report, out, seconds):
     md = [f"## {report.title}", "",
           f"`{ctx.command}`: scale {ctx.scale.name}, seeds {' '.join(map(str, ctx.seeds))}, backend "
           f"{ctx.backend}, wall time {seconds / 60:.1f} min ({config['finished']})"
-          + "".join(f", {k}={v}" for k, v in config["blas_env"].items()) + ".", ""]
+          + "".join(f", {k}={v}" for k, v in config["timing_env"].items()) + ".", ""]
     if report.settings:
         md += ["Settings: " + "; ".join(f"{k} {v}" for k, v in report.settings.items()) + ".", ""]
     for title, table in report.tables:
