@@ -53,15 +53,16 @@ CORETYPE_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # set by hand, they 
 
 
 def blas_kernel():
-    """One line: NumPy's BLAS library, its version and the CPU type of the kernel it runs."""
+    """One line: NumPy's BLAS library, its version and the CPU type of the kernel it runs, and the
+    variables that force that kernel where they are set."""
+    forced = "".join(f", {var}={os.environ[var]}" for var in CORETYPE_VARS if var in os.environ)
     if threadpoolctl is None:
-        return f"numpy {np.__version__}; kernel unknown (install threadpoolctl to read it)"
+        return f"numpy {np.__version__}; kernel unknown (install threadpoolctl to read it){forced}"
     blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     if not blas:
-        return f"numpy {np.__version__}; no BLAS found by threadpoolctl"
+        return f"numpy {np.__version__}; no BLAS found by threadpoolctl{forced}"
     lib = blas[0]
-    return (f"{lib['internal_api']} {lib['version']}, kernel {lib.get('architecture') or 'not reported'}"
-            + "".join(f", {var}={os.environ[var]}" for var in CORETYPE_VARS if var in os.environ))
+    return f"{lib['internal_api']} {lib['version']}, kernel {lib.get('architecture') or 'not reported'}{forced}"
 
 
 def kernel_warning():
