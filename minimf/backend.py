@@ -13,6 +13,7 @@ Random numbers are drawn on the host with NumPy's ``Generator`` (``make_rng``) a
 to the device, so a seed gives the same initial weights and the same batch order on both
 backends (CuPy's own random streams differ from NumPy's).
 """
+import os
 import sys
 
 import numpy as np
@@ -22,6 +23,18 @@ BACKENDS = ("numpy", "cupy")
 CUPY_INSTALL_HINT = (
     'install it with `pip install "minimf[cuda12]"` (CUDA 12) or `pip install "minimf[cuda13]"` (CUDA 13)'
 )
+
+
+# Environment variables that change how fast NumPy runs (never what it computes): BLAS threads, the
+# kernel OpenBLAS is forced to use, OpenBLAS's idle-thread spin, glibc's malloc keeping freed memory
+# (README, Benchmark). Runs record those that are set beside their results.
+TIMING_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+              "OPENBLAS_THREAD_TIMEOUT", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def timing_environment():
+    """{name: value} of the TIMING_ENV variables set in this process's environment."""
+    return {name: os.environ[name] for name in TIMING_ENV if name in os.environ}
 
 
 class BackendError(RuntimeError):

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minimf import PepitaNet, ScalableForwardForwardCNN, __version__
-from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
+from minimf.backend import BACKENDS, BackendError, get_backend, make_rng, timing_environment
 from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
 from minimf.cnn import block_shapes
@@ -312,6 +312,7 @@ def describe_run(args, net, data, argv):
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
+        "timing_env": timing_environment(),
     }
 
 

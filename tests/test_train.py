@@ -46,6 +46,15 @@ def test_mf_run_writes_config_metrics_and_model(tmp_path, capsys):
     load(net, tmp_path / "model.npz")                # the saved model loads into the same shape
 
 
+def test_config_records_the_environment_that_changes_timings(tmp_path, capsys, monkeypatch):
+    """OPENBLAS_CORETYPE and friends change the speed, never the numbers: config.json keeps them."""
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")      # read by glibc at start-up only: harmless here
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    assert run(QUICK + ["--epochs", "1", "--out", str(tmp_path)], capsys)[0] == 0
+    recorded = json.loads((tmp_path / "config.json").read_text())["timing_env"]
+    assert recorded["MALLOC_MMAP_MAX_"] == "0" and "OPENBLAS_THREAD_TIMEOUT" not in recorded
+
+
 def test_same_seed_same_metrics(tmp_path, capsys):
     for name in ("a", "b"):
         assert run(QUICK + ["--seed", "3", "--out", str(tmp_path / name)], capsys)[0] == 0

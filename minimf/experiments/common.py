@@ -25,15 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 from minimf import __version__, train as train_cli
-from minimf.backend import get_backend
+from minimf.backend import get_backend, timing_environment
 from minimf.datasets import DATASETS, data_home, num_classes
 from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
-# recorded beside every result, because they change timings: BLAS threads, the kernel OpenBLAS is
-# forced to use, and glibc's malloc settings that keep freed memory (README, Benchmark)
-TIMING_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-              "OPENBLAS_THREAD_TIMEOUT", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 
 
 @dataclass(frozen=True)
@@ -209,7 +205,7 @@ def describe(ctx, report, seconds):
         "backend": ctx.backend, "epochs_override": ctx.epochs, "settings": report.settings,
         "wall_seconds": round(seconds, 1), "minimf_version": __version__, "python": platform.python_version(),
         "numpy": np.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
-        "timing_env": {v: os.environ[v] for v in TIMING_ENV if v in os.environ},
+        "timing_env": timing_environment(),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
