@@ -42,7 +42,7 @@ def avg_pool_by_offsets(x, size=POOL, stride=POOL):
     return out, (x.shape, size, stride)
 
 
-def avg_pool_backward_by_offsets(dout, cache):
+def avg_pool_backward_by_offsets(dout, cache, like=None):
     """``minimf.conv.avg_pool_backward`` (the readable version and the test oracle) when the windows
     do not overlap (stride >= size): then every pixel lies in at most one window, so its gradient
     is WRITTEN, ``dx[index] = dout / size**2`` once per offset (u, v), instead of added into zeros.
@@ -50,13 +50,16 @@ def avg_pool_backward_by_offsets(dout, cache):
     Pixels in no window (the last row or column of an odd map, or gaps when stride > size) are set
     to 0. The same numbers, about 2x faster here (no zero-filled pass, no reads of dx).
     dout: (N, C, H', W') -> dx: (N, C, H, W). Overlapping windows fall back to the readable version.
+    ``like`` (optional, an array of dx's shape): dx gets its memory layout, e.g. (C, N, H, W) seen as
+    (N, C, H, W), the layout of a convolution's output (minimf/im2col.py), so that the convolution's
+    backward reads dx as a (C, N*H*W) matrix without copying it.
     """
     shape, size, stride = cache
     if stride < size:
         return avg_pool_backward(dout, cache)
     xp = get_array_module(dout)
     Ho, Wo = dout.shape[2:]
-    dx = xp.empty(shape, dtype=dout.dtype)
+    dx = xp.empty(shape, dtype=dout.dtype) if like is None else xp.empty_like(like, dtype=dout.dtype)
     if stride > size:
         dx[...] = 0                       # gaps between windows
     dx[:, :, Ho * stride:] = 0            # rows below the last window
@@ -117,7 +120,10 @@ def conv_block_backward(da, cache, input_grad=True):
     dW: (F, C, 3, 3), db: (F,) or None.
     """
     conv_cache, relu_cache, pool_cache, pool = cache
-    dr = POOLING[pool][1](da, pool_cache)
+    if pool == "avg":    # dr laid out in memory as z, (F, N, H, W): the conv backward then needs no copy
+        dr = avg_pool_backward_by_offsets(da, pool_cache, like=relu_cache)
+    else:
+        dr = POOLING[pool][1](da, pool_cache)
     dz = relu_backward(dr, relu_cache, out=dr)      # in place: dr is fresh from the pooling
     if not input_grad:
         return (None, *conv2d_param_grads(dz, conv_cache))

@@ -73,7 +73,10 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0):
     as one matrix product (same results as ``conv2d_forward_naive``).
 
     x: (N, C, H, W)   w: (F, C, HH, WW)   b: (F,) or None
-    Returns out: (N, F, H', W') (C-contiguous) and the cache ``(x.shape, cols, w, has_bias, stride, pad)``.
+    Returns out: (N, F, H', W') and the cache ``(x.shape, cols, w, has_bias, stride, pad)``.
+    out is the product's (F, N, H', W') array seen through transposed axes, not C-contiguous:
+    copying it into (N, F, H', W') order would be a pass over the largest array of a conv step, and
+    every operation after it (ReLU, pooling, im2col's strided view) takes any strides.
     """
     N, F, Ho, Wo = conv_output_shape(x.shape, w.shape, stride, pad, None if b is None else b.shape)
     xp = get_array_module(x, w)
@@ -83,7 +86,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0):
     if b is not None:
         out += b.reshape(F, 1)
     out = out.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3)
-    return xp.ascontiguousarray(out), (x.shape, cols, w, b is not None, stride, pad)
+    return out, (x.shape, cols, w, b is not None, stride, pad)
 
 
 def conv2d_backward(dout, cache):
@@ -115,7 +118,8 @@ def conv2d_param_grads(dout, cache):
 def _param_grads(dout, cols, w, has_bias):
     """d: dout laid out as (F, M) with columns (n, i, j); dw = d @ cols^T; db = d summed over M."""
     F = w.shape[0]
-    d = dout.transpose(1, 0, 2, 3).reshape(F, -1)                  # (F, M), columns (n, i, j)
+    d = dout.transpose(1, 0, 2, 3).reshape(F, -1)                  # (F, M), columns (n, i, j); a view
+    #   when dout lies in memory as (F, N, H', W'), as the conv blocks lay it out (minimf/cnn.py)
     # dw = d @ cols^T, computed as (cols @ d^T)^T: the same numbers, but multithreaded OpenBLAS was
     # 20-70x slower on the first form (a short, wide output, long sums) on a busy 2-core machine
     dw = (cols @ d.T).T.reshape(w.shape)                           # (F, K) -> (F, C, HH, WW)

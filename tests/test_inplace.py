@@ -134,6 +134,23 @@ def test_avg_pool_backward_by_offsets_zeroes_what_no_window_covers(rng):
         assert np.isfinite(dx).all()
 
 
+def test_conv_block_gradients_flow_without_layout_copies(rng):
+    """The convolution's output z is a transposed view of its (F, N, H, W) product; the pooling's
+    backward writes dr in that layout, so the convolution's backward reads it as (F, N*H*W) with
+    no copy. Numbers as with the plain C-ordered dx."""
+    from minimf.cnn import conv_block_forward, POOL
+    from minimf.conv import init_conv
+    x = rng.standard_normal((3, 2, 6, 6))
+    W, b = init_conv(rng, 2, 4, 3, np, dtype="float64")
+    a, cache = conv_block_forward(x, W, b)
+    z = cache[1]
+    assert not z.flags.c_contiguous and z.transpose(1, 0, 2, 3).flags.c_contiguous
+    da = rng.standard_normal(a.shape)
+    dr = avg_pool_backward_by_offsets(da, cache[2], like=z)
+    assert dr.strides == z.strides and np.shares_memory(dr.transpose(1, 0, 2, 3).reshape(4, -1), dr)
+    np.testing.assert_array_equal(dr, avg_pool_backward(da, ((3, 4, 6, 6), POOL, POOL)))
+
+
 def step_peak(depth, width=200, batch=64):
     """Peak bytes allocated during one MF train_step (after a warm-up step) of ``depth`` layers."""
     rng = np.random.default_rng(0)
