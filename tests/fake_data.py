@@ -6,6 +6,7 @@
   pickler would write ``_codecs.encode`` calls for bytes instead, which the CIFAR files never contain.)
 * ``cifar_archive``: a tar.gz with the member names and batch dicts of the CIFAR python archives.
 * ``install``: puts generated files into a cache folder and points the catalog at their checksums.
+* ``random_images``: a batch of random float64 images and labels, already in memory, for the CNN tests.
 """
 import gzip
 import hashlib
@@ -178,3 +179,10 @@ def install(monkeypatch, root, dataset, files: dict, sizes, urls=None):
     remotes = tuple(remote(name, files[name], (urls or {}).get(name, ())) for name in order)
     monkeypatch.setitem(catalog.DATASETS, dataset, info._replace(files=remotes, sizes=sizes))
     return folder
+
+
+def random_images(xp, n=3, seed=0, *, shape, classes):
+    """n standard-normal float64 images of ``shape`` (C, H, W) and labels in [0, classes), drawn on
+    the host from ``seed`` and moved to ``xp``. Test files fix shape and classes with functools.partial."""
+    rng = np.random.default_rng(seed)
+    return xp.asarray(rng.standard_normal((n, *shape))), xp.asarray(rng.integers(0, classes, n))

@@ -12,8 +12,11 @@ through block 1, by at most that times sum |W_2| over a 3x3 tap, ~ 5e-5, in bloc
 MARGIN, so no finite difference crosses a kink. ``assert_away_from_kinks`` asserts the margin in
 each check, so a change that breaks it fails with that message, never as a flaky gradient check.
 """
+from functools import partial
+
 import numpy as np
 import pytest
+from fake_data import random_images
 
 from minimf import BackpropCNN, MonoForwardCNN
 from minimf.backend import to_numpy
@@ -41,10 +44,7 @@ def bp_net(pool="avg", bias=True, seed=SEED, backend="numpy"):
                        seed=seed, bias=bias, dtype="float64", pool=pool)
 
 
-def images(xp, n=2, seed=DATA_SEED):
-    """n float64 images (n, 1, 8, 8) and labels, drawn on the host."""
-    rng = np.random.default_rng(seed)
-    return xp.asarray(rng.standard_normal((n, *SHAPE))), xp.asarray(rng.integers(0, CLASSES, n))
+images = partial(random_images, n=2, seed=DATA_SEED, shape=SHAPE, classes=CLASSES)   # images(xp, n=2) -> x, y
 
 
 def assert_away_from_kinks(x, layers, pool):

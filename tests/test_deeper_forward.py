@@ -7,9 +7,11 @@ layer norm were absent. The seeds keep every pre-activation more than 1e-4 from 
 (asserted).
 """
 import json
+from functools import partial
 
 import numpy as np
 import pytest
+from fake_data import random_images
 
 from minimf import MonoForwardCNN
 from minimf.checkpoint import load, save
@@ -29,9 +31,7 @@ def df_net(seed=0, backend="numpy", bias=True, lr=1e-3):
                           bias=bias, lr=lr, dtype="float64", readout="channel-group")
 
 
-def images(xp, n=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return xp.asarray(rng.standard_normal((n, *SHAPE))), xp.asarray(rng.integers(0, CLASSES, n))
+images = partial(random_images, shape=SHAPE, classes=CLASSES)   # images(xp, n=3, seed=0) -> x, y
 
 
 def assert_away_from_kinks(net, x):

@@ -9,9 +9,11 @@ backward without the factor 2 of the square, a block gradient that ignores the s
 follow). The seeds keep every ReLU input more than 1e-4 from 0 (asserted).
 """
 import json
+from functools import partial
 
 import numpy as np
 import pytest
+from fake_data import random_images
 
 from minimf.checkpoint import load, save
 from minimf.cnn import POOLING
@@ -33,9 +35,7 @@ def sff_net(hybrid=True, seed=0, lr=1e-3, backend="numpy"):
                                      seed=seed, lr=lr, dtype="float64", hybrid=hybrid)
 
 
-def images(xp, n=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return xp.asarray(rng.standard_normal((n, *SHAPE))), xp.asarray(rng.integers(0, CLASSES, n))
+images = partial(random_images, shape=SHAPE, classes=CLASSES)   # images(xp, n=3, seed=0) -> x, y
 
 
 def assert_away_from_kinks(net, x):
