@@ -79,7 +79,6 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0):
     every operation after it (ReLU, pooling, im2col's strided view) takes any strides.
     """
     N, F, Ho, Wo = conv_output_shape(x.shape, w.shape, stride, pad, None if b is None else b.shape)
-    xp = get_array_module(x, w)
     HH, WW = w.shape[2:]
     cols = im2col(pad_images(x, pad), HH, WW, stride, Ho, Wo)     # (K, M)
     out = w.reshape(F, -1) @ cols                                   # (F, M): the one product
