@@ -5,6 +5,11 @@
 
 A gradient that is ``None`` (a layer without bias, say) is skipped. Each optimiser keeps its
 own state, so in Mono-Forward every layer has its own optimiser, as it has its own loss.
+
+``step`` is two halves: ``start_step(grads)`` (the step counter, the state arrays) and
+``update(name, p, g)`` per parameter. Every element's update reads and writes only that element,
+so ``update(..., part=slice)`` may do a slice of the flattened arrays, and threads may share one
+step out between them (minimf/unit_split.py). ``step`` itself does every parameter in turn.
 """
 from minimf.backend import get_array_module
 
@@ -26,17 +31,30 @@ class SGD:
         self.velocity = {}
 
     def step(self, params, grads):
+        """Update every parameter in ``params`` (in place) from the gradient of the same name."""
+        self.start_step(grads)
         for name, g in grads.items():
-            if g is None:
-                continue
-            if self.momentum:
-                if name not in self.velocity:          # made once (setdefault would allocate every step)
+            if g is not None:
+                self.update(name, params[name], g)
+
+    def start_step(self, grads):
+        """Begin a step: make the velocity of every parameter in ``grads`` (once, zeros)."""
+        if self.momentum:
+            for name, g in grads.items():
+                if g is not None and name not in self.velocity:   # made once, not every step
                     self.velocity[name] = get_array_module(g).zeros_like(g)
-                v = self.velocity[name]
-                v *= self.momentum
-                v += g
-                g = v
-            params[name] -= self.lr * g
+
+    def update(self, name, p, g, part=None):
+        """Update parameter ``name``, the array p, in place from its gradient g (after ``start_step``).
+        ``part``: None for every element, or a slice of the flattened arrays (see ``flat_parts``)."""
+        if self.momentum:
+            p, g, v = flat_parts(part, p, g, self.velocity[name])
+            v *= self.momentum
+            v += g
+            g = v
+        else:
+            p, g = flat_parts(part, p, g)
+        p -= self.lr * g
 
 
 class Adam:
@@ -73,33 +91,55 @@ class Adam:
         self.scratch = {}
 
     def step(self, params, grads):
-        self.t += 1
-        root_c2 = (1 - self.beta2 ** self.t) ** 0.5                 # sqrt(c2)
-        step_size = self.lr * root_c2 / (1 - self.beta1 ** self.t)  # lr * sqrt(c2) / c1
+        """Update every parameter in ``params`` (in place) from the gradient of the same name."""
+        self.start_step(grads)
         for name, g in grads.items():
-            if g is None:
-                continue
-            xp = get_array_module(g)
-            m, v, s = self._state(name, g)
-            m *= self.beta1                                  # m <- beta1 m + (1 - beta1) g
-            xp.multiply(g, 1 - self.beta1, out=s)
-            m += s
-            v *= self.beta2                                  # v <- beta2 v + (1 - beta2) g^2
-            xp.multiply(g, g, out=s)
-            s *= 1 - self.beta2
-            v += s
-            xp.sqrt(v, out=s)                                # s = sqrt(v) + eps sqrt(c2)
-            s += self.eps * root_c2
-            xp.divide(m, s, out=s)                           # p <- p - step_size * m / s
-            s *= step_size
-            params[name] -= s
+            if g is not None:
+                self.update(name, params[name], g)
 
-    def _state(self, name, g):
-        """m, v (zeros at the first step) and the scratch array of parameter ``name``, made once."""
-        if name not in self.m:
-            xp = get_array_module(g)
-            self.m[name], self.v[name], self.scratch[name] = xp.zeros_like(g), xp.zeros_like(g), xp.empty_like(g)
-        return self.m[name], self.v[name], self.scratch[name]
+    def start_step(self, grads):
+        """Begin a step: t <- t + 1, this step's two scalars, and m, v (zeros) and the scratch array
+        of every parameter in ``grads`` that has none yet (made once, here, so that threads
+        sharing out one parameter's update never race to make them; minimf/unit_split.py)."""
+        self.t += 1
+        root_c2 = (1 - self.beta2 ** self.t) ** 0.5                      # sqrt(c2)
+        self.step_size = self.lr * root_c2 / (1 - self.beta1 ** self.t)  # lr * sqrt(c2) / c1
+        self.eps_hat = self.eps * root_c2                                # eps * sqrt(c2)
+        for name, g in grads.items():
+            if g is not None and name not in self.m:
+                xp = get_array_module(g)
+                self.m[name], self.v[name], self.scratch[name] = xp.zeros_like(g), xp.zeros_like(g), xp.empty_like(g)
+
+    def update(self, name, p, g, part=None):
+        """Update parameter ``name``, the array p, in place from its gradient g, with the scalars of
+        the step ``start_step`` began. ``part``: None for every element, or a slice of the
+        flattened arrays (see ``flat_parts``): each element's update reads and writes only itself."""
+        xp = get_array_module(g)
+        p, g, m, v, s = flat_parts(part, p, g, self.m[name], self.v[name], self.scratch[name])
+        m *= self.beta1                                  # m <- beta1 m + (1 - beta1) g
+        xp.multiply(g, 1 - self.beta1, out=s)
+        m += s
+        v *= self.beta2                                  # v <- beta2 v + (1 - beta2) g^2
+        xp.multiply(g, g, out=s)
+        s *= 1 - self.beta2
+        v += s
+        xp.sqrt(v, out=s)                                # s = sqrt(v) + eps sqrt(c2)
+        s += self.eps_hat
+        xp.divide(m, s, out=s)                           # p <- p - step_size * m / s
+        s *= self.step_size
+        p -= s
+
+
+def flat_parts(part, *arrays):
+    """The arrays as they are (``part`` None), or the elements ``part`` (a slice) of each one
+    flattened: views, so that writing to them writes the arrays. Every array must then be
+    C-contiguous (a flattened view of any other would be a copy, and the update would be lost)."""
+    if part is None:
+        return arrays
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            raise ValueError(f"cannot update part of a non-contiguous array of shape {a.shape}")
+    return tuple(a.reshape(-1)[part] for a in arrays)
 
 
 def make_optimizer(name, lr):

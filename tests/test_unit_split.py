@@ -1,0 +1,183 @@
+"""Unit-split Mono-Forward training (minimf/unit_split.py) against the sequential ``train_step``.
+
+One thread: the same operations on the same numbers, so the same parameters bit for bit. Two or
+more threads: G is summed part by part, so the results agree to float rounding (checked in
+float64, where rounding is ~1e-16). The comparison is shown to catch a wrong split; the threads
+really run at the same time; bad settings and errors in a part are clear errors.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+from minimf import MonoForwardCNN, MonoForwardNet
+from minimf.optim import SGD, Adam
+from minimf import unit_split
+from minimf.unit_split import split, train_unit_split
+
+STEPS = 4
+
+
+def mlp(dtype="float32", bias=True, optimizer="adam", sizes=(20, 16, 7)):
+    return MonoForwardNet(sizes=list(sizes), num_classes=5, seed=3, dtype=dtype, bias=bias, optimizer=optimizer,
+                          lr=1e-3 if optimizer == "adam" else 0.1)
+
+
+def make_batches(n=STEPS, size=6, features=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((size, features)).astype(np.float32), rng.integers(0, 5, size)) for _ in range(n)]
+
+
+def parameter_pairs(net_a, net_b):
+    for i, (a, b) in enumerate(zip(net_a.layers, net_b.layers)):
+        for name, value in a.params.items():
+            if value is not None:
+                yield f"layer {i + 1} {name}", value, b.params[name]
+
+
+def sequential_run(net, batches, rates=None):
+    losses = []
+    for t, (x, y) in enumerate(batches):
+        if rates is not None:
+            for optimizer in net.optimizers:
+                optimizer.lr = rates[t]
+        losses.append(net.train_step(x, y))
+    return losses
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_thread_equals_train_step_bit_for_bit(bias):
+    batches = make_batches()
+    sequential, split_net = mlp(bias=bias), mlp(bias=bias)
+    expected = sequential_run(sequential, batches)
+    assert train_unit_split(split_net, batches, threads=1) == expected       # floats compared exactly
+    for label, a, b in parameter_pairs(sequential, split_net):
+        np.testing.assert_array_equal(b, a, err_msg=label)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_threads_equal_train_step_up_to_rounding(threads, optimizer):
+    """float64, widths 16 and 7 (7 units in 3 parts: 2, 2, 3; in 7 parts: one unit each)."""
+    batches = make_batches()
+    rates = [1e-3 * (1 + k) for k in range(STEPS)] if optimizer == "adam" else None
+    sequential, split_net = mlp("float64", optimizer=optimizer), mlp("float64", optimizer=optimizer)
+    expected = sequential_run(sequential, batches, rates)
+    np.testing.assert_allclose(train_unit_split(split_net, batches, threads=threads, rates=rates), expected, rtol=1e-12)
+    for label, a, b in parameter_pairs(sequential, split_net):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=label)
+    assert all(opt.t == STEPS for opt in split_net.optimizers if isinstance(opt, Adam))
+
+
+def test_a_wrong_split_is_caught(monkeypatch):
+    """The comparison above is not vacuous: leaving the last part's share out of G (as a split
+    that forgot to add it) changes the parameters far beyond rounding."""
+    batches = make_batches()
+    sequential, split_net = mlp("float64"), mlp("float64")
+    sequential_run(sequential, batches)
+    forward_part = unit_split.forward_part
+
+    def forgetful(layer, x, a, u):
+        share = forward_part(layer, x, a, u)
+        return share * 0 if u.stop == layer.W.shape[1] else share
+
+    monkeypatch.setattr(unit_split, "forward_part", forgetful)
+    train_unit_split(split_net, batches, threads=2)
+    with pytest.raises(AssertionError):
+        for label, a, b in parameter_pairs(sequential, split_net):
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=label)
+
+
+def test_float32_threads_stay_close_to_train_step():
+    """The training setting: float32, two threads, the layers of the paper's shape scaled down."""
+    batches = make_batches(size=32)
+    sequential, split_net = mlp(sizes=(20, 64, 64)), mlp(sizes=(20, 64, 64))
+    expected = sequential_run(sequential, batches)
+    np.testing.assert_allclose(train_unit_split(split_net, batches, threads=2), expected, rtol=1e-5)
+    for label, a, b in parameter_pairs(sequential, split_net):
+        np.testing.assert_allclose(b, a, atol=1e-4, err_msg=label)   # Adam's steps are ~1e-3
+
+
+def test_parts_run_at_the_same_time(monkeypatch):
+    """Part 0 of the first forward waits until part 1 has started: if the parts took turns
+    (part 1 only after part 0), the wait would time out."""
+    part1_started = threading.Event()
+    forward_part = unit_split.forward_part
+
+    def watched(layer, x, a, u):
+        if u.start == 0:
+            assert part1_started.wait(timeout=10), "part 1 never started while part 0 ran"
+        else:
+            part1_started.set()
+        return forward_part(layer, x, a, u)
+
+    monkeypatch.setattr(unit_split, "forward_part", watched)
+    train_unit_split(mlp(), make_batches(n=1), threads=2)
+
+
+def test_an_error_in_a_part_is_raised_and_every_thread_ends(monkeypatch):
+    def broken(layer, optimizer, grads, part):
+        raise RuntimeError("a part broke")
+
+    monkeypatch.setattr(unit_split, "update_part", broken)
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="a part broke"):
+        train_unit_split(mlp(), make_batches(), threads=3)
+    assert threading.active_count() == before
+
+
+def test_a_bad_batch_is_a_clear_error():
+    batches = make_batches(n=3)
+    batches[1] = (batches[1][0], np.full(6, 9))          # label 9 of 5 classes
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\]"):
+        train_unit_split(mlp(), batches, threads=2)
+
+
+@pytest.mark.parametrize("threads, message", [(0, "positive integer"), (True, "positive integer"),
+                                              ("2", "positive integer"), (8, "layer 2 has 7 units")])
+def test_bad_thread_counts_are_clear_errors(threads, message):
+    with pytest.raises(ValueError, match=message):
+        train_unit_split(mlp(), make_batches(), threads=threads)
+
+
+def test_conv_blocks_are_refused():
+    net = MonoForwardCNN(input_shape=(1, 8, 8), channels=(3, 4), num_classes=5, seed=0)
+    with pytest.raises(ValueError, match="needs dense layers"):
+        train_unit_split(net, [], threads=2)
+
+
+def test_split_covers_every_index_once():
+    for n, parts in [(10, 3), (7, 7), (1000, 2), (5, 1)]:
+        slices = split(n, parts)
+        assert len(slices) == parts
+        assert np.concatenate([np.arange(n)[s] for s in slices]).tolist() == list(range(n))
+        sizes = [s.stop - s.start for s in slices]
+        assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda: Adam(lr=0.01), lambda: SGD(lr=0.1, momentum=0.9),
+                                            lambda: SGD(lr=0.1)])
+def test_optimizer_update_in_parts_equals_step(make_optimizer):
+    """``start_step`` + ``update`` over slices of the flattened arrays = ``step``, bit for bit."""
+    rng = np.random.default_rng(0)
+    start = {"W": rng.standard_normal((5, 7)).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32)}
+    whole, parts = {k: v.copy() for k, v in start.items()}, {k: v.copy() for k, v in start.items()}
+    opt_whole, opt_parts = make_optimizer(), make_optimizer()
+    for _ in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in start.items()}
+        opt_whole.step(whole, grads)
+        opt_parts.start_step(grads)
+        for name, g in grads.items():
+            for part in split(g.size, 3):
+                opt_parts.update(name, parts[name], g, part)
+    for name in start:
+        np.testing.assert_array_equal(parts[name], whole[name])
+
+
+def test_updating_part_of_a_non_contiguous_array_is_refused():
+    opt = Adam()
+    p = np.zeros((4, 6), np.float32)[:, ::2]              # a strided view: flattening it would copy
+    g = np.ones_like(p)
+    opt.start_step({"p": g})
+    with pytest.raises(ValueError, match="non-contiguous"):
+        opt.update("p", p, g, slice(0, 6))
