@@ -12,6 +12,7 @@ AVX-512 code. So every benchmark prints the kernel, and ``kernel_warning`` says 
 Measured on this project's 2-core AMD EPYC (AVX-512): a (256, 1000) @ (1000, 1000) product at
 130 GFLOP/s with "Haswell", 240 with the kernel OpenBLAS picks itself ("SkylakeX").
 """
+import contextlib
 import os
 
 import numpy as np
@@ -34,6 +35,21 @@ def run_with_threads(parser, threads, run):
                      "or start the script with OPENBLAS_NUM_THREADS=T and OMP_NUM_THREADS=T")
     with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
         return run()
+
+
+_controller = None
+
+
+def one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread: for trainers that start their own
+    threads (one per core), so that the threads, not the BLAS, share out the cores. Without
+    threadpoolctl it changes nothing (start the script with OPENBLAS_NUM_THREADS=1 instead)."""
+    global _controller
+    if threadpoolctl is None:
+        return contextlib.nullcontext()
+    if _controller is None:                  # finding the libraries takes milliseconds: once
+        _controller = threadpoolctl.ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 def blas_threads():

@@ -17,6 +17,9 @@ same process:
     BP (PyTorch, CPU)    the same BP network in PyTorch, if ``import torch`` works (never required)
     MF pipelined         MF with its layers running concurrently, one thread each
                          (minimf/pipeline.py; the same numbers as MF, only the timing differs)
+    MF unit-split        MF with every layer's units shared out between T threads, T = the BLAS
+                         threads of the other rows (minimf/unit_split.py; MLP on NumPy only; the
+                         same numbers up to float rounding)
     MF / BP products     the lower bound: only the matrix products of every MF (or BP) step, at
                          the network's shapes, on random float32 arrays (``step_products``)
 
@@ -26,7 +29,10 @@ conv blocks (``--channels``; 3x3 conv with padding 1 -> ReLU -> 2x2 average pool
 block, then Flatten and one Linear output layer, as BackpropCNN. A CNN epoch takes minutes in
 NumPy: ``--fraction`` times only the first part of the epoch, and the output says which part.
 
-PyTorch gets as many threads as NumPy's BLAS uses, so both libraries have the same cores. Each
+PyTorch gets as many threads as NumPy's BLAS uses, so both libraries have the same cores. The two
+parallel MF trainers run their own threads, each with ONE BLAS thread (threadpoolctl), so that they
+share out the same cores instead of fighting over them: unit-split uses T threads on T cores; the
+pipeline one thread per layer, whatever T is (with T = 1 it uses more cores than the others). Each
 timing starts from a fresh network, after a few warm-up steps; the repeats are interleaved (MF, BP,
 PyTorch, MF, BP, PyTorch, ...) so that a noisy moment of the machine hits every configuration
 alike, and the table shows the median.
@@ -71,18 +77,21 @@ from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.cnn import KERNEL, block_shapes
 from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.pipeline import train_pipelined
+from minimf.unit_split import train_unit_split
 from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, positive_int
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 
-from blas_threads import blas_kernel, blas_threads, kernel_warning, run_with_threads  # benchmarks/blas_threads.py, beside this script
+from blas_threads import (blas_kernel, blas_threads, kernel_warning, one_blas_thread,  # benchmarks/blas_threads.py,
+                          run_with_threads, threadpoolctl)                               # beside this script
 
 NUM_CLASSES = 10
 LR = 1e-3
 SEED = 0
 WARMUP_STEPS = 3
 # the goals of issue 9, "ratio: at most this", per architecture
-TARGETS = {"mlp": {"MF/PyTorch-BP": 0.65, "minimf-BP/PyTorch-BP": 1.0, "MF/MF-products": 1.5},
+TARGETS = {"mlp": {"MF/PyTorch-BP": 0.65, "minimf-BP/PyTorch-BP": 1.0, "MF/MF-products": 1.5,
+                   "MF-unit-split/MF-products": 1.5, "MF-unit-split/PyTorch-BP": 0.65},
            "cnn": {"MF/PyTorch-BP": 1.5, "minimf-BP/PyTorch-BP": 1.5, "MF/MF-products": 1.5}}
 
 
@@ -174,7 +183,7 @@ def run(args, xp):
     order = make_rng(SEED).permutation(len(y))
     steps_per_epoch = math.ceil(len(y) / args.batch_size)
     steps = math.ceil(args.fraction * steps_per_epoch)
-    configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size)
+    configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size, threads)
     if torch is not None:
         configs.append(torch_config(torch, net, x, y, order, args.batch_size))
     configs += products_configs(xp, net, configs[0].batches, configs[0].sync)
@@ -261,8 +270,9 @@ def epoch_batches(order, batch_size):
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def minimf_configs(xp, backend, net, x, y, order, batch_size):
-    """MF and BP in minimf. The data moves to the backend here, once, before any timing."""
+def minimf_configs(xp, backend, net, x, y, order, batch_size, threads):
+    """MF and BP in minimf, and MF's two parallel trainers (unit-split: MLP on NumPy only, with
+    ``threads`` threads). The data moves to the backend here, once, before any timing."""
     x, y, order = xp.asarray(x), xp.asarray(y), xp.asarray(order)
     sync = xp.cuda.Device().synchronize if backend == "cupy" else (lambda: None)
 
@@ -275,14 +285,23 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size):
             return lambda batches: [m.train_step(x[idx], y[idx]) for idx in batches]
         return make_run
 
-    def pipelined():
-        m = model(net.mf)
-        return lambda batches: train_pipelined(m, ((x[idx], y[idx]) for idx in batches))
+    def parallel(train):
+        """An MF trainer with threads of its own, each calling a one-threaded BLAS."""
+        def make_run():
+            m = model(net.mf)
+
+            def run(batches):
+                with one_blas_thread():
+                    return train(m, ((x[idx], y[idx]) for idx in batches))
+            return run
+        return make_run
 
     batches = epoch_batches(order, batch_size)
-    return [Config("MF (minimf)", stepwise(net.mf), batches, sync),
-            Config("MF pipelined", pipelined, batches, sync),
-            Config("BP (minimf)", stepwise(net.bp), batches, sync)]
+    configs = [Config("MF (minimf)", stepwise(net.mf), batches, sync),
+               Config("MF pipelined", parallel(train_pipelined), batches, sync)]
+    if net.arch == "mlp" and backend == "numpy":
+        configs.append(Config("MF unit-split", parallel(partial(train_unit_split, threads=threads)), batches, sync))
+    return configs + [Config("BP (minimf)", stepwise(net.bp), batches, sync)]
 
 
 def products_configs(xp, net, batches, sync):
@@ -426,6 +445,9 @@ def print_header(args, net, threads, threads_source, torch, steps, steps_per_epo
     part = "a full epoch" if args.fraction == 1 else f"fraction {args.fraction:g} of an epoch"
     print(f"  timed     {part}: {steps} steps after {WARMUP_STEPS} warm-up steps, "
           f"{args.repeats} interleaved repeat(s), median shown")
+    split = f"MF unit-split {threads} threads" if args.arch == "mlp" and args.backend == "numpy" else "no unit-split"
+    print(f"  parallel  MF pipelined one thread per layer, {split}; each with 1 BLAS thread"
+          + ("" if threadpoolctl is not None else " only if started with OPENBLAS_NUM_THREADS=1 (no threadpoolctl)"))
     print(kernel_warning())
 
 
@@ -472,18 +494,24 @@ def print_ratios(seconds, flop_ratio, arch):
     def line(label, first, second, note=""):
         if label in targets:
             note = f"   (target {targets[label]:g} or below)"
-        print(f"  {label:<24} {median[first] / median[second]:6.2f} {fastest[first] / fastest[second]:8.2f}{note}")
+        print(f"  {label:<26} {median[first] / median[second]:6.2f} {fastest[first] / fastest[second]:8.2f}{note}")
 
     print("Ratios of times (the result; below 1 means the first is faster), of the medians and of the")
     print("fastest repeats (on a busy machine the fastest repeat is the least disturbed one):")
-    print(f"  {'':<24} {'median':>6} {'fastest':>8}")
+    print(f"  {'':<26} {'median':>6} {'fastest':>8}")
     line("MF/BP (minimf)", "MF (minimf)", "BP (minimf)", f"   (FLOP ratio {flop_ratio:.2f})")
     line("MF/MF-products", "MF (minimf)", "MF products")
     line("BP/BP-products", "BP (minimf)", "BP products")
     line("MF-pipelined/MF", "MF pipelined", "MF (minimf)", "   (below 1: the pipeline is faster; same numbers)")
+    split = "MF unit-split" in median
+    if split:
+        line("MF-unit-split/MF", "MF unit-split", "MF (minimf)", "   (below 1: the split is faster)")
+        line("MF-unit-split/MF-products", "MF unit-split", "MF products")
     if "BP (PyTorch, CPU)" in median:
         line("MF/PyTorch-BP", "MF (minimf)", "BP (PyTorch, CPU)")
         line("MF-pipelined/PyTorch-BP", "MF pipelined", "BP (PyTorch, CPU)")
+        if split:
+            line("MF-unit-split/PyTorch-BP", "MF unit-split", "BP (PyTorch, CPU)")
         line("minimf-BP/PyTorch-BP", "BP (minimf)", "BP (PyTorch, CPU)")
 
 

@@ -20,8 +20,8 @@ ReLU and the optimiser's element-wise passes, which a multithreaded BLAS leaves 
 
 Per batch and layer the threads meet three times: after the forward parts (to add up G), after the
 gradient parts (the optimiser needs a started step), and after the optimiser (the next layer and
-the next batch need the updated layer). ``_in_parallel`` runs part 0 in the calling thread and the
-others on a thread pool, and returns when all are done.
+the next batch need the updated layer). ``in_parallel`` (minimf/parallel.py) runs part 0 in the
+calling thread and the others on a thread pool, and returns when all are done.
 
 Speed: the threads' products release Python's GIL inside BLAS, and NumPy's element-wise loops
 release it too, so T threads can keep T cores busy. Give each thread ONE BLAS thread
@@ -34,12 +34,13 @@ part, and a product over a column slice need not round like the whole product); 
 ``threads=1`` bit for bit (tests/test_unit_split.py). Dense layers (``MonoForwardNet``) on NumPy
 only: a conv block's units share one im2col matrix, and a GPU is parallel already.
 """
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from minimf.backend import get_array_module
 from minimf.layers import relu_backward, relu_forward
 from minimf.losses import softmax_cross_entropy
 from minimf.mono_forward import MonoForwardLayer
+from minimf.parallel import check_threads, in_parallel, split, update_in_parallel
 
 
 def train_unit_split(model, batches, threads=2, rates=None):
@@ -65,8 +66,7 @@ def train_unit_split(model, batches, threads=2, rates=None):
 def check_unit_split(model, threads):
     """``threads`` must be a positive int no larger than the narrowest layer, and ``model`` a
     Mono-Forward net of dense layers on NumPy with C-contiguous parameters."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    check_threads(threads)
     if model.xp.__name__ != "numpy":
         raise ValueError(f"unit-split training runs on NumPy (CPU threads), not {model.xp.__name__}")
     for i, layer in enumerate(model.layers, start=1):
@@ -100,17 +100,14 @@ def layer_step(layer, optimizer, x, y, pool, threads):
     xp = get_array_module(x)
     units = split(layer.W.shape[1], threads)          # the unit columns of each part
     a = xp.empty((x.shape[0], layer.W.shape[1]), dtype=x.dtype)
-    shares = _in_parallel(pool, [lambda u=u: forward_part(layer, x, a, u) for u in units])
+    shares = in_parallel(pool, [lambda u=u: forward_part(layer, x, a, u) for u in units])
     G = shares[0]
     for share in shares[1:]:
         G += share                                    # (5) goodness G = a M^T, summed part by part
     loss, dG = softmax_cross_entropy(G, y)            # (6) local loss, one thread: (N, C)
     grads = {name: None if p is None else xp.empty_like(p) for name, p in layer.params.items()}
-    _in_parallel(pool, [lambda u=u: gradient_part(layer, x, a, dG, grads, u) for u in units])
-    optimizer.start_step(grads)                       # the step counter and the state, once
-    elements = {name: split(g.size, threads) for name, g in grads.items() if g is not None}
-    _in_parallel(pool, [lambda k=k: update_part(layer, optimizer, grads, {n: s[k] for n, s in elements.items()})
-                        for k in range(threads)])
+    in_parallel(pool, [lambda u=u: gradient_part(layer, x, a, dG, grads, u) for u in units])
+    update_in_parallel(pool, [(optimizer, layer.params, grads)], threads)   # (7), (8)
     return a, loss
 
 
@@ -137,29 +134,3 @@ def gradient_part(layer, x, a, dG, grads, u):
     xp.matmul(x.T, dz, out=grads["W"][:, u])          # (8) dL/dW = x^T dz; stops at x
     if layer.b is not None:
         dz.sum(axis=0, out=grads["b"][u])
-
-
-def update_part(layer, optimizer, grads, part):
-    """The optimiser's update of the elements ``part[name]`` (a slice of the flattened arrays)
-    of every parameter; the step was started (``start_step``) before."""
-    params = layer.params
-    for name, g in grads.items():
-        if g is not None:
-            optimizer.update(name, params[name], g, part[name])
-
-
-def split(n, parts):
-    """``parts`` consecutive slices covering range(n), their sizes differing by at most one."""
-    bounds = [n * k // parts for k in range(parts + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-
-
-def _in_parallel(pool, tasks):
-    """Run ``tasks`` (functions of no arguments) at once: the first in this thread, the others on
-    ``pool``. Returns their results in order once all have finished; raises the first error."""
-    futures = [pool.submit(task) for task in tasks[1:]]
-    try:
-        first = tasks[0]()
-    finally:
-        wait(futures)                                 # never leave a task writing to shared arrays
-    return [first, *(future.result() for future in futures)]   # result() raises a task's error

@@ -10,10 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from minimf import MonoForwardCNN, MonoForwardNet
-from minimf.optim import SGD, Adam
-from minimf import unit_split
-from minimf.unit_split import split, train_unit_split
+from minimf import MonoForwardCNN, MonoForwardNet, unit_split
+from minimf.optim import Adam
+from minimf.unit_split import train_unit_split
 
 STEPS = 4
 
@@ -116,10 +115,15 @@ def test_parts_run_at_the_same_time(monkeypatch):
 
 
 def test_an_error_in_a_part_is_raised_and_every_thread_ends(monkeypatch):
-    def broken(layer, optimizer, grads, part):
-        raise RuntimeError("a part broke")
+    """Part 1 of 3 fails on a pool thread; parts 0 and 2 finish; the error reaches the caller."""
+    gradient_part = unit_split.gradient_part
 
-    monkeypatch.setattr(unit_split, "update_part", broken)
+    def broken(layer, x, a, dG, grads, u):
+        if u.start > 0 and u.stop < layer.W.shape[1]:
+            raise RuntimeError("a part broke")
+        gradient_part(layer, x, a, dG, grads, u)
+
+    monkeypatch.setattr(unit_split, "gradient_part", broken)
     before = threading.active_count()
     with pytest.raises(RuntimeError, match="a part broke"):
         train_unit_split(mlp(), make_batches(), threads=3)
@@ -144,40 +148,3 @@ def test_conv_blocks_are_refused():
     net = MonoForwardCNN(input_shape=(1, 8, 8), channels=(3, 4), num_classes=5, seed=0)
     with pytest.raises(ValueError, match="needs dense layers"):
         train_unit_split(net, [], threads=2)
-
-
-def test_split_covers_every_index_once():
-    for n, parts in [(10, 3), (7, 7), (1000, 2), (5, 1)]:
-        slices = split(n, parts)
-        assert len(slices) == parts
-        assert np.concatenate([np.arange(n)[s] for s in slices]).tolist() == list(range(n))
-        sizes = [s.stop - s.start for s in slices]
-        assert max(sizes) - min(sizes) <= 1
-
-
-@pytest.mark.parametrize("make_optimizer", [lambda: Adam(lr=0.01), lambda: SGD(lr=0.1, momentum=0.9),
-                                            lambda: SGD(lr=0.1)])
-def test_optimizer_update_in_parts_equals_step(make_optimizer):
-    """``start_step`` + ``update`` over slices of the flattened arrays = ``step``, bit for bit."""
-    rng = np.random.default_rng(0)
-    start = {"W": rng.standard_normal((5, 7)).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32)}
-    whole, parts = {k: v.copy() for k, v in start.items()}, {k: v.copy() for k, v in start.items()}
-    opt_whole, opt_parts = make_optimizer(), make_optimizer()
-    for _ in range(3):
-        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in start.items()}
-        opt_whole.step(whole, grads)
-        opt_parts.start_step(grads)
-        for name, g in grads.items():
-            for part in split(g.size, 3):
-                opt_parts.update(name, parts[name], g, part)
-    for name in start:
-        np.testing.assert_array_equal(parts[name], whole[name])
-
-
-def test_updating_part_of_a_non_contiguous_array_is_refused():
-    opt = Adam()
-    p = np.zeros((4, 6), np.float32)[:, ::2]              # a strided view: flattening it would copy
-    g = np.ones_like(p)
-    opt.start_step({"p": g})
-    with pytest.raises(ValueError, match="non-contiguous"):
-        opt.update("p", p, g, slice(0, 6))

@@ -1,0 +1,57 @@
+"""What minimf's threaded trainers share: cutting a range into parts, running tasks on a thread
+pool, and an optimiser step shared out between threads.
+
+Threads help NumPy because its matrix products (BLAS) and element-wise loops release Python's GIL:
+two threads can keep two cores busy. Each thread should then call a ONE-threaded BLAS
+(``OPENBLAS_NUM_THREADS=1``, or threadpoolctl), or the threads' BLAS threads fight over the cores.
+Used by minimf/unit_split.py (a layer's units shared out) and minimf/batch_split.py (a batch's
+examples shared out); minimf/pipeline.py (one thread per layer) needs none of it.
+"""
+from functools import partial
+
+
+def check_threads(threads):
+    """``threads`` must be a positive int (not a bool)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+def split(n, parts):
+    """``parts`` consecutive slices covering range(n), their sizes differing by at most one."""
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+def in_parallel(pool, tasks):
+    """Run ``tasks`` (functions of no arguments) at once: the first in this thread, the others on
+    ``pool`` (a ThreadPoolExecutor). Returns their results in order once all have finished;
+    raises the first error."""
+    futures = [pool.submit(task) for task in tasks[1:]]
+    try:
+        first = tasks[0]()
+    finally:
+        for future in futures:                        # never leave a task writing to shared arrays
+            future.exception()                        # (waits for it; its error is raised below)
+    return [first, *(future.result() for future in futures)]
+
+
+def update_in_parallel(pool, steps, threads):
+    """One optimiser step of several layers, shared out between ``threads`` threads.
+
+    steps: [(optimizer, params, grads), ...], one per layer, with C-contiguous arrays. Every
+    optimiser starts its step here, once (``start_step``); then thread k updates slice k of every
+    flattened parameter (``update(..., part)``). An element's update reads and writes only that
+    element, so the result is that of ``optimizer.step(params, grads)`` for every layer, bit for bit.
+    """
+    for optimizer, _, grads in steps:
+        optimizer.start_step(grads)
+    in_parallel(pool, [partial(_update_part, steps, threads, k) for k in range(threads)])
+
+
+def _update_part(steps, threads, k):
+    """Slice k (of ``threads``) of every parameter of every layer."""
+    for optimizer, params, grads in steps:
+        for name, g in grads.items():
+            if g is not None:
+                optimizer.update(name, params[name], g, split(g.size, threads)[k])
