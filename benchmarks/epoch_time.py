@@ -20,6 +20,9 @@ same process:
     MF unit-split        MF with every layer's units shared out between T threads, T = the BLAS
                          threads of the other rows (minimf/unit_split.py; MLP on NumPy only; the
                          same numbers up to float rounding)
+    MF / BP batch-split  every batch's examples shared out between T threads, in parts of
+                         ``--micro-batch`` examples (minimf/batch_split.py; NumPy only; the same
+                         numbers up to float rounding)
     MF / BP products     the lower bound: only the matrix products of every MF (or BP) step, at
                          the network's shapes, on random float32 arrays (``step_products``)
 
@@ -30,9 +33,10 @@ block, then Flatten and one Linear output layer, as BackpropCNN. A CNN epoch tak
 NumPy: ``--fraction`` times only the first part of the epoch, and the output says which part.
 
 PyTorch gets as many threads as NumPy's BLAS uses, so both libraries have the same cores. The two
-parallel MF trainers run their own threads, each with ONE BLAS thread (threadpoolctl), so that they
-share out the same cores instead of fighting over them: unit-split uses T threads on T cores; the
-pipeline one thread per layer, whatever T is (with T = 1 it uses more cores than the others). Each
+parallel trainers run their own threads, each with ONE BLAS thread (threadpoolctl), so that they
+share out the same cores instead of fighting over them: unit-split and batch-split use T threads on
+T cores; the pipeline one thread per layer, whatever T is (with T = 1 it uses more cores than the
+others). Each
 timing starts from a fresh network, after a few warm-up steps; the repeats are interleaved (MF, BP,
 PyTorch, MF, BP, PyTorch, ...) so that a noisy moment of the machine hits every configuration
 alike, and the table shows the median.
@@ -78,6 +82,7 @@ from minimf.cnn import KERNEL, block_shapes
 from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.pipeline import train_pipelined
 from minimf.unit_split import train_unit_split
+from minimf.batch_split import train_batch_split
 from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, positive_int
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
@@ -91,8 +96,14 @@ SEED = 0
 WARMUP_STEPS = 3
 # the goals of issue 9, "ratio: at most this", per architecture
 TARGETS = {"mlp": {"MF/PyTorch-BP": 0.65, "minimf-BP/PyTorch-BP": 1.0, "MF/MF-products": 1.5,
-                   "MF-unit-split/MF-products": 1.5, "MF-unit-split/PyTorch-BP": 0.65},
-           "cnn": {"MF/PyTorch-BP": 1.5, "minimf-BP/PyTorch-BP": 1.5, "MF/MF-products": 1.5}}
+                   "MF-unit-split/MF-products": 1.5, "MF-unit-split/PyTorch-BP": 0.65,
+                   "MF-pipelined/MF-products": 1.5, "MF-pipelined/PyTorch-BP": 0.65,
+                   "MF-batch-split/MF-products": 1.5, "MF-batch-split/PyTorch-BP": 0.65,
+                   "BP-batch-split/PyTorch-BP": 1.0},
+           "cnn": {"MF/PyTorch-BP": 1.5, "minimf-BP/PyTorch-BP": 1.5, "MF/MF-products": 1.5,
+                   "MF-pipelined/PyTorch-BP": 1.5, "MF-batch-split/PyTorch-BP": 1.5,
+                   "BP-batch-split/PyTorch-BP": 1.5}}
+# (the parallel trainers' rows share their rule's targets: they are the same training on the same cores)
 
 
 class Network(NamedTuple):
@@ -155,6 +166,9 @@ def build_parser():
                    help="time only this fraction of an epoch's steps (default: 1.0)")
     p.add_argument("--repeats", type=positive_int, default=3,
                    help="timings per configuration, interleaved; the median is reported (default: 3)")
+    p.add_argument("--micro-batch", type=positive_int, default=None, metavar="M",
+                   help="batch-split: parts of at most M examples, dealt out to the threads in turn "
+                        "(default: one part per thread)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="threads for NumPy's BLAS and PyTorch (needs threadpoolctl; default: leave as is)")
     return p
@@ -183,7 +197,7 @@ def run(args, xp):
     order = make_rng(SEED).permutation(len(y))
     steps_per_epoch = math.ceil(len(y) / args.batch_size)
     steps = math.ceil(args.fraction * steps_per_epoch)
-    configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size, threads)
+    configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size, threads, args.micro_batch)
     if torch is not None:
         configs.append(torch_config(torch, net, x, y, order, args.batch_size))
     configs += products_configs(xp, net, configs[0].batches, configs[0].sync)
@@ -270,9 +284,10 @@ def epoch_batches(order, batch_size):
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def minimf_configs(xp, backend, net, x, y, order, batch_size, threads):
-    """MF and BP in minimf, and MF's two parallel trainers (unit-split: MLP on NumPy only, with
-    ``threads`` threads). The data moves to the backend here, once, before any timing."""
+def minimf_configs(xp, backend, net, x, y, order, batch_size, threads, micro_batch):
+    """MF and BP in minimf, and the parallel trainers: MF pipelined; on NumPy, MF unit-split (MLP
+    only) and MF and BP batch-split, with ``threads`` threads. The data moves to the backend here,
+    once, before any timing."""
     x, y, order = xp.asarray(x), xp.asarray(y), xp.asarray(order)
     sync = xp.cuda.Device().synchronize if backend == "cupy" else (lambda: None)
 
@@ -285,10 +300,10 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size, threads):
             return lambda batches: [m.train_step(x[idx], y[idx]) for idx in batches]
         return make_run
 
-    def parallel(train):
-        """An MF trainer with threads of its own, each calling a one-threaded BLAS."""
+    def parallel(train, kind=net.mf):
+        """A trainer with threads of its own, each calling a one-threaded BLAS."""
         def make_run():
-            m = model(net.mf)
+            m = model(kind)
 
             def run(batches):
                 with one_blas_thread():
@@ -301,7 +316,13 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size, threads):
                Config("MF pipelined", parallel(train_pipelined), batches, sync)]
     if net.arch == "mlp" and backend == "numpy":
         configs.append(Config("MF unit-split", parallel(partial(train_unit_split, threads=threads)), batches, sync))
-    return configs + [Config("BP (minimf)", stepwise(net.bp), batches, sync)]
+    split_batches = partial(train_batch_split, threads=threads, micro_batch=micro_batch)
+    if backend == "numpy":
+        configs.append(Config("MF batch-split", parallel(split_batches), batches, sync))
+    configs.append(Config("BP (minimf)", stepwise(net.bp), batches, sync))
+    if backend == "numpy":
+        configs.append(Config("BP batch-split", parallel(split_batches, net.bp), batches, sync))
+    return configs
 
 
 def products_configs(xp, net, batches, sync):
@@ -445,8 +466,13 @@ def print_header(args, net, threads, threads_source, torch, steps, steps_per_epo
     part = "a full epoch" if args.fraction == 1 else f"fraction {args.fraction:g} of an epoch"
     print(f"  timed     {part}: {steps} steps after {WARMUP_STEPS} warm-up steps, "
           f"{args.repeats} interleaved repeat(s), median shown")
-    split = f"MF unit-split {threads} threads" if args.arch == "mlp" and args.backend == "numpy" else "no unit-split"
-    print(f"  parallel  MF pipelined one thread per layer, {split}; each with 1 BLAS thread"
+    if args.backend == "numpy":
+        unit = f"MF unit-split {threads} threads, " if args.arch == "mlp" else ""
+        parts = f"parts of {args.micro_batch}" if args.micro_batch else "one part per thread"
+        split = f"{unit}MF and BP batch-split {threads} threads ({parts})"
+    else:
+        split = "no unit-split or batch-split on CuPy"
+    print(f"  parallel  MF pipelined one thread per layer, {split}; each thread with 1 BLAS thread"
           + ("" if threadpoolctl is not None else " only if started with OPENBLAS_NUM_THREADS=1 (no threadpoolctl)"))
     print(kernel_warning())
 
@@ -503,16 +529,22 @@ def print_ratios(seconds, flop_ratio, arch):
     line("MF/MF-products", "MF (minimf)", "MF products")
     line("BP/BP-products", "BP (minimf)", "BP products")
     line("MF-pipelined/MF", "MF pipelined", "MF (minimf)", "   (below 1: the pipeline is faster; same numbers)")
-    split = "MF unit-split" in median
-    if split:
-        line("MF-unit-split/MF", "MF unit-split", "MF (minimf)", "   (below 1: the split is faster)")
-        line("MF-unit-split/MF-products", "MF unit-split", "MF products")
+    line("MF-pipelined/MF-products", "MF pipelined", "MF products")
+    for trainer in ("unit-split", "batch-split"):
+        if f"MF {trainer}" in median:
+            line(f"MF-{trainer}/MF", f"MF {trainer}", "MF (minimf)", "   (below 1: faster)")
+            line(f"MF-{trainer}/MF-products", f"MF {trainer}", "MF products")
+    if "BP batch-split" in median:
+        line("BP-batch-split/BP", "BP batch-split", "BP (minimf)", "   (below 1: faster)")
     if "BP (PyTorch, CPU)" in median:
         line("MF/PyTorch-BP", "MF (minimf)", "BP (PyTorch, CPU)")
         line("MF-pipelined/PyTorch-BP", "MF pipelined", "BP (PyTorch, CPU)")
-        if split:
-            line("MF-unit-split/PyTorch-BP", "MF unit-split", "BP (PyTorch, CPU)")
+        for trainer in ("unit-split", "batch-split"):
+            if f"MF {trainer}" in median:
+                line(f"MF-{trainer}/PyTorch-BP", f"MF {trainer}", "BP (PyTorch, CPU)")
         line("minimf-BP/PyTorch-BP", "BP (minimf)", "BP (PyTorch, CPU)")
+        if "BP batch-split" in median:
+            line("BP-batch-split/PyTorch-BP", "BP batch-split", "BP (PyTorch, CPU)")
 
 
 if __name__ == "__main__":

@@ -195,11 +195,18 @@ class MonoForwardModel:
         """Gradients of each layer's mean local loss on this batch: one dict per layer with
         keys "W", "b", "M". No parameter changes. x: (N, *input_shape), y: (N,)."""
         x, y = self._check(x, y)
-        all_grads = []
+        return self.loss_and_gradients(x, y)[1]
+
+    def loss_and_gradients(self, x, y):
+        """Every layer's local loss (a list of 0-d arrays) and gradients (a list of dicts), on an
+        already checked batch; no parameter changes. They are the losses and gradients of
+        ``train_step``: there too layer i+1 gets a_i computed before layer i's update."""
+        losses, all_grads = [], []
         for layer in self.layers:
-            x, _, grads = layer.local_gradients(x, y)
+            x, loss, grads = layer.local_gradients(x, y)
+            losses.append(loss)
             all_grads.append(grads)
-        return all_grads
+        return losses, all_grads
 
     def train_step(self, x, y):
         """One batch, one forward pass: each layer updates as soon as the batch has passed it.

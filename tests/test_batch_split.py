@@ -1,0 +1,184 @@
+"""Batch-split (data-parallel) training (minimf/batch_split.py) against the sequential ``train_step``.
+
+One thread, one part: the same operations on the same numbers, so the same parameters bit for bit.
+Several threads or micro-batches: the parts' gradients are summed, weighted by their sizes, so
+the results agree to float rounding (checked in float64). The comparison is shown to catch a
+wrong weighting; the parts run at the same time; bad settings are clear errors.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet, batch_split
+from minimf.batch_split import micro_batches, train_batch_split
+
+STEPS = 3
+
+
+def mf_mlp(dtype="float32", optimizer="adam"):
+    return MonoForwardNet(sizes=[20, 16, 12], num_classes=5, seed=3, dtype=dtype, optimizer=optimizer,
+                          lr=1e-3 if optimizer == "adam" else 0.1)
+
+
+def bp_mlp(dtype="float32", optimizer="adam"):
+    return BackpropNet(sizes=[20, 16, 12], num_classes=5, seed=3, dtype=dtype, optimizer=optimizer,
+                       lr=1e-3 if optimizer == "adam" else 0.1)
+
+
+def mf_cnn(dtype="float32", optimizer="adam"):
+    return MonoForwardCNN(input_shape=(1, 8, 8), channels=(3, 4), num_classes=5, seed=3, dtype=dtype,
+                          optimizer=optimizer)
+
+
+def bp_cnn(dtype="float32", optimizer="adam"):
+    return BackpropCNN(input_shape=(1, 8, 8), channels=(3, 4), num_classes=5, seed=3, dtype=dtype,
+                       optimizer=optimizer)
+
+
+NETS = {"MF MLP": (mf_mlp, (20,)), "BP MLP": (bp_mlp, (20,)), "MF CNN": (mf_cnn, (1, 8, 8)),
+        "BP CNN": (bp_cnn, (1, 8, 8))}
+
+
+def make_batches(example_shape, n=STEPS, size=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((size, *example_shape)).astype(np.float32), rng.integers(0, 5, size))
+            for _ in range(n)]
+
+
+def parameter_pairs(net_a, net_b):
+    for i, (a, b) in enumerate(zip(net_a.layers, net_b.layers)):
+        for name, value in a.params.items():
+            if value is not None:
+                yield f"layer {i + 1} {name}", value, b.params[name]
+
+
+def sequential_run(net, batches, rates=None):
+    losses = []
+    for t, (x, y) in enumerate(batches):
+        if rates is not None:
+            for optimizer in net.optimizers:
+                optimizer.lr = rates[t]
+        losses.append(net.train_step(x, y))
+    return losses
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_one_thread_equals_train_step_bit_for_bit(name):
+    make_net, shape = NETS[name]
+    batches = make_batches(shape)
+    sequential, split_net = make_net(), make_net()
+    expected = sequential_run(sequential, batches)
+    assert train_batch_split(split_net, batches, threads=1) == expected       # floats compared exactly
+    for label, a, b in parameter_pairs(sequential, split_net):
+        np.testing.assert_array_equal(b, a, err_msg=label)
+
+
+@pytest.mark.parametrize("threads, micro_batch", [(2, None), (3, None), (2, 3), (1, 4), (4, 1)])
+@pytest.mark.parametrize("name", NETS)
+def test_threads_and_micro_batches_equal_train_step_up_to_rounding(name, threads, micro_batch):
+    """float64, batches of 10 examples: 2 or 3 parts, parts of 3 (3+3+3+1), of 4, of 1 example."""
+    make_net, shape = NETS[name]
+    batches = make_batches(shape)
+    rates = [1e-3 * (1 + k) for k in range(STEPS)]
+    sequential, split_net = make_net("float64"), make_net("float64")
+    expected = sequential_run(sequential, batches, rates)
+    losses = train_batch_split(split_net, batches, threads=threads, micro_batch=micro_batch, rates=rates)
+    np.testing.assert_allclose(losses, expected, rtol=1e-12)
+    for label, a, b in parameter_pairs(sequential, split_net):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=label)
+
+
+def test_sgd_with_momentum_in_parts():
+    batches = make_batches((20,))
+    sequential, split_net = bp_mlp("float64", "sgd"), bp_mlp("float64", "sgd")
+    for net in (sequential, split_net):
+        for optimizer in net.optimizers:
+            optimizer.momentum = 0.9
+    sequential_run(sequential, batches)
+    train_batch_split(split_net, batches, threads=2, micro_batch=3)
+    for label, a, b in parameter_pairs(sequential, split_net):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=label)
+
+
+def test_a_wrong_weighting_is_caught(monkeypatch):
+    """The comparison above is not vacuous: weighting every part by 1/K instead of n_k/N (parts of
+    3, 3, 3 and 1 examples) changes the parameters far beyond rounding."""
+    batches = make_batches((20,))
+    sequential, split_net = bp_mlp("float64", "sgd"), bp_mlp("float64", "sgd")
+    sequential_run(sequential, batches)
+    monkeypatch.setattr(batch_split, "micro_batches", lambda n, threads, micro_batch: [
+        slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)])
+    scaled = batch_split._scaled_copy
+    monkeypatch.setattr(batch_split, "_scaled_copy", lambda g, weight: scaled(g, 0.25))
+    train_batch_split(split_net, batches, threads=1)
+    with pytest.raises(AssertionError):
+        for label, a, b in parameter_pairs(sequential, split_net):
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=label)
+
+
+def test_float32_threads_stay_close_to_train_step():
+    batches = make_batches((1, 8, 8), size=32)
+    sequential, split_net = bp_cnn(), bp_cnn()
+    expected = sequential_run(sequential, batches)
+    np.testing.assert_allclose(train_batch_split(split_net, batches, threads=2, micro_batch=8), expected, rtol=1e-5)
+    for label, a, b in parameter_pairs(sequential, split_net):
+        np.testing.assert_allclose(b, a, atol=1e-4, err_msg=label)   # Adam's steps are ~1e-3
+
+
+def test_parts_run_at_the_same_time():
+    """Thread 0's part waits until thread 1's part has started: taking turns would time out."""
+    net = bp_mlp()
+    second_started = threading.Event()
+    loss_and_gradients = net.loss_and_gradients
+
+    def watched(x, y):
+        if threading.current_thread() is threading.main_thread():
+            assert second_started.wait(timeout=10), "the second part never started while the first ran"
+        else:
+            second_started.set()
+        return loss_and_gradients(x, y)
+
+    net.loss_and_gradients = watched
+    train_batch_split(net, make_batches((20,), n=1), threads=2)
+
+
+def test_an_error_in_a_part_is_raised_and_every_thread_ends():
+    net = bp_mlp()
+
+    def broken(x, y):
+        raise RuntimeError("a part broke")
+
+    net.loss_and_gradients = broken
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="a part broke"):
+        train_batch_split(net, make_batches((20,)), threads=3)
+    assert threading.active_count() == before
+
+
+def test_a_bad_batch_is_a_clear_error():
+    batches = make_batches((20,))
+    batches[1] = (batches[1][0], np.full(10, 9))          # label 9 of 5 classes
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\]"):
+        train_batch_split(bp_mlp(), batches, threads=2)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"threads": 0}, "positive integer"),
+                                             ({"micro_batch": 0}, "micro_batch must be"),
+                                             ({"micro_batch": 2.5}, "micro_batch must be")])
+def test_bad_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train_batch_split(bp_mlp(), make_batches((20,)), **kwargs)
+
+
+def test_models_without_loss_and_gradients_are_refused():
+    class NoGradients:
+        xp = np
+    with pytest.raises(ValueError, match="needs a model with loss_and_gradients"):
+        train_batch_split(NoGradients(), [], threads=2)
+
+
+def test_micro_batches_cover_the_batch():
+    assert micro_batches(10, 3, None) == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    assert micro_batches(2, 4, None) == [slice(0, 1), slice(1, 2)]           # fewer examples than threads
+    assert micro_batches(10, 2, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
