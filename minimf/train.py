@@ -9,6 +9,8 @@
     python -m minimf.train --backend cupy --out runs/mf
     python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
     python -m minimf.train --pipeline                   # MF's layers concurrently; the same numbers
+    OPENBLAS_NUM_THREADS=1 python -m minimf.train --split-units 2      # each MF layer's units over 2 threads
+    OPENBLAS_NUM_THREADS=1 python -m minimf.train --algo bp --arch cnn --split-batch 2 --micro-batch 64
 
 After every epoch one line reports the training loss, the test accuracy (for MF and FF in both
 prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
@@ -38,7 +40,9 @@ from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
 from minimf.forward_forward import ForwardForwardNet
 from minimf.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
+from minimf.batch_split import train_batch_split
 from minimf.pipeline import train_pipelined
+from minimf.unit_split import train_unit_split
 
 DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
@@ -49,6 +53,7 @@ NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, Backprop
             "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
             "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN),
             "pepita": (PepitaNet, None), "sff": (None, ScalableForwardForwardCNN)}
+SPLIT_BATCH = ("mf", "bp", "fa", "dfa")   # --split-batch: rules whose batch gradient is a mean of their parts' (tested)
 LAYERWISE = ("mf", "ff", "sff")   # rules whose train_step returns one loss per layer (FF: then the read-out's)
 GOODNESS_PER_LAYER = ("mf", "sff")   # evaluate() gives "bp" and "ff" modes and every layer's accuracy
 
@@ -148,6 +153,16 @@ def build_parser():
     p.add_argument("--pipeline", action="store_true",
                    help="--algo mf: the layers run concurrently, one thread each (layer i on batch t while "
                         "layer i+1 is on batch t-1); the same numbers as without (minimf/pipeline.py)")
+    p.add_argument("--split-units", type=positive_int, default=None, metavar="T",
+                   help="--algo mf --arch mlp, NumPy: each layer's units shared out between T threads; the "
+                        "same numbers up to float rounding (minimf/unit_split.py). Start with OPENBLAS_NUM_THREADS=1")
+    p.add_argument("--split-batch", type=positive_int, default=None, metavar="T",
+                   help=f"--algo {'/'.join(SPLIT_BATCH)}, NumPy: each batch's examples shared out between T "
+                        "threads; the same numbers up to float rounding (minimf/batch_split.py). "
+                        "Start with OPENBLAS_NUM_THREADS=1")
+    p.add_argument("--micro-batch", type=positive_int, default=None, metavar="M",
+                   help="--split-batch: parts of at most M examples, taken by the threads in turn (default: one "
+                        "part per thread); smaller parts keep a CNN's im2col matrices nearer the cache")
     return p
 
 
@@ -159,6 +174,7 @@ def main(argv=None):
     check_architecture(parser, args, info)
     if args.pipeline and args.algo != "mf":
         parser.error(f"--pipeline is for --algo mf (its layers do not wait for each other), not {args.algo}")
+    check_parallel(parser, args)
     if args.arch == "cnn" and NETWORKS[args.algo][1] is None:
         parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
     if args.arch == "mlp" and NETWORKS[args.algo][0] is None:
@@ -224,6 +240,23 @@ def check_architecture(parser, args, info):
         block_shapes(info.input_shape, args.channels)
     except ValueError as err:
         parser.error(f"--channels: {err}")
+
+
+def check_parallel(parser, args):
+    """At most one of --pipeline, --split-units, --split-batch, each for the rules and networks it
+    supports, on NumPy; --micro-batch only with --split-batch."""
+    chosen = [flag for flag, value in (("--pipeline", args.pipeline), ("--split-units", args.split_units),
+                                       ("--split-batch", args.split_batch)) if value]
+    if len(chosen) > 1:
+        parser.error(f"choose one way to train in parallel, not {' and '.join(chosen)}")
+    if args.split_units and (args.algo != "mf" or args.arch != "mlp"):
+        parser.error("--split-units is for --algo mf --arch mlp (dense layers whose units learn from their own loss)")
+    if args.split_batch and args.algo not in SPLIT_BATCH:
+        parser.error(f"--split-batch is for --algo {', '.join(SPLIT_BATCH)}, not {args.algo}")
+    if (args.split_units or args.split_batch) and args.backend != "numpy":
+        parser.error(f"{chosen[0]} shares work out between CPU threads: it needs --backend numpy")
+    if args.micro_batch and not args.split_batch:
+        parser.error("--micro-batch goes with --split-batch")
 
 
 def check_readout(parser, args, classes):
@@ -377,6 +410,10 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
                                               disable=args.no_progress, unit="batch"))
     if args.pipeline:   # the losses arrive after the whole epoch
         step_losses = train_pipelined(net, batches, rates)
+    elif args.split_units:
+        step_losses = train_unit_split(net, batches, args.split_units, rates)
+    elif args.split_batch:
+        step_losses = train_batch_split(net, batches, args.split_batch, args.micro_batch, rates)
     else:
         step_losses = (train_step_at(net, xb, yb, rate) for (xb, yb), rate in zip(batches, rates))
     total, count = 0.0, 0

@@ -5,13 +5,16 @@ Several threads or micro-batches: the parts' gradients are summed, weighted by t
 the results agree to float rounding (checked in float64). The comparison is shown to catch a
 wrong weighting; the parts run at the same time; bad settings are clear errors.
 """
+import json
 import threading
 
 import numpy as np
 import pytest
 
-from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet, batch_split
+from minimf import (BackpropCNN, BackpropNet, DirectFeedbackAlignmentNet, FeedbackAlignmentCNN, MonoForwardCNN,
+                    MonoForwardNet, batch_split)
 from minimf.batch_split import micro_batches, train_batch_split
+from minimf.train import main
 
 STEPS = 3
 
@@ -36,8 +39,17 @@ def bp_cnn(dtype="float32", optimizer="adam"):
                        optimizer=optimizer)
 
 
+def fa_cnn(dtype="float32", optimizer="adam"):
+    return FeedbackAlignmentCNN(input_shape=(1, 8, 8), channels=(3, 4), num_classes=5, seed=3, dtype=dtype,
+                                optimizer=optimizer)
+
+
+def dfa_mlp(dtype="float32", optimizer="adam"):
+    return DirectFeedbackAlignmentNet(sizes=[20, 16, 12], num_classes=5, seed=3, dtype=dtype, optimizer=optimizer)
+
+
 NETS = {"MF MLP": (mf_mlp, (20,)), "BP MLP": (bp_mlp, (20,)), "MF CNN": (mf_cnn, (1, 8, 8)),
-        "BP CNN": (bp_cnn, (1, 8, 8))}
+        "BP CNN": (bp_cnn, (1, 8, 8)), "FA CNN": (fa_cnn, (1, 8, 8)), "DFA MLP": (dfa_mlp, (20,))}
 
 
 def make_batches(example_shape, n=STEPS, size=10, seed=0):
@@ -182,3 +194,38 @@ def test_micro_batches_cover_the_batch():
     assert micro_batches(10, 3, None) == [slice(0, 3), slice(3, 6), slice(6, 10)]
     assert micro_batches(2, 4, None) == [slice(0, 1), slice(1, 2)]           # fewer examples than threads
     assert micro_batches(10, 2, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+
+
+def quick_run(tmp_path, name, extra):
+    quick = ["--train-subset", "1000", "--test-subset", "500", "--hidden", "32", "24", "--epochs", "2",
+             "--lr-schedule", "cosine", "--no-progress"]
+    assert main(quick + extra + ["--out", str(tmp_path / name)]) == 0
+    record = json.loads((tmp_path / name / "metrics.json").read_text())
+    for r in record:
+        r.pop("seconds")
+    return record
+
+
+@pytest.mark.parametrize("algo", ["mf", "bp"])
+def test_command_line_split_batch_gives_the_same_run_up_to_rounding(tmp_path, algo):
+    """``python -m minimf.train --split-batch 2 --micro-batch 100``: metrics within float32 rounding
+    drift of the run without it (losses to 1e-4, accuracies to 2 test examples of 500)."""
+    sequential = quick_run(tmp_path, "sequential", ["--algo", algo])
+    split = quick_run(tmp_path, "split", ["--algo", algo, "--split-batch", "2", "--micro-batch", "100"])
+    for a, b in zip(sequential, split):
+        np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-4)
+        for key in a:
+            if "test_acc" in key:                  # test_acc, test_acc_bp, test_acc_ff, layer_test_acc
+                np.testing.assert_allclose(b[key], a[key], atol=2 / 500, err_msg=key)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algo", "ff", "--split-batch", "2"], "--split-batch is for --algo"),
+    (["--split-batch", "2", "--pipeline"], "choose one way to train in parallel"),
+    (["--micro-batch", "10"], "--micro-batch goes with --split-batch"),
+    (["--split-batch", "0"], "expected a positive number"),
+])
+def test_command_line_split_batch_errors(args, message, capsys):
+    with pytest.raises(SystemExit):
+        main(args)
+    assert message in capsys.readouterr().err

@@ -5,6 +5,7 @@ more threads: G is summed part by part, so the results agree to float rounding (
 float64, where rounding is ~1e-16). The comparison is shown to catch a wrong split; the threads
 really run at the same time; bad settings and errors in a part are clear errors.
 """
+import json
 import threading
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from minimf import MonoForwardCNN, MonoForwardNet, unit_split
 from minimf.optim import Adam
+from minimf.train import main
 from minimf.unit_split import train_unit_split
 
 STEPS = 4
@@ -148,3 +150,28 @@ def test_conv_blocks_are_refused():
     net = MonoForwardCNN(input_shape=(1, 8, 8), channels=(3, 4), num_classes=5, seed=0)
     with pytest.raises(ValueError, match="needs dense layers"):
         train_unit_split(net, [], threads=2)
+
+
+def test_command_line_split_units_gives_the_same_run_up_to_rounding(tmp_path):
+    """``python -m minimf.train --split-units 2``: metrics within float32 rounding drift of the run
+    without it (losses to 1e-4, accuracies to 2 test examples of 500)."""
+    quick = ["--train-subset", "1000", "--test-subset", "500", "--hidden", "32", "24", "--epochs", "2", "--no-progress"]
+    runs = {}
+    for name, extra in (("sequential", []), ("split", ["--split-units", "2"])):
+        assert main(quick + extra + ["--out", str(tmp_path / name)]) == 0
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    for a, b in zip(runs["sequential"], runs["split"]):
+        np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-4)
+        for key in ("test_acc_bp", "test_acc_ff", "layer_test_acc"):
+            np.testing.assert_allclose(b[key], a[key], atol=2 / 500, err_msg=key)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algo", "bp", "--split-units", "2"], "--split-units is for --algo mf --arch mlp"),
+    (["--arch", "cnn", "--split-units", "2"], "--split-units is for --algo mf --arch mlp"),
+    (["--split-units", "2", "--split-batch", "2"], "choose one way to train in parallel"),
+])
+def test_command_line_split_units_errors(args, message, capsys):
+    with pytest.raises(SystemExit):
+        main(args)
+    assert message in capsys.readouterr().err
