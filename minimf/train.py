@@ -20,6 +20,7 @@ leaves the files of the last finished epoch intact.
 """
 import argparse
 import math
+import os
 import platform
 import sys
 import time
@@ -257,6 +258,11 @@ def check_parallel(parser, args):
         parser.error(f"{chosen[0]} shares work out between CPU threads: it needs --backend numpy")
     if args.micro_batch and not args.split_batch:
         parser.error("--micro-batch goes with --split-batch")
+    threaded = chosen[0] if chosen else None
+    if threaded and "1" not in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")):
+        print(f"note: {threaded} runs threads of its own; start it with OPENBLAS_NUM_THREADS=1, or every "
+              "thread's BLAS uses every core and they fight over them (see the README's Benchmark section)",
+              file=sys.stderr)
 
 
 def check_readout(parser, args, classes):

@@ -175,3 +175,16 @@ def test_command_line_split_units_errors(args, message, capsys):
     with pytest.raises(SystemExit):
         main(args)
     assert message in capsys.readouterr().err
+
+
+def test_command_line_notes_a_multithreaded_blas(monkeypatch, capsys):
+    """Threads of its own on top of a BLAS that uses every core fight over the cores: say so."""
+    quick = ["--train-subset", "200", "--test-subset", "100", "--hidden", "8", "--epochs", "1", "--no-progress",
+             "--split-units", "2"]
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert main(quick) == 0
+    assert "start it with OPENBLAS_NUM_THREADS=1" in capsys.readouterr().err
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert main(quick) == 0
+    assert "OPENBLAS_NUM_THREADS" not in capsys.readouterr().err
