@@ -27,11 +27,10 @@ step: im2col, col2im, pooling, ReLU, Adam. Measured in benchmarks/epoch_time.py 
 Results: the same as ``train_step`` up to float rounding (the sums are formed in another order);
 with one thread and no micro-batches, bit for bit (tests/test_batch_split.py). NumPy only.
 """
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from minimf.optim import flat_parts
-from minimf.parallel import check_threads, in_parallel, split, update_in_parallel
+from minimf.parallel import check_threads, in_parallel, split, train_batches, update_in_parallel
 
 
 def train_batch_split(model, batches, threads=2, micro_batch=None, rates=None):
@@ -43,15 +42,8 @@ def train_batch_split(model, batches, threads=2, micro_batch=None, rates=None):
     ``train_step`` returns: the loss (backprop) or the list of every layer's loss (Mono-Forward).
     """
     check_batch_split(model, threads, micro_batch)
-    losses = []
-    with ThreadPoolExecutor(max_workers=max(threads - 1, 1)) as pool:
-        for t, (x, y) in enumerate(batches):
-            x, y = model._check(x, y)
-            if rates is not None:
-                for optimizer in model.optimizers:
-                    optimizer.lr = rates[t]
-            losses.append(batch_split_step(model, x, y, pool, threads, micro_batch))
-    return losses
+    return train_batches(model, batches, rates, threads,
+                         lambda x, y, pool: batch_split_step(model, x, y, pool, threads, micro_batch))
 
 
 def check_batch_split(model, threads, micro_batch):

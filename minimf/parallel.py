@@ -7,6 +7,7 @@ two threads can keep two cores busy. Each thread should then call a ONE-threaded
 Used by minimf/unit_split.py (a layer's units shared out) and minimf/batch_split.py (a batch's
 examples shared out); minimf/pipeline.py (one thread per layer) needs none of it.
 """
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 
@@ -15,6 +16,22 @@ def check_threads(threads):
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     return threads
+
+
+def train_batches(model, batches, rates, threads, step):
+    """The epoch loop of a threaded trainer: every batch checked as ``train_step`` checks it, the
+    optimisers' learning rate set to ``rates[t]`` (unless ``rates`` is None), then
+    ``step(x, y, pool)`` with a pool of ``threads - 1`` helper threads (the calling thread is the
+    T-th). Returns the list of what ``step`` returned, one entry per batch."""
+    results = []
+    with ThreadPoolExecutor(max_workers=max(threads - 1, 1)) as pool:
+        for t, (x, y) in enumerate(batches):
+            x, y = model._check(x, y)
+            if rates is not None:
+                for optimizer in model.optimizers:
+                    optimizer.lr = rates[t]
+            results.append(step(x, y, pool))
+    return results
 
 
 def split(n, parts):

@@ -34,13 +34,11 @@ part, and a product over a column slice need not round like the whole product); 
 ``threads=1`` bit for bit (tests/test_unit_split.py). Dense layers (``MonoForwardNet``) on NumPy
 only: a conv block's units share one im2col matrix, and a GPU is parallel already.
 """
-from concurrent.futures import ThreadPoolExecutor
-
 from minimf.backend import get_array_module
 from minimf.layers import relu_backward, relu_forward
 from minimf.losses import softmax_cross_entropy
 from minimf.mono_forward import MonoForwardLayer
-from minimf.parallel import check_threads, in_parallel, split, update_in_parallel
+from minimf.parallel import check_threads, in_parallel, split, train_batches, update_in_parallel
 
 
 def train_unit_split(model, batches, threads=2, rates=None):
@@ -52,15 +50,8 @@ def train_unit_split(model, batches, threads=2, rates=None):
     Returns the losses, one list per batch with one float per layer (as ``train_step`` returns).
     """
     check_unit_split(model, threads)
-    losses = []
-    with ThreadPoolExecutor(max_workers=max(threads - 1, 1)) as pool:
-        for t, (x, y) in enumerate(batches):
-            x, y = model._check(x, y)
-            if rates is not None:
-                for optimizer in model.optimizers:
-                    optimizer.lr = rates[t]
-            losses.append(unit_split_step(model, x, y, pool, threads))
-    return losses
+    return train_batches(model, batches, rates, threads,
+                         lambda x, y, pool: unit_split_step(model, x, y, pool, threads))
 
 
 def check_unit_split(model, threads):

@@ -10,6 +10,8 @@ import threading
 
 import numpy as np
 import pytest
+import training_helpers
+from training_helpers import parameter_pairs, sequential_run
 
 from minimf import (BackpropCNN, BackpropNet, DirectFeedbackAlignmentNet, FeedbackAlignmentCNN, MonoForwardCNN,
                     MonoForwardNet, batch_split)
@@ -53,26 +55,7 @@ NETS = {"MF MLP": (mf_mlp, (20,)), "BP MLP": (bp_mlp, (20,)), "MF CNN": (mf_cnn,
 
 
 def make_batches(example_shape, n=STEPS, size=10, seed=0):
-    rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((size, *example_shape)).astype(np.float32), rng.integers(0, 5, size))
-            for _ in range(n)]
-
-
-def parameter_pairs(net_a, net_b):
-    for i, (a, b) in enumerate(zip(net_a.layers, net_b.layers)):
-        for name, value in a.params.items():
-            if value is not None:
-                yield f"layer {i + 1} {name}", value, b.params[name]
-
-
-def sequential_run(net, batches, rates=None):
-    losses = []
-    for t, (x, y) in enumerate(batches):
-        if rates is not None:
-            for optimizer in net.optimizers:
-                optimizer.lr = rates[t]
-        losses.append(net.train_step(x, y))
-    return losses
+    return training_helpers.make_batches(example_shape, n, size, seed)
 
 
 @pytest.mark.parametrize("name", NETS)

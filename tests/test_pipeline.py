@@ -9,6 +9,8 @@ import threading
 
 import numpy as np
 import pytest
+import training_helpers
+from training_helpers import parameter_pairs
 
 from minimf import MonoForwardCNN, MonoForwardNet
 from minimf.backend import get_backend, to_numpy
@@ -28,17 +30,12 @@ def cnn(backend="numpy"):
 
 def make_batches(example_shape, n=STEPS, size=6, seed=0):
     """n host batches of ``size`` examples: float32 x (size, *example_shape), labels in [0, 5)."""
-    rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((size, *example_shape)).astype(np.float32), rng.integers(0, 5, size))
-            for _ in range(n)]
+    return training_helpers.make_batches(example_shape, n, size, seed)
 
 
 def assert_identical_parameters(net_a, net_b):
-    for i, (a, b) in enumerate(zip(net_a.layers, net_b.layers)):
-        for name, value in a.params.items():
-            if value is not None:
-                np.testing.assert_array_equal(to_numpy(b.params[name]), to_numpy(value),
-                                              err_msg=f"layer {i + 1} {name}")
+    for label, a, b in parameter_pairs(net_a, net_b):
+        np.testing.assert_array_equal(to_numpy(b), to_numpy(a), err_msg=label)
 
 
 @pytest.mark.parametrize("make_net, example_shape", [(mlp, (20,)), (cnn, (1, 8, 8))])

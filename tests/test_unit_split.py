@@ -10,6 +10,8 @@ import threading
 
 import numpy as np
 import pytest
+import training_helpers
+from training_helpers import parameter_pairs, sequential_run
 
 from minimf import MonoForwardCNN, MonoForwardNet, unit_split
 from minimf.optim import Adam
@@ -25,25 +27,7 @@ def mlp(dtype="float32", bias=True, optimizer="adam", sizes=(20, 16, 7)):
 
 
 def make_batches(n=STEPS, size=6, features=20, seed=0):
-    rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((size, features)).astype(np.float32), rng.integers(0, 5, size)) for _ in range(n)]
-
-
-def parameter_pairs(net_a, net_b):
-    for i, (a, b) in enumerate(zip(net_a.layers, net_b.layers)):
-        for name, value in a.params.items():
-            if value is not None:
-                yield f"layer {i + 1} {name}", value, b.params[name]
-
-
-def sequential_run(net, batches, rates=None):
-    losses = []
-    for t, (x, y) in enumerate(batches):
-        if rates is not None:
-            for optimizer in net.optimizers:
-                optimizer.lr = rates[t]
-        losses.append(net.train_step(x, y))
-    return losses
+    return training_helpers.make_batches((features,), n, size, seed)
 
 
 @pytest.mark.parametrize("bias", [True, False])

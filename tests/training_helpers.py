@@ -1,0 +1,31 @@
+"""What the tests of the parallel trainers share (test_pipeline, test_unit_split, test_batch_split):
+random batches, the sequential run they are compared with, and the parameters of two networks
+side by side."""
+import numpy as np
+
+
+def make_batches(example_shape, n, size, seed=0, classes=5):
+    """n host batches of ``size`` examples: float32 x (size, *example_shape), labels in [0, classes)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((size, *example_shape)).astype(np.float32), rng.integers(0, classes, size))
+            for _ in range(n)]
+
+
+def sequential_run(net, batches, rates=None):
+    """``net.train_step`` on every batch in turn (with learning rate ``rates[t]`` for batch t);
+    returns what each step returned."""
+    losses = []
+    for t, (x, y) in enumerate(batches):
+        if rates is not None:
+            for optimizer in net.optimizers:
+                optimizer.lr = rates[t]
+        losses.append(net.train_step(x, y))
+    return losses
+
+
+def parameter_pairs(net_a, net_b):
+    """(label, array of net_a, array of net_b) for every parameter that is not None."""
+    for i, (a, b) in enumerate(zip(net_a.layers, net_b.layers)):
+        for name, value in a.params.items():
+            if value is not None:
+                yield f"layer {i + 1} {name}", value, b.params[name]
