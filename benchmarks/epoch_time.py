@@ -6,9 +6,8 @@
     python benchmarks/epoch_time.py --arch cnn --channels 16 32 --fraction 0.05
     python benchmarks/epoch_time.py --backend cupy
 
-What it measures: the wall-clock seconds of one epoch of ``train_step`` calls (real MNIST,
-standardised, one fixed shuffled order, Adam lr 1e-3, float32) for three configurations in the
-same process:
+What it measures: the wall-clock seconds of one epoch of training (real MNIST, standardised, one
+fixed shuffled order, Adam lr 1e-3, float32) for these configurations in the same process:
 
     MF (minimf)          MonoForwardNet / MonoForwardCNN: every layer learns from its own loss
                          (its projection M_i), no backward pass
@@ -32,13 +31,12 @@ conv blocks (``--channels``; 3x3 conv with padding 1 -> ReLU -> 2x2 average pool
 block, then Flatten and one Linear output layer, as BackpropCNN. A CNN epoch takes minutes in
 NumPy: ``--fraction`` times only the first part of the epoch, and the output says which part.
 
-PyTorch gets as many threads as NumPy's BLAS uses, so both libraries have the same cores. The two
+PyTorch gets as many threads as NumPy's BLAS uses, so both libraries have the same cores. The
 parallel trainers run their own threads, each with ONE BLAS thread (threadpoolctl), so that they
 share out the same cores instead of fighting over them: unit-split and batch-split use T threads on
 T cores; the pipeline one thread per layer, whatever T is (with T = 1 it uses more cores than the
-others). Each
-timing starts from a fresh network, after a few warm-up steps; the repeats are interleaved (MF, BP,
-PyTorch, MF, BP, PyTorch, ...) so that a noisy moment of the machine hits every configuration
+others). Each timing starts from a fresh network, after a few warm-up steps; the repeats are
+interleaved (MF, BP, PyTorch, MF, BP, PyTorch, ...) so that a noisy moment of the machine hits every configuration
 alike, and the table shows the median.
 
 How to read it: the RATIOS at the end are the result; the seconds depend on the machine and on
@@ -270,7 +268,7 @@ def torch_cnn_layers(torch, shapes):
     return layers + [torch.nn.Flatten(), torch.nn.Linear(F * H * W, NUM_CLASSES)]
 
 
-# --- the data and the three configurations ---------------------------------------------------------
+# --- the data and the configurations ---------------------------------------------------------------
 
 def standardised_mnist(flatten=True):
     """The 60000 MNIST training examples as host arrays: x float32 with mean 0 and std 1
