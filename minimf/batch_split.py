@@ -15,10 +15,12 @@ In Mono-Forward every layer's local loss is such a mean; its gradients are those
 ``train_step`` (layer i+1 gets a_i computed before layer i's update).
 
 Why micro-batches (``micro_batch``, examples per part; default: one part per thread): a conv
-block's im2col matrix grows with the batch (256 images of 64 x 14 x 14 maps: 115 MB), and while it
-is far bigger than the cache every copy into it and out of it waits for memory. Smaller parts keep
-more of it in the cache; each thread works through its parts one after the other. (For the
-paper's CNN on two cores, parts of 32 were the fastest of 16, 32, 64 and 128: README, Benchmark.)
+block's im2col matrix grows with the batch (256 images of 64 x 14 x 14 maps: 115 MB). Arrays that
+big come fresh from the operating system at every step (glibc returns them when they are freed),
+and every first touch of a fresh page is a page fault; they are also far bigger than the cache.
+Each thread works through its parts one after the other, so smaller parts mean smaller arrays that
+the allocator hands back from its pool. (For the paper's CNN on two cores parts of 16 were the
+fastest, with no page faults: README, Benchmark.)
 
 Speed: the products (BLAS) and NumPy's element-wise loops release Python's GIL, so T threads keep
 T cores busy when each calls a ONE-threaded BLAS (``OPENBLAS_NUM_THREADS=1``, or threadpoolctl).

@@ -10,7 +10,7 @@
     python -m minimf.train --train-subset 5000 --epochs 2   # a quick run
     python -m minimf.train --pipeline                   # MF's layers concurrently; the same numbers
     OPENBLAS_NUM_THREADS=1 python -m minimf.train --split-units 2      # each MF layer's units over 2 threads
-    OPENBLAS_NUM_THREADS=1 python -m minimf.train --algo bp --arch cnn --split-batch 2 --micro-batch 32
+    OPENBLAS_NUM_THREADS=1 python -m minimf.train --algo bp --arch cnn --split-batch 2 --micro-batch 16
 
 After every epoch one line reports the training loss, the test accuracy (for MF and FF in both
 prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
