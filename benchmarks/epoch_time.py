@@ -104,6 +104,12 @@ TARGETS = {"mlp": {"MF/PyTorch-BP": 0.65, "minimf-BP/PyTorch-BP": 1.0, "MF/MF-pr
 # (the parallel trainers' rows share their rule's targets: they are the same training on the same cores)
 
 
+# --only: a short name for every configuration
+CONFIG_NAMES = {"mf": "MF (minimf)", "mf-pipelined": "MF pipelined", "mf-unit-split": "MF unit-split",
+                "mf-batch-split": "MF batch-split", "bp": "BP (minimf)", "bp-batch-split": "BP batch-split",
+                "pytorch": "BP (PyTorch, CPU)", "mf-products": "MF products", "bp-products": "BP products"}
+
+
 class Network(NamedTuple):
     """What ``--arch`` builds, for every configuration alike.
 
@@ -167,6 +173,9 @@ def build_parser():
     p.add_argument("--micro-batch", type=positive_int, default=None, metavar="M",
                    help="batch-split: parts of at most M examples, dealt out to the threads in turn "
                         "(default: one part per thread)")
+    p.add_argument("--only", nargs="+", choices=CONFIG_NAMES, default=None, metavar="NAME",
+                   help="time only these configurations, alone in this process (the allocator then "
+                        f"remembers no one else's arrays): {', '.join(CONFIG_NAMES)}")
     p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="threads for NumPy's BLAS and PyTorch (needs threadpoolctl; default: leave as is)")
     return p
@@ -199,6 +208,8 @@ def run(args, xp):
     if torch is not None:
         configs.append(torch_config(torch, net, x, y, order, args.batch_size))
     configs += products_configs(xp, net, configs[0].batches, configs[0].sync)
+    if args.only:
+        configs = only(configs, args.only)
 
     print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch)
     seconds, faults = time_interleaved(configs, steps, args.repeats)
@@ -209,6 +220,16 @@ def run(args, xp):
     layers = len(args.hidden) if args.arch == "mlp" else len(args.channels)
     print_ratios(seconds, mf_flops / bp_flops, net.arch, pipeline_cores=layers if layers > threads else None)
     return 0
+
+
+def only(configs, names):
+    """The configurations named in ``names`` (keys of CONFIG_NAMES); SystemExit for one not built
+    here (PyTorch not installed, unit-split on a CNN or on CuPy, ...)."""
+    wanted = {CONFIG_NAMES[name] for name in names}
+    missing = wanted - {config.name for config in configs}
+    if missing:
+        raise SystemExit(f"error: --only: {', '.join(sorted(missing))} cannot run with these settings")
+    return [config for config in configs if config.name in wanted]
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -502,6 +523,8 @@ def print_lower_bound(seconds, net, steps, examples, fraction):
     print("Lower bound: the matrix products alone, at the network's shapes, measured in this run:")
     part = "epoch" if fraction == 1 else f"{fraction:g} epoch"
     for rule, flops in zip(("MF", "BP"), net.flops):
+        if f"{rule} products" not in seconds or f"{rule} (minimf)" not in seconds:
+            continue                                 # --only left one of them out
         products = statistics.median(seconds[f"{rule} products"])
         rate = flops * net.batch_size * steps / products            # FLOP/s at these shapes
         print(f"  {rule}: {rate / 1e9:.1f} GFLOP/s -> {flops * examples / rate:.3f} s per epoch "
@@ -518,6 +541,8 @@ def print_ratios(seconds, flop_ratio, arch, pipeline_cores=None):
     targets = TARGETS[arch]
 
     def line(label, first, second, note=""):
+        if first not in median or second not in median:
+            return                                   # not run here (--only, no PyTorch, a CNN, CuPy)
         if pipeline_cores and label.startswith("MF-pipelined/"):
             note = f"   (not like for like: the pipeline ran {pipeline_cores} threads)"
         elif label in targets:
@@ -533,21 +558,15 @@ def print_ratios(seconds, flop_ratio, arch, pipeline_cores=None):
     line("MF-pipelined/MF", "MF pipelined", "MF (minimf)", "   (below 1: the pipeline is faster; same numbers)")
     line("MF-pipelined/MF-products", "MF pipelined", "MF products")
     for trainer in ("unit-split", "batch-split"):
-        if f"MF {trainer}" in median:
-            line(f"MF-{trainer}/MF", f"MF {trainer}", "MF (minimf)", "   (below 1: faster)")
-            line(f"MF-{trainer}/MF-products", f"MF {trainer}", "MF products")
-    if "BP batch-split" in median:
-        line("BP-batch-split/BP", "BP batch-split", "BP (minimf)", "   (below 1: faster)")
-    if "BP (PyTorch, CPU)" in median:
-        line("MF/PyTorch-BP", "MF (minimf)", "BP (PyTorch, CPU)")
-        line("MF-pipelined/PyTorch-BP", "MF pipelined", "BP (PyTorch, CPU)")
-        for trainer in ("unit-split", "batch-split"):
-            if f"MF {trainer}" in median:
-                line(f"MF-{trainer}/PyTorch-BP", f"MF {trainer}", "BP (PyTorch, CPU)")
-        line("minimf-BP/PyTorch-BP", "BP (minimf)", "BP (PyTorch, CPU)")
-        if "BP batch-split" in median:
-            line("BP-batch-split/PyTorch-BP", "BP batch-split", "BP (PyTorch, CPU)")
-
+        line(f"MF-{trainer}/MF", f"MF {trainer}", "MF (minimf)", "   (below 1: faster)")
+        line(f"MF-{trainer}/MF-products", f"MF {trainer}", "MF products")
+    line("BP-batch-split/BP", "BP batch-split", "BP (minimf)", "   (below 1: faster)")
+    line("MF/PyTorch-BP", "MF (minimf)", "BP (PyTorch, CPU)")
+    line("MF-pipelined/PyTorch-BP", "MF pipelined", "BP (PyTorch, CPU)")
+    for trainer in ("unit-split", "batch-split"):
+        line(f"MF-{trainer}/PyTorch-BP", f"MF {trainer}", "BP (PyTorch, CPU)")
+    line("minimf-BP/PyTorch-BP", "BP (minimf)", "BP (PyTorch, CPU)")
+    line("BP-batch-split/PyTorch-BP", "BP batch-split", "BP (PyTorch, CPU)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,3 +59,17 @@ def test_forced_openblas_kernel_is_reported(monkeypatch, capsys):
     assert blas.kernel_warning() == "" and "OPENBLAS_CORETYPE" not in blas.blas_kernel()
     assert load_script("epoch_time").main(["--hidden", "16", "--fraction", "0.005", "--repeats", "1"]) == 0
     assert "  BLAS      " in capsys.readouterr().out
+
+
+def test_epoch_time_only_some_configurations(capsys):
+    """--only times the named rows alone; the ratios that need another row are left out."""
+    args = ["--hidden", "16", "--fraction", "0.005", "--repeats", "1", "--only", "mf", "mf-products"]
+    assert load_script("epoch_time").main(args) == 0
+    out = capsys.readouterr().out
+    assert "MF/MF-products" in out and "BP (minimf)" not in out and "MF/BP (minimf)" not in out
+
+
+def test_epoch_time_only_refuses_what_cannot_run_here():
+    with pytest.raises(SystemExit, match="MF unit-split cannot run"):
+        load_script("epoch_time").main(["--arch", "cnn", "--channels", "2", "--fraction", "0.005",
+                                        "--repeats", "1", "--only", "mf-unit-split"])
