@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from minimf.backend import BLAS_THREAD_VARS, OPENBLAS_KERNEL_VARS
+
 try:
     import threadpoolctl
 except ImportError:
@@ -58,20 +60,17 @@ def blas_threads():
         blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
         if blas:
             return max(blas), "threadpoolctl"
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+    for var in BLAS_THREAD_VARS:
         if os.environ.get(var, "").isdigit():  # read by the BLAS when NumPy loaded it
             return int(os.environ[var]), f"${var}"
     hint = "; install threadpoolctl to read the BLAS itself" if threadpoolctl is None else ""
     return os.cpu_count() or 1, f"os.cpu_count(){hint}"
 
 
-CORETYPE_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # set by hand, they override OpenBLAS's own choice
-
-
 def blas_kernel():
     """One line: NumPy's BLAS library, its version and the CPU type of the kernel it runs, and the
     variables that force that kernel where they are set."""
-    forced = "".join(f", {var}={os.environ[var]}" for var in CORETYPE_VARS if var in os.environ)
+    forced = "".join(f", {var}={os.environ[var]}" for var in OPENBLAS_KERNEL_VARS if var in os.environ)
     if threadpoolctl is None:
         return f"numpy {np.__version__}; kernel unknown (install threadpoolctl to read it){forced}"
     blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]

@@ -28,8 +28,10 @@ CUPY_INSTALL_HINT = (
 # Environment variables that change how fast NumPy runs (never what it computes): BLAS threads, the
 # kernel OpenBLAS is forced to use, OpenBLAS's idle-thread spin, glibc's malloc keeping freed memory
 # (README, Benchmark). Runs record those that are set beside their results.
-TIMING_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-              "OPENBLAS_THREAD_TIMEOUT", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")   # read when NumPy loads its BLAS
+OPENBLAS_KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # set by hand, they override OpenBLAS's own choice
+TIMING_ENV = BLAS_THREAD_VARS + OPENBLAS_KERNEL_VARS + ("OPENBLAS_THREAD_TIMEOUT", "MALLOC_MMAP_MAX_",
+                                                        "MALLOC_TRIM_THRESHOLD_")
 
 
 def timing_environment():

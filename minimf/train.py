@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minimf import PepitaNet, ScalableForwardForwardCNN, __version__
-from minimf.backend import BACKENDS, BackendError, get_backend, make_rng, timing_environment
+from minimf.backend import BACKENDS, BLAS_THREAD_VARS, BackendError, get_backend, make_rng, timing_environment
 from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
 from minimf.cnn import block_shapes
@@ -259,7 +259,7 @@ def check_parallel(parser, args):
     if args.micro_batch and not args.split_batch:
         parser.error("--micro-batch goes with --split-batch")
     threaded = chosen[0] if chosen else None
-    if threaded and "1" not in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")):
+    if threaded and "1" not in (os.environ.get(var) for var in BLAS_THREAD_VARS):
         print(f"note: {threaded} runs threads of its own; start it with OPENBLAS_NUM_THREADS=1, or every "
               "thread's BLAS uses every core and they fight over them (see the README's Benchmark section)",
               file=sys.stderr)

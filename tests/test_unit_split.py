@@ -14,6 +14,7 @@ import training_helpers
 from training_helpers import parameter_pairs, sequential_run
 
 from minimf import MonoForwardCNN, MonoForwardNet, unit_split
+from minimf.backend import BLAS_THREAD_VARS
 from minimf.optim import Adam
 from minimf.train import main
 from minimf.unit_split import train_unit_split
@@ -165,8 +166,8 @@ def test_command_line_notes_a_multithreaded_blas(monkeypatch, capsys):
     """Threads of its own on top of a BLAS that uses every core fight over the cores: say so."""
     quick = ["--train-subset", "200", "--test-subset", "100", "--hidden", "8", "--epochs", "1", "--no-progress",
              "--split-units", "2"]
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for var in BLAS_THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
     assert main(quick) == 0
     assert "start it with OPENBLAS_NUM_THREADS=1" in capsys.readouterr().err
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
