@@ -50,8 +50,15 @@ def dfa_mlp(dtype="float32", optimizer="adam"):
     return DirectFeedbackAlignmentNet(sizes=[20, 16, 12], num_classes=5, seed=3, dtype=dtype, optimizer=optimizer)
 
 
+def mf_cnn_channel_groups(dtype="float32", optimizer="adam"):
+    """DeeperForward's read-out: each block's input layer-normalised per example, channel groups."""
+    return MonoForwardCNN(input_shape=(1, 8, 8), channels=(5, 10), num_classes=5, seed=3, dtype=dtype,
+                          optimizer=optimizer, readout="channel-group")
+
+
 NETS = {"MF MLP": (mf_mlp, (20,)), "BP MLP": (bp_mlp, (20,)), "MF CNN": (mf_cnn, (1, 8, 8)),
-        "BP CNN": (bp_cnn, (1, 8, 8)), "FA CNN": (fa_cnn, (1, 8, 8)), "DFA MLP": (dfa_mlp, (20,))}
+        "MF CNN channel-group": (mf_cnn_channel_groups, (1, 8, 8)), "BP CNN": (bp_cnn, (1, 8, 8)),
+        "FA CNN": (fa_cnn, (1, 8, 8)), "DFA MLP": (dfa_mlp, (20,))}
 
 
 def make_batches(example_shape, n=STEPS, size=10, seed=0):
