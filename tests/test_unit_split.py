@@ -155,6 +155,7 @@ def test_command_line_split_units_gives_the_same_run_up_to_rounding(tmp_path):
     (["--algo", "bp", "--split-units", "2"], "--split-units is for --algo mf --arch mlp"),
     (["--arch", "cnn", "--split-units", "2"], "--split-units is for --algo mf --arch mlp"),
     (["--split-units", "2", "--split-batch", "2"], "choose one way to train in parallel"),
+    (["--split-units", "2", "--backend", "cupy"], "it needs --backend numpy"),
 ])
 def test_command_line_split_units_errors(args, message, capsys):
     with pytest.raises(SystemExit):
