@@ -33,7 +33,7 @@ with one thread and no micro-batches, bit for bit (tests/test_batch_split.py). N
 from functools import partial
 
 from minimf.optim import flat_parts
-from minimf.parallel import check_threads, in_parallel, split, train_batches, update_in_parallel
+from minimf.parallel import check_threaded, in_parallel, is_positive_int, split, train_batches, update_in_parallel
 
 
 def train_batch_split(model, batches, threads=2, micro_batch=None, rates=None):
@@ -51,12 +51,9 @@ def train_batch_split(model, batches, threads=2, micro_batch=None, rates=None):
 
 def check_batch_split(model, threads, micro_batch):
     """threads and micro_batch (None or) positive ints; a NumPy model with ``loss_and_gradients``."""
-    check_threads(threads)
-    if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int)
-                                    or micro_batch < 1):
+    check_threaded(model, threads, "batch-split")
+    if micro_batch is not None and not is_positive_int(micro_batch):
         raise ValueError(f"micro_batch must be a positive integer or None, got {micro_batch!r}")
-    if model.xp.__name__ != "numpy":
-        raise ValueError(f"batch-split training runs on NumPy (CPU threads), not {model.xp.__name__}")
     if not hasattr(model, "loss_and_gradients"):
         raise ValueError(f"batch-split training needs a model with loss_and_gradients; "
                          f"{type(model).__name__} has none")

@@ -11,11 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 
-def check_threads(threads):
-    """``threads`` must be a positive int (not a bool)."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+def check_threaded(model, threads, trainer):
+    """A threaded ``trainer`` ("unit-split", "batch-split") needs a positive int of ``threads``
+    and a model on NumPy: its threads share out CPU cores (a GPU is parallel already)."""
+    if not is_positive_int(threads):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    return threads
+    if model.xp.__name__ != "numpy":
+        raise ValueError(f"{trainer} training runs on NumPy (CPU threads), not {model.xp.__name__}")
+
+
+def is_positive_int(value):
+    """An int (not a bool) of at least 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def train_batches(model, batches, rates, threads, step):

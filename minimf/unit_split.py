@@ -38,7 +38,7 @@ from minimf.backend import get_array_module
 from minimf.layers import relu_backward, relu_forward
 from minimf.losses import softmax_cross_entropy
 from minimf.mono_forward import MonoForwardLayer
-from minimf.parallel import check_threads, in_parallel, split, train_batches, update_in_parallel
+from minimf.parallel import check_threaded, in_parallel, split, train_batches, update_in_parallel
 
 
 def train_unit_split(model, batches, threads=2, rates=None):
@@ -57,9 +57,7 @@ def train_unit_split(model, batches, threads=2, rates=None):
 def check_unit_split(model, threads):
     """``threads`` must be a positive int no larger than the narrowest layer, and ``model`` a
     Mono-Forward net of dense layers on NumPy with C-contiguous parameters."""
-    check_threads(threads)
-    if model.xp.__name__ != "numpy":
-        raise ValueError(f"unit-split training runs on NumPy (CPU threads), not {model.xp.__name__}")
+    check_threaded(model, threads, "unit-split")
     for i, layer in enumerate(model.layers, start=1):
         if not isinstance(layer, MonoForwardLayer):
             raise ValueError(f"unit-split training needs dense layers (MonoForwardNet); "

@@ -3,12 +3,13 @@ run at once with errors passed on, and an optimiser step shared out between thre
 ``optimizer.step`` bit for bit."""
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from minimf.optim import SGD, Adam
-from minimf.parallel import check_threads, in_parallel, split, update_in_parallel
+from minimf.parallel import check_threaded, in_parallel, split, update_in_parallel
 
 
 def test_split_covers_every_index_once():
@@ -23,7 +24,14 @@ def test_split_covers_every_index_once():
 @pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2", None])
 def test_thread_counts_must_be_positive_integers(bad):
     with pytest.raises(ValueError, match="positive integer"):
-        check_threads(bad)
+        check_threaded(SimpleNamespace(xp=np), bad, "unit-split")
+
+
+def test_threaded_trainers_need_numpy():
+    check_threaded(SimpleNamespace(xp=np), 2, "batch-split")       # passes
+    on_gpu = SimpleNamespace(xp=SimpleNamespace(__name__="cupy"))
+    with pytest.raises(ValueError, match="batch-split training runs on NumPy"):
+        check_threaded(on_gpu, 2, "batch-split")
 
 
 def test_in_parallel_returns_results_in_order_and_runs_tasks_at_once():
