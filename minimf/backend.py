@@ -9,6 +9,10 @@ writes ``xp.maximum(z, 0)`` instead of ``np.maximum(z, 0)``, so the same line ru
     x = xp.asarray(host_array)           # host -> device (a no-op for NumPy)
     y = to_numpy(x)                      # device -> host, explicit
 
+Without a GPU, ``MINIMF_STRICT_CUPY=1`` makes ``get_backend("cupy")`` return a strict CuPy stand-in
+that runs on the CPU (minimf/testing/strict_cupy.py): NumPy underneath, strict where CuPy is (no
+implicit host conversion, host syncs counted, streams ordered), so every CuPy path can run in CI.
+
 Random numbers are drawn on the host with NumPy's ``Generator`` (``make_rng``) and then moved
 to the device, so a seed gives the same initial weights and the same batch order on both
 backends (CuPy's own random streams differ from NumPy's).
@@ -39,6 +43,23 @@ def timing_environment():
     return {name: os.environ[name] for name in TIMING_ENV if name in os.environ}
 
 
+STRICT_CUPY_VAR = "MINIMF_STRICT_CUPY"          # "1": the cupy backend is the CPU stand-in
+STRICT_CUPY_MODULE = "minimf.testing.strict_cupy"
+_said = set()   # the notes said once per process
+
+
+def say_once(message):
+    """Print ``message`` on stderr the first time it is asked for in this process."""
+    if message not in _said:
+        _said.add(message)
+        print(message, file=sys.stderr)
+
+
+def strict_cupy_requested():
+    """True when ``MINIMF_STRICT_CUPY=1`` asks for the CPU stand-in in place of CuPy."""
+    return os.environ.get(STRICT_CUPY_VAR, "") == "1"
+
+
 class BackendError(RuntimeError):
     """The requested backend cannot be used here (unknown name, CuPy missing, no GPU)."""
 
@@ -52,8 +73,16 @@ def get_backend(name):
     if name == "numpy":
         return np
     if name == "cupy":
-        return _import_cupy_with_device()
+        return _strict_cupy() if strict_cupy_requested() else _import_cupy_with_device()
     raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def _strict_cupy():
+    """The CPU stand-in for CuPy, saying once on stderr that it is in use."""
+    import importlib
+    say_once(f"note: {STRICT_CUPY_VAR}=1: the cupy backend is minimf's strict CuPy stand-in on the CPU "
+             "(NumPy underneath; no GPU is used)")
+    return importlib.import_module(STRICT_CUPY_MODULE)
 
 
 def _import_cupy_with_device():
@@ -83,10 +112,14 @@ def gpu_available():
 def get_array_module(*arrays):
     """The array module (numpy or cupy) that the given arrays live in.
 
-    Never imports CuPy itself: if CuPy has not been imported, no array can be a CuPy array.
+    Never imports CuPy (or the stand-in) itself: if it has not been imported, no array can be one of its.
     """
-    if "cupy" in sys.modules:
-        return sys.modules["cupy"].get_array_module(*arrays)
+    for name in ("cupy", STRICT_CUPY_MODULE):
+        module = sys.modules.get(name)
+        if module is not None:
+            xp = module.get_array_module(*arrays)
+            if xp is not np:
+                return xp
     return np
 
 

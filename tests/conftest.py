@@ -1,14 +1,21 @@
 """Shared test fixtures: the array backends and the ``gpu`` marker.
 
-Tests that need CuPy and a CUDA device are marked ``gpu`` and skipped (never failed) where there
-is none. The ``xp`` fixture runs a test on NumPy always and on CuPy where a GPU is present.
+Tests that truly need CuPy and a CUDA device (timings, cuBLAS, memory pools, several GPUs) are
+marked ``gpu`` and skipped (never failed) where there is none. The ``backend``/``xp`` fixtures run a
+test on NumPy and on "cupy": real CuPy where a GPU is present, and elsewhere minimf's strict CuPy
+stand-in (minimf/testing/strict_cupy.py), switched on here with ``MINIMF_STRICT_CUPY=1`` for this
+process and the commands it starts, so that every CuPy path runs in CI.
 """
+import os
+
 import numpy as np
 import pytest
 
-from minimf.backend import gpu_available, get_backend
+from minimf.backend import STRICT_CUPY_VAR, gpu_available, get_backend
 
 HAS_GPU = gpu_available()
+if not HAS_GPU:
+    os.environ[STRICT_CUPY_VAR] = "1"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -20,9 +27,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.fixture(params=["numpy", "cupy"])
 def backend(request):
-    """The backend name: "numpy", and "cupy" where a GPU exists."""
+    """The backend name: "numpy", and "cupy" (a GPU where one exists, else the strict stand-in)."""
     return request.param
 
 
@@ -36,3 +43,9 @@ def xp(backend):
 def rng():
     """A seeded host generator: test data are drawn on the host, then moved with xp.asarray."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def real_cupy_only(monkeypatch):
+    """get_backend("cupy") looks for real CuPy in this test: the stand-in switch above is off."""
+    monkeypatch.delenv(STRICT_CUPY_VAR, raising=False)

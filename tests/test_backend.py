@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minimf
-from minimf.backend import BackendError, get_array_module, get_backend, to_numpy
+from minimf.backend import STRICT_CUPY_VAR, BackendError, get_array_module, get_backend, to_numpy
 
 
 def test_numpy_backend():
@@ -23,7 +23,7 @@ def test_unknown_backend_names_the_choices():
         get_backend("jax")
 
 
-def test_missing_cupy_says_how_to_install(monkeypatch):
+def test_missing_cupy_says_how_to_install(monkeypatch, real_cupy_only):
     monkeypatch.setitem(sys.modules, "cupy", None)       # makes `import cupy` raise ImportError
     with pytest.raises(BackendError, match=re.escape('pip install "minimf[cuda12]"')):
         get_backend("cupy")
@@ -39,13 +39,13 @@ def fake_cupy(device_count):
                                  get_array_module=lambda *a: np)
 
 
-def test_cupy_without_a_device(monkeypatch):
+def test_cupy_without_a_device(monkeypatch, real_cupy_only):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(0))
     with pytest.raises(BackendError, match="no CUDA device"):
         get_backend("cupy")
 
 
-def test_cupy_with_a_broken_driver(monkeypatch):
+def test_cupy_with_a_broken_driver(monkeypatch, real_cupy_only):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(RuntimeError("cudaErrorInsufficientDriver")))
     with pytest.raises(BackendError, match="cannot reach a CUDA device.*InsufficientDriver"):
         get_backend("cupy")
@@ -56,4 +56,23 @@ def test_only_the_backend_module_imports_cupy():
     package = Path(minimf.__file__).parent
     offenders = [p.name for p in package.rglob("*.py")
                  if p.name != "backend.py" and re.search(r"^\s*(import cupy|from cupy)", p.read_text(), re.M)]
+    assert offenders == []
+
+
+def test_strict_cupy_switch_gives_the_stand_in(monkeypatch, capsys):
+    """MINIMF_STRICT_CUPY=1: get_backend("cupy") is the CPU stand-in, even where CuPy is missing."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setenv(STRICT_CUPY_VAR, "1")
+    xp = get_backend("cupy")
+    assert xp.__name__ == "minimf.testing.strict_cupy"
+    x = xp.asarray(np.arange(3.0))
+    assert get_array_module(x) is xp and get_array_module(np.zeros(1)) is np
+    np.testing.assert_array_equal(to_numpy(x), [0.0, 1.0, 2.0])
+
+
+def test_only_the_backend_imports_the_stand_in():
+    """No training code imports minimf.testing: the stand-in comes only through get_backend."""
+    package = Path(minimf.__file__).parent
+    offenders = [p.name for p in package.rglob("*.py") if "testing" not in p.parts and p.name != "backend.py"
+                 and re.search(r"^\s*(import|from) minimf\.testing", p.read_text(), re.M)]
     assert offenders == []

@@ -93,8 +93,8 @@ def test_param_grads_are_the_backward_without_dx(xp, rng):
 
 
 @pytest.mark.parametrize("pool", ["avg", "max"])
-def test_conv_block_gradients(xp, pool):
-    net = mf_net(pool)
+def test_conv_block_gradients(backend, xp, pool):
+    net = mf_net(pool, backend=backend)
     x, _ = images(xp)
     layer = net.layers[0]
     assert_away_from_kinks(x, [layer], pool)
@@ -109,8 +109,8 @@ def test_conv_block_gradients(xp, pool):
     assert none is None and (dW2 == dW).all() and (db2 == db).all()
 
 
-def test_conv_block_check_rejects_avg_routing_in_a_max_block(xp):
-    net = mf_net("max")
+def test_conv_block_check_rejects_avg_routing_in_a_max_block(backend, xp):
+    net = mf_net("max", backend=backend)
     x, _ = images(xp)
     layer = net.layers[0]
 

@@ -67,7 +67,7 @@ def test_bad_arguments_are_clear_errors(argv, message, capsys):
 
 
 @pytest.mark.skipif(gpu_available(), reason="a GPU is present: the cupy backend works here")
-def test_cupy_without_gpu_is_a_clear_error(capsys):
+def test_cupy_without_gpu_is_a_clear_error(capsys, real_cupy_only):
     with pytest.raises(SystemExit):
         main(["memory", "--tiny", "--backend", "cupy"])
     assert "cupy" in capsys.readouterr().err.lower()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from minimf import ForwardForwardNet
+from minimf.backend import get_array_module
 from minimf.checkpoint import load, save
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.forward_forward import embed_label, embed_neutral, normalize
@@ -30,15 +31,17 @@ def small_batch(xp, rng, n=5):
 
 def layer_loss(layer, x_pos, x_neg):
     """L_i recomputed from scratch: the logistic loss of g - theta, positives up, negatives down."""
+    xp = get_array_module(x_pos)
+
     def goodness(x):
-        scale = np.sqrt((x * x).mean(axis=1, keepdims=True) if layer.normalization == "rms"
+        scale = xp.sqrt((x * x).mean(axis=1, keepdims=True) if layer.normalization == "rms"
                         else (x * x).sum(axis=1, keepdims=True))
         z = (x / (scale + 1e-8)) @ layer.W + (layer.b if layer.b is not None else 0)
-        h = np.maximum(z, 0)
+        h = xp.maximum(z, 0)
         return (h * h).mean(axis=1) if layer.goodness_kind == "mean" else (h * h).sum(axis=1)
     g_pos, g_neg = goodness(x_pos), goodness(x_neg)
     t = layer.threshold
-    return (np.log1p(np.exp(t - g_pos)).sum() + np.log1p(np.exp(g_neg - t)).sum()) / (2 * len(g_pos))
+    return (xp.log1p(xp.exp(t - g_pos)).sum() + xp.log1p(xp.exp(g_neg - t)).sum()) / (2 * len(g_pos))
 
 
 def layer_dz(layer, x_pos, x_neg):

@@ -43,8 +43,8 @@ def test_local_gradients_of_every_layer(backend, xp, rng, bias):
 
 @pytest.mark.parametrize("wrong", ["M_doubled", "M_transposed_product", "W_without_relu_mask",
                                    "W_of_both_losses"])
-def test_local_gradient_check_rejects_wrong_gradients(xp, rng, wrong):
-    net = small_net()
+def test_local_gradient_check_rejects_wrong_gradients(backend, xp, rng, wrong):
+    net = small_net(backend)
     x, y = small_batch(xp, rng)
     layer = net.layers[0]
     grads = dict(net.local_gradients(x, y)[0])

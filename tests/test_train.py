@@ -163,7 +163,7 @@ def test_bad_arguments_are_usage_errors(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_cupy_backend_without_gpu_is_a_usage_error(capsys):
+def test_cupy_backend_without_gpu_is_a_usage_error(capsys, real_cupy_only):
     from minimf.backend import gpu_available
     if gpu_available():
         pytest.skip("this machine has a GPU")

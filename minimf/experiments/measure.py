@@ -110,7 +110,12 @@ class CupyPoolMeter:
 
 def memory_meter(xp):
     """The meter for the backend of ``xp``: tracemalloc for NumPy, a pool hook for CuPy."""
-    return TracemallocMeter() if backend_name(xp) == "numpy" else CupyPoolMeter(xp)
+    if backend_name(xp) == "numpy":
+        return TracemallocMeter()
+    if not hasattr(xp.cuda, "MemoryHook"):   # the strict stand-in (MINIMF_STRICT_CUPY=1) has no memory pool
+        raise ValueError("GPU memory is measured on CuPy's memory pool: it needs real CuPy and a GPU, "
+                         "not the CPU stand-in of MINIMF_STRICT_CUPY=1")
+    return CupyPoolMeter(xp)
 
 
 def device_sync(xp):
