@@ -17,6 +17,7 @@ Random numbers are drawn on the host with NumPy's ``Generator`` (``make_rng``) a
 to the device, so a seed gives the same initial weights and the same batch order on both
 backends (CuPy's own random streams differ from NumPy's).
 """
+import contextlib
 import os
 import sys
 
@@ -153,14 +154,41 @@ class _HostStream:
         pass
 
 
-def new_stream(xp):
-    """A stream of its own for one worker thread (minimf/pipeline.py: one per layer).
+class WorkerHandoff:
+    """What a worker thread needs to work on arrays its caller made (minimf/pipeline.py).
 
-    On CuPy a non-blocking CUDA stream: inside ``with stream:`` the thread's kernels and cuBLAS
-    calls queue on it, so two layers' work can run on the GPU at once, and
-    ``stream.synchronize()`` waits for them. On NumPy an object with the same three methods that
-    does nothing.
+    Made in the calling thread, it remembers two things a new thread would otherwise get wrong
+    on a GPU:
+
+    * the caller's current device: CUDA's current device is per thread, and every new thread
+      starts on device 0, so after ``cupy.cuda.Device(1).use()`` a worker would launch its
+      kernels on device 0 against arrays on device 1;
+    * an event recorded on the caller's current stream after everything it has queued so far
+      (the data set copied to the device, the batch order, the initial weights, all on the
+      default stream): a worker's own non-blocking stream does not wait for the default stream,
+      so without this wait it could read a half-copied array.
+
+    ``with handoff.worker_stream() as stream:`` (in the worker) makes the caller's device current,
+    and queues the thread's work on a new non-blocking stream that first waits for that event.
+    On NumPy both are no-ops.
     """
-    if xp is np:
-        return _HostStream()
-    return xp.cuda.Stream(non_blocking=True)
+
+    def __init__(self, xp):
+        self.xp = xp
+        if xp is np:
+            self.device = self.ready = None
+            return
+        self.device = xp.cuda.Device().id
+        self.ready = xp.cuda.Event()
+        self.ready.record()                    # on the caller's current stream
+
+    @contextlib.contextmanager
+    def worker_stream(self):
+        if self.xp is np:
+            yield _HostStream()
+            return
+        with self.xp.cuda.Device(self.device):
+            stream = self.xp.cuda.Stream(non_blocking=True)
+            stream.wait_event(self.ready)     # the caller's copies come first
+            with stream:
+                yield stream

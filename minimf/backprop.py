@@ -28,14 +28,14 @@ parameter count, saving) runs over any list of layers and is the same code for b
 Shape letters: N batch, D input width, H_i layer widths, C classes;
 conv blocks: F_i channels, H_i x W_i map size.
 """
-from minimf.backend import get_backend, make_rng
+from minimf.backend import get_backend, make_rng, to_numpy
 from minimf.checkpoint import layers_state, load_layers_state
 from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
 from minimf.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.conv import flatten_backward, flatten_forward, init_conv
 from minimf.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
                            relu_backward, relu_forward)
-from minimf.losses import softmax_cross_entropy
+from minimf.losses import count_correct, softmax_cross_entropy
 from minimf.optim import make_optimizer
 
 
@@ -81,13 +81,16 @@ class BackpropModel:
         x, y = self._check(x, y)
         return self.loss_and_gradients(x, y)[1]
 
-    def train_step(self, x, y):
-        """One forward pass, one backward pass, one update of every layer. Returns the loss."""
-        x, y = self._check(x, y)
+    def train_step(self, x, y, validate=True):
+        """One forward pass, one backward pass, one update of every layer. Returns the loss (before
+        the update) as a 0-d array on the backend (``float(loss)`` reads it: a host sync on a GPU).
+        ``validate=False`` skips the value checks of x and y, for data checked once already
+        (minimf/checks.py): the step then makes no host synchronisation."""
+        x, y = self._check(x, y, values=validate)
         loss, grads = self.loss_and_gradients(x, y)
         for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
             optimizer.step(layer.params, layer_grads)
-        return float(loss)
+        return loss
 
     def scores(self, x):
         """Class scores (N, C) for inputs x: (N, *input_shape)."""
@@ -98,13 +101,13 @@ class BackpropModel:
         """Labels (N,) on the backend: argmax of the output layer's scores."""
         return self.scores(x).argmax(axis=1)
 
-    def evaluate(self, x, y, batch_size=1000):
-        """Test accuracy as {"acc": float}."""
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
-        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
-        correct = sum(int((self.predict(x[s:s + batch_size]) == y[s:s + batch_size]).sum())
+    def evaluate(self, x, y, batch_size=1000, validate=True):
+        """Test accuracy as {"acc": float}. The count of correct predictions is added up on the
+        device and read once; ``validate=False`` skips the value checks (see ``train_step``)."""
+        x, y = self._check(x, y, values=validate)
+        correct = sum(count_correct(self.forward(x[s:s + batch_size])[0], y[s:s + batch_size])
                       for s in range(0, x.shape[0], batch_size))
-        return {"acc": correct / x.shape[0]}
+        return {"acc": float(to_numpy(correct)) / x.shape[0]}
 
     def num_parameters(self):
         """All weights and biases."""
@@ -118,9 +121,9 @@ class BackpropModel:
         """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
         load_layers_state(self.layers, state, self.xp)
 
-    def _check(self, x, y):
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+    def _check(self, x, y, values=True):
+        x = check_features(x, self.input_shape, self.xp, self.dtype, values)
+        return x, check_labels(y, x.shape[0], self.num_classes, self.xp, values)
 
     @staticmethod
     def _dense_backward(dz, dense_cache):

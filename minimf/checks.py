@@ -3,17 +3,25 @@ become a ``ValueError`` that says what was expected, before any arithmetic runs.
 
 Labels matter most on the GPU: CuPy wraps an out-of-range index silently (label 12 of 10 classes
 reads class 2), so a bad label would train on garbage instead of failing.
+
+Shapes and dtypes are free to check (the host knows them). Values are not: on a GPU, "is every
+number finite?" and "do the labels lie in [0, C)?" are computed on the device and the host must
+wait for the answer (one host synchronisation each). So ``values=False`` skips those two checks,
+for data whose values were checked once already: ``python -m minimf.train`` checks the whole data
+set when it prepares it, then trains and evaluates without a single synchronisation per step.
 """
 from numbers import Integral
 
+from minimf.backend import to_numpy
 
-def check_features(x, example_shape, xp, dtype):
+
+def check_features(x, example_shape, xp, dtype, values=True):
     """Return x as a (N, *example_shape) array of ``dtype`` on the backend ``xp``.
 
     ``example_shape`` is the shape of one example: an int D for an MLP's (N, D), or a tuple such
     as (1, 28, 28) for a CNN's (N, C, H, W). Accepts any floating-point array (float64 is cast to
     the network's dtype); rejects other shapes, integer or boolean arrays (pixels must be scaled
-    to floats first) and NaN/inf.
+    to floats first) and, unless ``values=False`` (see above), NaN/inf (one host sync on a GPU).
     """
     shape = (int(example_shape),) if isinstance(example_shape, Integral) else tuple(example_shape)
     x = xp.asarray(x)
@@ -26,19 +34,23 @@ def check_features(x, example_shape, xp, dtype):
         raise ValueError(
             f"expected floating-point inputs (e.g. float32 pixels in [0, 1]), got dtype {x.dtype}"
         )
-    if not bool(xp.isfinite(x).all()):
+    if values and not bool(xp.isfinite(x).all()):            # one host sync on a GPU
         raise ValueError("inputs contain NaN or infinite values")
     return x.astype(dtype, copy=False)
 
 
-def check_labels(y, n, num_classes, xp):
-    """Return y as an int64 array of shape (n,) on ``xp``, every label in [0, num_classes)."""
+def check_labels(y, n, num_classes, xp, values=True):
+    """Return y as an int64 array of shape (n,) on ``xp``, every label in [0, num_classes) (the
+    range is checked unless ``values=False``: one host sync on a GPU, for the smallest and the
+    largest label together)."""
     y = xp.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(f"expected {n} integer labels of shape ({n},), got shape {tuple(y.shape)}")
     if y.dtype.kind not in "iu":
         raise ValueError(f"expected integer class labels, got dtype {y.dtype}")
-    low, high = int(y.min()), int(y.max())
+    if not values:
+        return y.astype("int64", copy=False)
+    low, high = (int(v) for v in to_numpy(xp.stack([y.min(), y.max()])))   # one transfer for both
     if low < 0 or high >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], found values from {low} to {high}")
     return y.astype("int64", copy=False)

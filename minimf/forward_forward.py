@@ -61,12 +61,12 @@ and recurrent FF variants, and peer normalisation.
 
 Shape letters: N batch, D input width, H_i layer widths, C classes.
 """
-from minimf.backend import get_array_module, get_backend, make_rng
+from minimf.backend import get_array_module, get_backend, make_rng, to_numpy
 from minimf.backprop import DenseLayer
 from minimf.checkpoint import layers_state, load_layers_state
 from minimf.checks import check_features, check_labels, check_sizes
 from minimf.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
-from minimf.losses import sigmoid, softmax_cross_entropy, softplus
+from minimf.losses import count_correct, sigmoid, softmax_cross_entropy, softplus
 from minimf.optim import make_optimizer
 
 NORMALIZATIONS = ("rms", "length")
@@ -221,15 +221,17 @@ class ForwardForwardNet:
             negative_labels = self.negative_labels(y)
         return self._step(x, y, negative_labels, update=False)[1]
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, validate=True):
         """One batch: positive, negative and neutral data pass the layers once; each layer (and
         then the read-out) updates as soon as the batch has passed it.
 
         The activities handed to layer i+1 are those computed before layer i's update.
-        Returns [L_1, ..., L_L, L_readout] as Python floats (before the update).
+        Returns [L_1, ..., L_L, L_readout] (before the update) as 0-d arrays on the backend
+        (``float`` reads one: a host sync on a GPU). ``validate=False`` skips the value checks
+        of x and y, for data checked once already (minimf/checks.py).
         """
-        x, y = self._check(x, y)
-        return [float(loss) for loss in self._step(x, y, self.negative_labels(y), update=True)[0]]
+        x, y = self._check(x, y, values=validate)
+        return self._step(x, y, self.negative_labels(y), update=True)[0]
 
     def _step(self, x, y, negative_labels, update):
         """(losses, grads) of every layer and the read-out; with ``update`` the optimisers step."""
@@ -263,7 +265,10 @@ class ForwardForwardNet:
     def goodness(self, x):
         """[G_1, ..., G_L], each (N, C): G_i[n, c] = layer i's goodness on x_n with label c written
         in. C forward passes of x: (N, D)."""
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        return self._goodness(check_features(x, self.input_shape, self.xp, self.dtype))
+
+    def _goodness(self, x):
+        """``goodness`` of an already checked x."""
         n = x.shape[0]
         columns = [[] for _ in self.layers]
         for c in range(self.num_classes):
@@ -275,7 +280,10 @@ class ForwardForwardNet:
 
     def readout_scores(self, x):
         """The read-out's class scores (N, C) from one forward pass with the neutral label."""
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        return self._readout_scores(check_features(x, self.input_shape, self.xp, self.dtype))
+
+    def _readout_scores(self, x):
+        """``readout_scores`` of an already checked x."""
         h = embed_neutral(x, self.num_classes, self.neutral_value)
         activities = []
         for layer in self.layers:
@@ -294,24 +302,23 @@ class ForwardForwardNet:
         """Labels (N,) on the backend: the argmax of ``scores(x, mode)``."""
         return self.scores(x, mode).argmax(axis=1)
 
-    def evaluate(self, x, y, batch_size=1000):
+    def evaluate(self, x, y, batch_size=1000, validate=True):
         """Accuracy of both prediction modes and of every layer's goodness on its own.
 
+        The counts of correct predictions are added up on the device and read once at the end;
+        ``validate=False`` skips the value checks of x and y (see ``train_step``).
         Returns {"all_labels": float, "one_pass": float, "layers": [float per layer]}.
         """
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
-        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
-        correct = {"all_labels": 0, "one_pass": 0, "layers": [0] * len(self.layers)}
+        x, y = self._check(x, y, values=validate)
+        correct = 0
         for start in range(0, x.shape[0], batch_size):
             batch, labels = x[start:start + batch_size], y[start:start + batch_size]
-            goodness = self.goodness(batch)
-            correct["all_labels"] += int((sum(goodness).argmax(axis=1) == labels).sum())
-            correct["one_pass"] += int((self.readout_scores(batch).argmax(axis=1) == labels).sum())
-            for i, G in enumerate(goodness):
-                correct["layers"][i] += int((G.argmax(axis=1) == labels).sum())
-        n = x.shape[0]
-        return {"all_labels": correct["all_labels"] / n, "one_pass": correct["one_pass"] / n,
-                "layers": [c / n for c in correct["layers"]]}
+            goodness = self._goodness(batch)
+            scores = [sum(goodness), self._readout_scores(batch), *goodness]   # all labels, one pass, layers
+            correct = correct + self.xp.stack([count_correct(G, labels) for G in scores])
+        accuracy = to_numpy(correct) / x.shape[0]                              # the one transfer
+        return {"all_labels": float(accuracy[0]), "one_pass": float(accuracy[1]),
+                "layers": accuracy[2:].tolist()}
 
     def num_parameters(self, mode="all_labels"):
         """Parameters used for prediction: every layer's W and b, plus, in "one_pass" mode, the
@@ -330,6 +337,6 @@ class ForwardForwardNet:
         """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
         load_layers_state(self.layers + [self.readout], state, self.xp)
 
-    def _check(self, x, y):
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+    def _check(self, x, y, values=True):
+        x = check_features(x, self.input_shape, self.xp, self.dtype, values)
+        return x, check_labels(y, x.shape[0], self.num_classes, self.xp, values)

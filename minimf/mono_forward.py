@@ -31,14 +31,14 @@ per-layer accuracy, parameter counts, saving) is the same code for MLP and CNN.
 Shape letters: N batch, D_i layer input width, H_i layer width, C classes;
 conv layers: F_i channels, H_i x W_i map size.
 """
-from minimf.backend import get_backend, make_rng
+from minimf.backend import get_backend, make_rng, to_numpy
 from minimf.checkpoint import layers_state, load_layers_state
 from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
 from minimf.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.conv import flatten_backward, flatten_forward, init_conv
 from minimf.deeper_forward import ChannelGroupReadout
 from minimf.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
-from minimf.losses import softmax_cross_entropy
+from minimf.losses import count_correct, softmax_cross_entropy
 from minimf.optim import make_optimizer
 
 PREDICTION_MODES = ("bp", "ff")
@@ -208,18 +208,21 @@ class MonoForwardModel:
             all_grads.append(grads)
         return losses, all_grads
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, validate=True):
         """One batch, one forward pass: each layer updates as soon as the batch has passed it.
 
         The activations handed to layer i+1 are those computed before layer i's update.
-        Returns the per-layer losses (Python floats, before the update).
+        Returns the per-layer losses (before the update) as 0-d arrays on the backend: they stay
+        on the device, and ``float(loss)`` reads one (a host sync on a GPU). ``validate=False``
+        skips the value checks of x and y (NaN, label range; minimf/checks.py) for data checked
+        once already: then a step makes no host synchronisation at all.
         """
-        x, y = self._check(x, y)
+        x, y = self._check(x, y, values=validate)
         losses = []
         for layer, optimizer in zip(self.layers, self.optimizers):
             a, loss, grads = layer.local_gradients(x, y)
             optimizer.step(layer.params, grads)       # (7) M update, (8) W and b update
-            losses.append(float(loss))
+            losses.append(loss)
             x = a
         return losses
 
@@ -232,7 +235,10 @@ class MonoForwardModel:
 
     def goodness(self, x):
         """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, *input_shape)."""
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
+        return self._goodness(check_features(x, self.input_shape, self.xp, self.dtype))
+
+    def _goodness(self, x):
+        """``goodness`` of an already checked x."""
         scores = []
         for layer in self.layers:
             x = layer.forward(x)
@@ -250,24 +256,22 @@ class MonoForwardModel:
         goodness = self.goodness(x)
         return goodness[-1] if mode == "bp" else sum(goodness)
 
-    def evaluate(self, x, y, batch_size=1000):
+    def evaluate(self, x, y, batch_size=1000, validate=True):
         """Accuracy of both prediction modes and of every layer on its own (the paper's Table 1).
 
+        The counts of correct predictions are added up on the device and read once at the end;
+        ``validate=False`` skips the value checks of x and y (see ``train_step``).
         Returns {"bp": float, "ff": float, "layers": [float per layer]}.
         """
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
-        y = check_labels(y, x.shape[0], self.num_classes, self.xp)
-        correct = {"bp": 0, "ff": 0, "layers": [0] * len(self.layers)}
+        x, y = self._check(x, y, values=validate)
+        correct = 0
         for start in range(0, x.shape[0], batch_size):
-            goodness = self.goodness(x[start:start + batch_size])
+            goodness = self._goodness(x[start:start + batch_size])
             labels = y[start:start + batch_size]
-            correct["bp"] += int((goodness[-1].argmax(axis=1) == labels).sum())
-            correct["ff"] += int((sum(goodness).argmax(axis=1) == labels).sum())
-            for i, G in enumerate(goodness):
-                correct["layers"][i] += int((G.argmax(axis=1) == labels).sum())
-        n = x.shape[0]
-        return {"bp": correct["bp"] / n, "ff": correct["ff"] / n,
-                "layers": [c / n for c in correct["layers"]]}
+            scores = [goodness[-1], sum(goodness), *goodness]           # bp mode, ff mode, each layer
+            correct = correct + self.xp.stack([count_correct(G, labels) for G in scores])   # (2 + L,)
+        accuracy = to_numpy(correct) / x.shape[0]                       # the one transfer
+        return {"bp": float(accuracy[0]), "ff": float(accuracy[1]), "layers": accuracy[2:].tolist()}
 
     def num_parameters(self, mode="ff"):
         """Parameters used for prediction: all W, b and, in "ff" mode, every M; in "bp" mode only
@@ -284,9 +288,9 @@ class MonoForwardModel:
         """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
         load_layers_state(self.layers, state, self.xp)
 
-    def _check(self, x, y):
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp)
+    def _check(self, x, y, values=True):
+        x = check_features(x, self.input_shape, self.xp, self.dtype, values)
+        return x, check_labels(y, x.shape[0], self.num_classes, self.xp, values)
 
 
 class MonoForwardNet(MonoForwardModel):

@@ -33,42 +33,50 @@ left to share out, and the pipeline can only add overhead (threads, queues, the 
 for the same cores and caches). The pipeline cannot start before the first batch has passed
 layer 1, nor stop before the last has passed layer L: L - 1 ticks of the epoch are not parallel.
 
-On CuPy each layer's thread queues its kernels on a CUDA stream of its own (``new_stream`` of the
-backend module), so the GPU can overlap small layers; every layer waits for its stream
-(``synchronize``) before handing a_i on, so the next layer never reads a half-written array and
-no array is freed while a kernel still reads it. There the results agree with the sequential ones
-to float rounding, not always bit for bit: cuBLAS promises bitwise-reproducible products only while
-one stream is active (tests/test_pipeline.py, marked ``gpu``).
+On CuPy each layer's thread queues its kernels on a CUDA stream of its own, so the GPU can overlap
+small layers. Three rules keep that correct (``WorkerHandoff`` in minimf/backend.py):
+  - every worker first makes the caller's device current (new threads start on device 0);
+  - every worker's stream first waits for an event recorded on the caller's stream when the
+    pipeline starts: the data set, the batch order and the initial weights were copied there, and
+    a non-blocking stream would not otherwise wait for those copies;
+  - every layer waits for its own stream (``synchronize``) before handing a_i on, so the next layer
+    never reads a half-written array and no array is freed while a kernel still reads it. That is
+    a wait of one layer's thread, not a transfer to the host: the losses stay on the device and are
+    read once per epoch by the caller.
+There the results agree with the sequential ones to float rounding, not always bit for bit: cuBLAS
+promises bitwise-reproducible products only while one stream is active (tests/test_pipeline.py).
 """
 import queue
 import threading
 
-from minimf.backend import new_stream
+from minimf.backend import WorkerHandoff
 
 QUEUE_SIZE = 2   # batches waiting between two layers: enough to smooth jitter, little memory
 _DONE = object()  # put after the last batch: "no more batches", passed from layer to layer
 
 
-def train_pipelined(model, batches, rates=None):
+def train_pipelined(model, batches, rates=None, validate=True):
     """Train ``model`` (a MonoForwardNet or MonoForwardCNN) on ``batches`` with one thread per layer.
 
     batches: iterable of (x, y), x (N, *input_shape), y (N,) labels, checked as ``train_step``
-    checks them. rates: None (each optimiser keeps its ``lr``) or one learning rate per batch.
-    Returns the losses, one list per batch with one float per layer (as ``train_step`` returns).
+    checks them (``validate=False``: shapes and dtypes only, for data whose values were checked
+    once already). rates: None (each optimiser keeps its ``lr``) or one learning rate per batch.
+    Returns the losses, one list per batch with one 0-d array per layer (as ``train_step``).
     The parameters end up exactly as after ``model.train_step`` on every batch in turn.
     An error in any layer stops every thread and is raised here.
     """
+    handoff = WorkerHandoff(model.xp)   # the caller's device, and an event after its copies
     inboxes = [queue.Queue(maxsize=QUEUE_SIZE) for _ in model.layers]   # inboxes[i] feeds layer i
     losses = [[] for _ in model.layers]                                  # losses[i][t]: layer i, batch t
     errors = []
     workers = [threading.Thread(target=_run_layer, daemon=True,
                                 args=(layer, optimizer, inboxes[i], inboxes[i + 1] if i + 1 < len(inboxes) else None,
-                                      losses[i], errors, model.xp))
+                                      losses[i], errors, handoff))
                for i, (layer, optimizer) in enumerate(zip(model.layers, model.optimizers))]
     for worker in workers:
         worker.start()
     try:
-        _feed(model, batches, rates, inboxes[0])
+        _feed(model, batches, rates, inboxes[0], handoff, validate)
     finally:                      # also after a bad batch: stop the workers before raising
         inboxes[0].put(_DONE)
         for worker in workers:
@@ -78,25 +86,24 @@ def train_pipelined(model, batches, rates=None):
     return [list(per_layer) for per_layer in zip(*losses)]
 
 
-def _feed(model, batches, rates, inbox):
-    """Check every batch (shapes, dtype, NaN, labels) and put (x, y, lr) into layer 1's inbox."""
-    stream = new_stream(model.xp)
-    with stream:
+def _feed(model, batches, rates, inbox, handoff, validate):
+    """Check every batch (shapes, dtype and, with ``validate``, NaN and labels) and put (x, y, lr)
+    into layer 1's inbox."""
+    with handoff.worker_stream() as stream:
         for t, (x, y) in enumerate(batches):
-            x, y = model._check(x, y)
+            x, y = model._check(x, y, values=validate)
             stream.synchronize()
             inbox.put((x, y, None if rates is None else rates[t]))
 
 
-def _run_layer(layer, optimizer, inbox, outbox, losses, errors, xp):
+def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff):
     """One layer's loop: batch after batch from ``inbox``, train, hand a_i on to ``outbox``.
 
     After an error the layer keeps emptying its inbox (so the layer below never waits on a full
     queue) and passes the end mark on, so that every thread finishes.
     """
-    stream = new_stream(xp)
     failed = False
-    with stream:
+    with handoff.worker_stream() as stream:
         while (item := inbox.get()) is not _DONE:
             if failed:
                 continue
@@ -106,7 +113,7 @@ def _run_layer(layer, optimizer, inbox, outbox, losses, errors, xp):
                 if lr is not None:
                     optimizer.lr = lr
                 optimizer.step(layer.params, grads)            # (7), (8)
-                losses.append(float(loss))
+                losses.append(loss)                            # on the device; read once per epoch
                 stream.synchronize()                           # a_i complete before the next layer reads it
             except Exception as err:  # noqa: BLE001 -- raised again by train_pipelined
                 errors.append(err)

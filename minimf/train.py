@@ -12,6 +12,11 @@
     OPENBLAS_NUM_THREADS=1 python -m minimf.train --split-units 2      # each MF layer's units over 2 threads
     OPENBLAS_NUM_THREADS=1 python -m minimf.train --algo bp --arch cnn --split-batch 2 --micro-batch 16
 
+On ``--backend cupy`` a training step makes no host synchronisation: the data set's values are
+checked once when it is prepared, the losses stay on the GPU and are read once per epoch (a NaN or
+infinite loss still stops the run, naming its epoch, step and layer, before that epoch's files are
+written), and the evaluation counts correct predictions on the GPU. ``--device N`` picks the GPU.
+
 After every epoch one line reports the training loss, the test accuracy (for MF and FF in both
 prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
 run writes ``config.json`` (every setting), ``metrics.json`` (one record per epoch) and
@@ -30,9 +35,11 @@ import numpy as np
 from tqdm import tqdm
 
 from minimf import PepitaNet, ScalableForwardForwardCNN, __version__
-from minimf.backend import BACKENDS, BLAS_THREAD_VARS, BackendError, get_backend, make_rng, timing_environment
+from minimf.backend import (BACKENDS, BLAS_THREAD_VARS, STRICT_CUPY_VAR, BackendError, get_backend, make_rng,
+                            say_once, strict_cupy_requested, timing_environment, to_numpy)
 from minimf.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
+from minimf.checks import check_features, check_labels
 from minimf.cnn import block_shapes
 from minimf.datasets import DATASETS, DatasetError, carve_validation, load, normalization, num_classes
 from minimf.datasets.augment import augment_batch
@@ -100,6 +107,8 @@ def build_parser():
                         "Alignment, Direct Feedback Alignment, PEPITA (MLP only), Scalable Forward-Forward "
                         "(CNN only) (default: mf)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
+    p.add_argument("--device", type=nonnegative_int, default=None, metavar="N",
+                   help="--backend cupy: the number of the GPU to train on (default: CuPy's current device, 0)")
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                    help="mnist is packaged; fashion-mnist, cifar10 and cifar100 are downloaded on first use "
                         "into $MINIMF_DATA (or ~/.cache/minimf); breast-cancer and digits need scikit-learn "
@@ -182,10 +191,7 @@ def main(argv=None):
         parser.error(f"--algo {args.algo} has no MLP in minimf; use --arch cnn")
     check_readout(parser, args, num_classes(args.dataset, args.labels))
     check_lr_steps(parser, args)
-    try:
-        xp = get_backend(args.backend)
-    except BackendError as err:
-        parser.error(str(err))
+    xp = choose_backend(parser, args)
     try:
         data = prepare_data(args, xp)
     except DatasetError as err:  # missing and not downloadable, or damaged: the message says what to do
@@ -203,14 +209,42 @@ def main(argv=None):
     try:
         history = train(net, data, args)
     except TrainingDiverged as err:
-        print(f"error: {err}; stopped. Files in {args.out} hold the last finished epoch."
-              if args.out else f"error: {err}; stopped.", file=sys.stderr)
-        return 1
+        return stopped(f"error: {err}", args)
+    except MemoryError as err:   # CuPy's OutOfMemoryError is a MemoryError, as NumPy's is
+        where = "the GPU" if args.backend == "cupy" else "this machine"
+        return stopped(f"error: out of memory on {where} with --batch-size {args.batch_size} ({err}); "
+                       f"try a smaller --batch-size, e.g. {max(1, args.batch_size // 2)}", args)
     final = history[-1]["test_acc"]
     mode = {"mf": f" ({args.predict.upper()} mode)", "sff": f" ({args.predict.upper()} mode)",
             "ff": " (all labels)"}.get(args.algo, "")
     print(f"test accuracy: {100 * final:.2f}%{mode}")
     return 0
+
+
+def stopped(message, args):
+    """Say why the run stopped and that the files of the last finished epoch are intact; exit code 1."""
+    print(f"{message}; stopped. Files in {args.out} hold the last finished epoch." if args.out
+          else f"{message}; stopped.", file=sys.stderr)
+    return 1
+
+
+def choose_backend(parser, args):
+    """The array module of --backend, on the GPU of --device; every failure a usage error that says why."""
+    if args.backend == "numpy" and strict_cupy_requested():
+        say_once(f"note: {STRICT_CUPY_VAR}=1 is ignored with --backend numpy (it stands in for CuPy only)")
+    if args.device is not None and args.backend != "cupy":
+        parser.error("--device picks a GPU: it goes with --backend cupy")
+    try:
+        xp = get_backend(args.backend)
+    except BackendError as err:
+        parser.error(str(err))
+    if args.device is not None:
+        count = xp.cuda.runtime.getDeviceCount()
+        if args.device >= count:
+            parser.error(f"--device {args.device}: this machine has {count} CUDA device"
+                         f"{'s' if count != 1 else ''} (numbered from 0)")
+        xp.cuda.Device(args.device).use()
+    return xp
 
 
 def check_dataset(parser, args, info):
@@ -310,8 +344,19 @@ def prepare_data(args, xp):
         x, y = split
         if not args.no_normalize:
             x = (x - mean) / std
-        out[name] = (xp.asarray(x, dtype="float32"), xp.asarray(y))
+        out[name] = check_split(name, xp.asarray(x, dtype="float32"), xp.asarray(y), args, xp)
     return out
+
+
+def check_split(name, x, y, args, xp):
+    """The values of a whole split checked once (finite features, labels in range: two host syncs),
+    so that training and evaluation need not check them batch by batch. Returns (x, y)."""
+    try:
+        check_features(x, x.shape[1:], xp, "float32")
+        check_labels(y, x.shape[0], num_classes(args.dataset, args.labels), xp)
+    except ValueError as err:
+        raise DatasetError(f"the {name} split of {args.dataset} is damaged: {err}") from None
+    return x, y
 
 
 def _first(split, n):
@@ -352,6 +397,8 @@ def describe_run(args, net, data, argv):
         "numpy": np.__version__,
         "platform": platform.platform(),
         "timing_env": timing_environment(),
+        "array_module": net.xp.__name__,     # "minimf.testing.strict_cupy" for the CPU stand-in
+        **({"device": net.xp.cuda.Device().id} if args.backend == "cupy" else {}),
     }
 
 
@@ -414,31 +461,40 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
 
     batches = (batch(start) for start in tqdm(starts, desc=f"epoch {epoch}", leave=False,
                                               disable=args.no_progress, unit="batch"))
+    # the values were checked once by prepare_data: validate=False, no host sync in a step
     if args.pipeline:   # the losses arrive after the whole epoch
-        step_losses = train_pipelined(net, batches, rates)
+        step_losses = train_pipelined(net, batches, rates, validate=False)
     elif args.split_units:
-        step_losses = train_unit_split(net, batches, args.split_units, rates)
+        step_losses = train_unit_split(net, batches, args.split_units, rates, validate=False)
     elif args.split_batch:
-        step_losses = train_batch_split(net, batches, args.split_batch, args.micro_batch, rates)
+        step_losses = train_batch_split(net, batches, args.split_batch, args.micro_batch, rates, validate=False)
     else:
-        step_losses = (train_step_at(net, xb, yb, rate) for (xb, yb), rate in zip(batches, rates))
-    total, count = 0.0, 0
-    for step, (start, losses) in enumerate(zip(starts, step_losses), start=1):
-        losses = np.atleast_1d(losses)
-        check_finite(losses, epoch, step)
-        size = min(args.batch_size, n - start)
-        total, count = total + losses * size, count + size
-    mean = total / count
+        step_losses = [train_step_at(net, xb, yb, rate) for (xb, yb), rate in zip(batches, rates)]
+    losses = losses_to_host(net.xp, step_losses)        # (steps, L): the epoch's one transfer
+    for step, row in enumerate(losses, start=1):
+        check_finite(row, epoch, step)
+    sizes = np.minimum(args.batch_size, n - np.asarray(starts))   # the last batch may be smaller
+    mean = (losses * sizes[:, None]).sum(axis=0) / n
     if args.algo in LAYERWISE:
         return [round(float(v), 6) for v in mean]
     return round(float(mean[0]), 6)
 
 
+def losses_to_host(xp, step_losses):
+    """Every step's losses as a (steps, L) host array, read in ONE transfer from the device.
+
+    step_losses: one entry per step, a loss or a list of L losses (0-d arrays on the backend, or
+    floats from the CPU trainers)."""
+    rows = [loss if isinstance(loss, list) else [loss] for loss in step_losses]
+    return to_numpy(xp.stack([value for row in rows for value in row])).reshape(len(rows), -1)
+
+
 def train_step_at(net, x, y, lr):
-    """``net.train_step(x, y)`` with every optimiser's learning rate set to ``lr`` first."""
+    """``net.train_step(x, y)`` with every optimiser's learning rate set to ``lr`` first; x and y
+    come from a data set checked once, so the step skips the value checks (no host sync)."""
     for optimizer in net.optimizers:
         optimizer.lr = lr
-    return net.train_step(x, y)
+    return net.train_step(x, y, validate=False)
 
 
 def check_finite(losses, epoch, step):
@@ -456,7 +512,7 @@ def evaluate(net, data, args):
     for split in ("test", "validation"):
         if data[split] is None:
             continue
-        result = net.evaluate(*data[split])
+        result = net.evaluate(*data[split], validate=False)   # checked once by prepare_data
         prefix = "test" if split == "test" else "val"
         if args.algo in GOODNESS_PER_LAYER:
             record[f"{prefix}_acc"] = result[args.predict]

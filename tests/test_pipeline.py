@@ -129,6 +129,54 @@ def test_pipeline_equals_sequential_on_cupy():
             np.testing.assert_allclose(to_numpy(b.params[name]), to_numpy(value), rtol=1e-4, atol=1e-6)
 
 
+def fed_as_train_feeds_it(xp, batches, seed=0):
+    """The batches as ``python -m minimf.train`` feeds them: the whole data set and a shuffled
+    order copied to the device (on the caller's default stream, nothing waited for), each batch
+    gathered from them by the pipeline's feeding thread."""
+    x_all = xp.asarray(np.concatenate([x for x, _ in batches]))
+    y_all = xp.asarray(np.concatenate([y for _, y in batches]))
+    order = xp.asarray(np.random.default_rng(seed).permutation(len(y_all)))
+    size = len(batches[0][1])
+    return [(x_all, y_all, order[s:s + size]) for s in range(0, len(y_all), size)]
+
+
+def gathered(fed):
+    return ((x_all[idx], y_all[idx]) for x_all, y_all, idx in fed)
+
+
+def test_pipeline_waits_for_the_callers_copies(backend):
+    """Bug 1 of issue 15: the data set, the batch order and the initial weights are copied on the
+    caller's stream; the pipeline's threads read them on streams of their own, which must first wait
+    for those copies. On the strict stand-in, reading them unwaited raises StreamOrderError."""
+    xp = get_backend(backend)
+    pipelined = mlp(backend)                       # initial weights copied on the default stream
+    fed = fed_as_train_feeds_it(xp, make_batches((20,)))
+    losses = train_pipelined(pipelined, gathered(fed), validate=False)
+    sequential = mlp(backend)
+    expected = [sequential.train_step(x, y) for x, y in gathered(fed)]
+    np.testing.assert_allclose(np.array([[float(v) for v in step] for step in losses]),
+                               np.array([[float(v) for v in step] for step in expected]), rtol=1e-5)
+    for label, a, b in parameter_pairs(sequential, pipelined):
+        np.testing.assert_allclose(to_numpy(b), to_numpy(a), rtol=1e-4, atol=1e-6, err_msg=label)
+
+
+def test_pipeline_runs_on_the_callers_device():
+    """Bug 2 of issue 15: CUDA's current device is per thread and new threads start on device 0;
+    the pipeline's threads must work on the device the caller's arrays live on."""
+    cupy = get_backend("cupy")
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs a second CUDA device")
+    with cupy.cuda.Device(1):
+        pipelined, sequential = mlp("cupy"), mlp("cupy")
+        fed = fed_as_train_feeds_it(cupy, make_batches((20,)))
+        train_pipelined(pipelined, gathered(fed), validate=False)
+        for x, y in gathered(fed):
+            sequential.train_step(x, y)
+        assert pipelined.layers[0].W.device.id == 1
+        for label, a, b in parameter_pairs(sequential, pipelined):
+            np.testing.assert_allclose(to_numpy(b), to_numpy(a), rtol=1e-4, atol=1e-6, err_msg=label)
+
+
 def test_command_line_pipeline_gives_the_same_run(tmp_path, capsys):
     """``python -m minimf.train --pipeline`` (with a cosine schedule): metrics and saved parameters
     equal to the run without it."""

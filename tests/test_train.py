@@ -173,18 +173,20 @@ def test_cupy_backend_without_gpu_is_a_usage_error(capsys, real_cupy_only):
     assert "cupy" in capsys.readouterr().err.lower()
 
 
-def test_diverging_loss_stops_with_epoch_step_layer_and_keeps_last_files(tmp_path, capsys, monkeypatch):
+def test_diverging_loss_stops_with_epoch_step_layer_and_keeps_last_files(backend, tmp_path, capsys, monkeypatch):
+    """The losses stay on the device during an epoch and are read once at its end: a NaN still
+    names its epoch, step and layer, and the epoch's files are not written."""
     real_step = MonoForwardNet.train_step
     calls = {"n": 0}
 
-    def step_that_diverges_in_epoch_two(self, x, y):
+    def step_that_diverges_in_epoch_two(self, x, y, **kwargs):
         calls["n"] += 1
-        losses = real_step(self, x, y)
+        losses = real_step(self, x, y, **kwargs)
         if calls["n"] == 8 + 3:                     # 8 steps per epoch at 2000/256: epoch 2, step 3
-            losses[1] = math.nan
+            losses[1] = losses[1] * math.nan        # a NaN on the device, as a diverging layer gives
         return losses
     monkeypatch.setattr(MonoForwardNet, "train_step", step_that_diverges_in_epoch_two)
-    code, out = run(QUICK + ["--out", str(tmp_path)], capsys)
+    code, out = run(QUICK + ["--backend", backend, "--out", str(tmp_path)], capsys)
     assert code == 1
     assert "epoch 2, step 3, layer 2" in out.err and "nan" in out.err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
