@@ -10,7 +10,17 @@ own state, so in Mono-Forward every layer has its own optimiser, as it has its o
 ``update(name, p, g)`` per parameter. Every element's update reads and writes only that element,
 so ``update(..., part=slice)`` may do a slice of the flattened arrays, and threads may share one
 step out between them (``update_in_parallel`` in minimf/parallel.py). ``step`` itself does every parameter in turn.
+
+Two paths compute every update. On NumPy, ``reference_update``: readable in-place NumPy, one pass
+over the arrays per operation. On CuPy, ``fused_update``: the same arithmetic in ONE fused
+element-wise kernel per parameter (``cupy.fuse``, see ``fused_kernels``), because on a GPU a small
+layer's step costs its kernel launches (several microseconds each), not its arithmetic. The tests
+hold the fused path to the reference (tests/test_optim.py).
 """
+import types
+
+import numpy
+
 from minimf.backend import get_array_module
 
 
@@ -19,6 +29,9 @@ class SGD:
 
     Without momentum: p <- p - lr * g.
     With momentum mu: v <- mu * v + g;  p <- p - lr * v   (PyTorch's convention, v starts at 0).
+
+    On NumPy ``reference_update`` does it in two to four in-place passes; on CuPy ``fused_update``
+    in one fused kernel per parameter (module docstring).
     """
 
     def __init__(self, lr=0.01, momentum=0.0):
@@ -47,14 +60,27 @@ class SGD:
     def update(self, name, p, g, part=None):
         """Update parameter ``name``, the array p, in place from its gradient g (after ``start_step``).
         ``part``: None for every element, or a slice of the flattened arrays (see ``flat_parts``)."""
-        if self.momentum:
-            p, g, v = flat_parts(part, p, g, self.velocity[name])
+        arrays = flat_parts(part, p, g, self.velocity[name]) if self.momentum else flat_parts(part, p, g)
+        if get_array_module(g) is numpy:
+            self.reference_update(*arrays)
+        else:
+            self.fused_update(*arrays)
+
+    def reference_update(self, p, g, v=None):
+        """The update in readable in-place array code (any xp); v: the velocity (momentum only)."""
+        if v is not None:
             v *= self.momentum
             v += g
             g = v
-        else:
-            p, g = flat_parts(part, p, g)
         p -= self.lr * g
+
+    def fused_update(self, p, g, v=None):
+        """The update as one fused kernel (CuPy; arrays as ``reference_update``'s)."""
+        kernels, dt = fused_kernels(get_array_module(g)), p.dtype.type   # scalars in p's dtype
+        if v is None:
+            kernels.sgd(p, g, dt(self.lr))
+        else:
+            kernels.momentum(p, g, v, dt(self.momentum), dt(self.lr))
 
 
 class Adam:
@@ -73,10 +99,19 @@ class Adam:
     does: with c1 = 1 - beta1^t and c2 = 1 - beta2^t,
         lr * m_hat / (sqrt(v_hat) + eps) = (lr * sqrt(c2) / c1) * m / (sqrt(v) + eps * sqrt(c2))
     (multiply numerator and denominator by sqrt(c2)). Equal up to float rounding, but m_hat and
-    v_hat are never formed. Every line works IN PLACE (``out=`` and ``*=``) on m, v, p and one
-    scratch array per parameter made once: a parameter of a million numbers would otherwise get
-    about nine new arrays of a million numbers every step, and allocating them costs more than
-    the arithmetic.
+    v_hat are never formed.
+
+    On NumPy (``reference_update``) every line works IN PLACE (``out=`` and ``*=``) on m, v, p and
+    one scratch array per parameter made once: a parameter of a million numbers would otherwise
+    get about nine new arrays of a million numbers every step, and allocating them costs more than
+    the arithmetic. That is 12 element-wise passes per parameter.
+
+    On CuPy (``fused_update``) the same arithmetic, in the same order, is ONE kernel per parameter
+    (``cupy.fuse``, ``fused_kernels``): each thread reads g, m, v, p of its element once, and writes
+    m, v, p back. On a GPU the 12 passes would be 12 kernel launches of a few microseconds each, and
+    for a small layer (a bias, a 1000 x 10 projection) those launches, not the arithmetic or the
+    memory traffic, are the step's time. The scalars go in as numbers of p's dtype (float32 stays
+    float32), and no scratch array is needed there.
     """
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -98,9 +133,9 @@ class Adam:
                 self.update(name, params[name], g)
 
     def start_step(self, grads):
-        """Begin a step: t <- t + 1, this step's two scalars, and m, v (zeros) and the scratch array
-        of every parameter in ``grads`` that has none yet (made once, here, so that threads
-        sharing out one parameter's update never race to make them; minimf/parallel.py)."""
+        """Begin a step: t <- t + 1, this step's two scalars, and m, v (zeros) and, on NumPy, the
+        scratch array of every parameter in ``grads`` that has none yet (made once, here, so that
+        threads sharing out one parameter's update never race to make them; minimf/parallel.py)."""
         self.t += 1
         root_c2 = (1 - self.beta2 ** self.t) ** 0.5                      # sqrt(c2)
         self.step_size = self.lr * root_c2 / (1 - self.beta1 ** self.t)  # lr * sqrt(c2) / c1
@@ -108,14 +143,23 @@ class Adam:
         for name, g in grads.items():
             if g is not None and name not in self.m:
                 xp = get_array_module(g)
-                self.m[name], self.v[name], self.scratch[name] = xp.zeros_like(g), xp.zeros_like(g), xp.empty_like(g)
+                self.m[name], self.v[name] = xp.zeros_like(g), xp.zeros_like(g)
+                if xp is numpy:                                          # the fused kernel needs none
+                    self.scratch[name] = xp.empty_like(g)
 
     def update(self, name, p, g, part=None):
         """Update parameter ``name``, the array p, in place from its gradient g, with the scalars of
         the step ``start_step`` began. ``part``: None for every element, or a slice of the
         flattened arrays (see ``flat_parts``): each element's update reads and writes only itself."""
+        if get_array_module(g) is numpy:
+            self.reference_update(*flat_parts(part, p, g, self.m[name], self.v[name], self.scratch[name]))
+        else:
+            self.fused_update(*flat_parts(part, p, g, self.m[name], self.v[name]))
+
+    def reference_update(self, p, g, m, v, s):
+        """The update in readable in-place array code (any xp): 12 element-wise passes over p (its
+        gradient g, its state m and v) with s, a scratch array of their shape."""
         xp = get_array_module(g)
-        p, g, m, v, s = flat_parts(part, p, g, self.m[name], self.v[name], self.scratch[name])
         m *= self.beta1                                  # m <- beta1 m + (1 - beta1) g
         xp.multiply(g, 1 - self.beta1, out=s)
         m += s
@@ -128,6 +172,52 @@ class Adam:
         xp.divide(m, s, out=s)                           # p <- p - step_size * m / s
         s *= self.step_size
         p -= s
+
+    def fused_update(self, p, g, m, v):
+        """The update as one fused kernel (CuPy; arrays as ``reference_update``'s, no scratch)."""
+        dt = p.dtype.type                                # the scalars in p's dtype: float32 stays float32
+        fused_kernels(get_array_module(g)).adam(p, g, m, v, dt(self.beta1), dt(1 - self.beta1), dt(self.beta2),
+                                                 dt(1 - self.beta2), dt(self.step_size), dt(self.eps_hat))
+
+
+_KERNELS = {}   # array module -> its fused kernels (cupy.fuse compiles each once per dtype and ndim)
+
+
+def fused_kernels(xp):
+    """The optimisers' fused element-wise kernels for the array module ``xp`` (CuPy), made on first use.
+
+    Each is a plain Python function of arrays and scalars, wrapped by ``xp.fuse()``: CuPy traces
+    it once per dtype and ndim into one CUDA kernel, in which an augmented assignment on an
+    argument (``m *= beta1``) writes that array in place (the strict stand-in just runs the
+    function). The arithmetic is ``reference_update``'s, operation for operation, so that the two
+    round alike (a GPU may still contract a multiply and an add into one fused multiply-add).
+    """
+    if xp not in _KERNELS:
+        _KERNELS[xp] = _make_kernels(xp)
+    return _KERNELS[xp]
+
+
+def _make_kernels(xp):
+    """SGD, SGD with momentum and Adam, each fused (``fused_kernels``)."""
+    sqrt = xp.sqrt                                       # inside cupy.fuse a ufunc joins the kernel
+
+    def sgd(p, g, lr):                                   # p <- p - lr g
+        p -= lr * g
+
+    def momentum(p, g, v, mu, lr):                       # v <- mu v + g;  p <- p - lr v
+        v *= mu
+        v += g
+        p -= lr * v
+
+    def adam(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, eps_hat):
+        m *= beta1                                       # m <- beta1 m + (1 - beta1) g
+        m += g * one_minus_beta1
+        v *= beta2                                       # v <- beta2 v + (1 - beta2) g^2
+        v += g * g * one_minus_beta2
+        p -= m / (sqrt(v) + eps_hat) * step_size         # p <- p - step_size m / (sqrt(v) + eps sqrt(c2))
+
+    fuse = xp.fuse
+    return types.SimpleNamespace(sgd=fuse()(sgd), momentum=fuse()(momentum), adam=fuse()(adam))
 
 
 def flat_parts(part, *arrays):

@@ -1,9 +1,13 @@
-"""SGD and Adam against values worked out independently of minimf's code."""
+"""SGD and Adam against values worked out independently of minimf's code, and their fused CuPy path
+(one kernel per parameter) against the NumPy reference."""
 import math
+import types
 
 import numpy as np
 import pytest
 
+from minimf import optim
+from minimf.backend import get_backend, gpu_available, to_numpy
 from minimf.optim import SGD, Adam, make_optimizer
 
 
@@ -101,3 +105,135 @@ def test_make_optimizer():
     assert isinstance(make_optimizer("sgd", 1e-3), SGD)
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("rmsprop", 1e-3)
+
+
+# --- The fused CuPy path (one kernel per parameter) against the NumPy reference -------------------
+# On CuPy, update() runs fused_update: SGD, SGD with momentum and Adam as ONE cupy.fuse kernel per
+# parameter; on NumPy, reference_update, the readable in-place sequence. Launch counts need the
+# strict stand-in (it counts kernel launches; real CuPy does not), so those tests are skipped on a GPU.
+
+STAND_IN_ONLY = pytest.mark.skipif(gpu_available(), reason="only the strict CuPy stand-in counts kernel launches")
+
+OPTIMIZERS = {"adam": lambda: Adam(lr=0.01), "momentum": lambda: SGD(lr=0.1, momentum=0.9),
+              "sgd": lambda: SGD(lr=0.1)}
+REFERENCE_PASSES = {"adam": 12, "momentum": 4, "sgd": 2}     # element-wise operations of reference_update
+TOL = {np.float64: 1e-12, np.float32: 1e-5}                  # relative to each array's largest value
+
+
+def state(opt, name):
+    """The optimiser's state arrays of parameter ``name``: Adam's m and v, SGD's velocity (or none)."""
+    if isinstance(opt, Adam):
+        return {"m": opt.m[name], "v": opt.v[name]}
+    return {"velocity": opt.velocity[name]} if opt.momentum else {}
+
+
+def device_layer(xp, rng, dtype=np.float64):
+    """A layer's params and grads on ``xp``: W (6, 4) and b (4,), drawn on the host."""
+    params = {"W": xp.asarray(rng.standard_normal((6, 4)).astype(dtype)),
+              "b": xp.asarray(rng.standard_normal(4).astype(dtype))}
+    grads = {"W": xp.asarray(rng.standard_normal((6, 4)).astype(dtype)),
+             "b": xp.asarray(rng.standard_normal(4).astype(dtype))}
+    return params, grads
+
+
+@STAND_IN_ONLY
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_a_cupy_step_launches_one_kernel_per_parameter(rng, kind):
+    xp = get_backend("cupy")
+    params, grads = device_layer(xp, rng)
+    opt = OPTIMIZERS[kind]()
+    opt.step(params, grads)                      # the first step makes the state (zeros kernels)
+    launches, syncs = xp.kernel_launches(), xp.host_syncs()
+    opt.step(params, grads)
+    print(kind, "launches per step:", xp.kernel_launches() - launches, "for", len(params), "parameters")
+    assert xp.kernel_launches() - launches == len(params)
+    assert xp.host_syncs() == syncs              # the scalars go in as numbers: nothing read back
+
+
+@STAND_IN_ONLY
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_the_launch_count_would_catch_the_unfused_path(rng, kind):
+    """Must fail: the reference path on the same device arrays launches a kernel per operation."""
+    xp = get_backend("cupy")
+    params, grads = device_layer(xp, rng)
+    opt = OPTIMIZERS[kind]()
+    opt.step(params, grads)
+    p, g = params["W"], grads["W"]
+    arrays = [p, g, *state(opt, "W").values()] + ([xp.empty_like(g)] if kind == "adam" else [])
+    launches = xp.kernel_launches()
+    opt.reference_update(*arrays)
+    unfused = xp.kernel_launches() - launches
+    print(kind, "reference_update launches:", unfused)
+    assert unfused == REFERENCE_PASSES[kind] > 1
+
+
+@pytest.mark.parametrize("halves", [False, True], ids=["whole", "part-halves"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_fused_path_equals_the_numpy_reference(rng, kind, dtype, halves):
+    """10 steps with gradients of changing size: p and the state on "cupy" against NumPy."""
+    xp = get_backend("cupy")
+    p0 = rng.standard_normal((7, 5)).astype(dtype)
+    grads = [(rng.standard_normal((7, 5)) * 10.0 ** rng.integers(-4, 2)).astype(dtype) for _ in range(10)]
+    host, device = {"W": p0.copy()}, {"W": xp.asarray(p0)}
+    host_opt, device_opt = OPTIMIZERS[kind](), OPTIMIZERS[kind]()
+    for g in grads:
+        host_opt.step(host, {"W": g})
+        g_device = xp.asarray(g)
+        if halves:                                   # as update_in_parallel shares a step out
+            device_opt.start_step({"W": g_device})
+            for part in (slice(0, 17), slice(17, 35)):
+                device_opt.update("W", device["W"], g_device, part)
+        else:
+            device_opt.step(device, {"W": g_device})
+    expected = {"p": host["W"], **state(host_opt, "W")}
+    actual = {"p": device["W"], **state(device_opt, "W")}
+    for key, want in expected.items():
+        got = to_numpy(actual[key])
+        assert got.dtype == dtype, f"{key} is {got.dtype}, not {np.dtype(dtype)}"
+        print(kind, np.dtype(dtype), key, "max |fused - reference| =", np.abs(got - want).max())
+        np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(want).max(),
+                                   err_msg=f"{kind} {key}: fused (actual) against the NumPy reference (desired)")
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_fused_kernels_get_scalars_of_the_parameters_dtype(monkeypatch, rng, kind):
+    """float32 stays float32: every scalar reaches the kernel as a number of p's dtype."""
+    xp = get_backend("cupy")
+    calls = []
+
+    def record(*args):
+        calls.append(args)
+    monkeypatch.setattr(optim, "fused_kernels", lambda xp: types.SimpleNamespace(adam=record, sgd=record,
+                                                                                 momentum=record))
+    params, grads = device_layer(xp, rng, np.float32)
+    OPTIMIZERS[kind]().step(params, grads)
+    assert len(calls) == len(params)
+    for args in calls:
+        scalars = [a for a in args if not hasattr(a, "shape") or a.shape == ()]
+        assert scalars and all(type(a) is np.float32 for a in scalars), [type(a) for a in scalars]
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_numpy_keeps_the_reference_path(monkeypatch, rng, kind):
+    """On NumPy nothing is fused: the update is reference_update's, and no kernel is ever asked for."""
+    def refuse(xp):
+        raise AssertionError("fused_kernels called on NumPy")
+    monkeypatch.setattr(optim, "fused_kernels", refuse)
+    p0, g = rng.standard_normal(5), rng.standard_normal(5)
+    params, opt, twin = {"w": p0.copy()}, OPTIMIZERS[kind](), OPTIMIZERS[kind]()
+    opt.step(params, {"w": g})
+    twin.start_step({"w": g})
+    p = p0.copy()
+    arrays = [p, g, *state(twin, "w").values()] + ([twin.scratch["w"]] if kind == "adam" else [])
+    twin.reference_update(*arrays)
+    np.testing.assert_array_equal(params["w"], p)
+
+
+def test_fused_kernels_are_made_once_and_adam_on_cupy_needs_no_scratch(rng):
+    xp = get_backend("cupy")
+    assert optim.fused_kernels(xp) is optim.fused_kernels(xp)
+    params, grads = device_layer(xp, rng)
+    opt = Adam()
+    opt.step(params, grads)
+    assert opt.scratch == {} and set(opt.m) == set(opt.v) == {"W", "b"}

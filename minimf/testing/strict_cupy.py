@@ -516,6 +516,7 @@ def _run(func, args, kwargs=None, writes=(), launch=True):
         for array in inputs:
             _check_access(array, stream, device, "written" if builtins.any(array is w for w in writes) else "read")
     result = func(*_unwrap(args), **_unwrap(kwargs))
+    launch = launch and (writes or not _is_view(result, inputs))   # a view (reshape, a slice) runs no kernel
     with _lock:
         number = _enqueue(stream)
         if launch and not getattr(_thread, "fusing", 0):
@@ -523,6 +524,11 @@ def _run(func, args, kwargs=None, writes=(), launch=True):
     for array in writes:
         array._buffer.writer = (stream, number)
     return _wrap_result(result, inputs, writes, stream, number, device)
+
+
+def _is_view(result, inputs):
+    return isinstance(result, np.ndarray) and builtins.any(
+        result is a._data or np.may_share_memory(result, a._data) for a in inputs)
 
 
 def _wrap_result(result, inputs, writes, stream, number, device):
