@@ -197,6 +197,10 @@ def main(argv=None):
     except DatasetError as err:  # missing and not downloadable, or damaged: the message says what to do
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except MemoryError as err:   # the data set itself does not fit (on the GPU: CuPy's OutOfMemoryError)
+        print(f"error: out of memory copying the data set to {'the GPU' if args.backend == 'cupy' else 'memory'} "
+              f"({err}); try --train-subset N", file=sys.stderr)
+        return 1
     classes = num_classes(args.dataset, args.labels)
     net = build_net(args, data["train"][0].shape[1:], classes)
     config = describe_run(args, net, data, sys.argv[1:] if argv is None else argv)
