@@ -4,7 +4,8 @@
     python benchmarks/epoch_time.py --fraction 0.1 --repeats 5
     python benchmarks/epoch_time.py --arch cnn --fraction 0.05   # the paper's CNN, 64-128-256-512
     python benchmarks/epoch_time.py --arch cnn --channels 16 32 --fraction 0.05
-    python benchmarks/epoch_time.py --backend cupy
+    python benchmarks/epoch_time.py --backend cupy          # on a GPU, with PyTorch-CUDA rows
+    python benchmarks/epoch_time.py --backend cupy --json times.json   # also the seconds and ratios as JSON
 
 What it measures: the wall-clock seconds of one epoch of training (real MNIST, standardised, one
 fixed shuffled order, Adam lr 1e-3, float32) for these configurations in the same process:
@@ -14,6 +15,12 @@ fixed shuffled order, Adam lr 1e-3, float32) for these configurations in the sam
     BP (minimf)          BackpropNet / BackpropCNN: the same hidden layers plus an output layer,
                          one loss, backprop
     BP (PyTorch, CPU)    the same BP network in PyTorch, if ``import torch`` works (never required)
+    BP (PyTorch, CUDA)   with ``--backend cupy`` where ``torch.cuda.is_available()``, in place of the
+                         CPU row: the same BP network in PyTorch on the GPU
+    MF (PyTorch, CUDA)   ... and MF in PyTorch on the GPU: every layer (Linear + ReLU, or a conv
+                         block) with its own projection M_i (C, n_i), goodness G_i = a_i M_i^T, its
+                         own cross-entropy and its own Adam; its input detached, so no gradient
+                         crosses layers (the minimf MF rule, written the way PyTorch users would)
     MF pipelined         MF with its layers running concurrently, one thread each
                          (minimf/pipeline.py; the same numbers as MF, only the timing differs)
     MF unit-split        MF with every layer's units shared out between T threads, T = the BLAS
@@ -30,6 +37,16 @@ conv blocks (``--channels``; 3x3 conv with padding 1 -> ReLU -> 2x2 average pool
 28 -> 14 -> 7 -> 3 -> 1) on (N, 1, 28, 28), and in PyTorch Conv2d -> ReLU -> AvgPool2d(2) per
 block, then Flatten and one Linear output layer, as BackpropCNN. A CNN epoch takes minutes in
 NumPy: ``--fraction`` times only the first part of the epoch, and the output says which part.
+
+The PyTorch GPU rows get the data copied to the GPU once and gather every batch there with a device
+index array, as minimf does on CuPy; each timing is closed by ``torch.cuda.synchronize()``, as
+minimf's by CuPy's device synchronisation. Their steps keep the loss on the GPU (no host sync per
+step), as minimf's do on CuPy, where they also skip the value checks (``validate=False``, the data
+checked once before timing, as the command line does). TF32 is switched off for PyTorch's matrix
+products and cuDNN's convolutions (cuDNN's default is on), so that both libraries compute in
+float32 (CuPy uses TF32 only with CUPY_TF32=1).
+``--json FILE`` writes the seconds of every repeat and every ratio (with its target) to FILE,
+atomically (a temporary file renamed over it).
 
 PyTorch gets as many threads as NumPy's BLAS uses, so both libraries have the same cores. The
 parallel trainers run their own threads, each with ONE BLAS thread (threadpoolctl), so that they
@@ -65,6 +82,7 @@ import statistics
 import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -78,6 +96,7 @@ from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.cnn import KERNEL, block_shapes
 from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.files import atomic_write_json
 from minimf.pipeline import train_pipelined
 from minimf.unit_split import train_unit_split
 from minimf.batch_split import train_batch_split
@@ -102,12 +121,23 @@ TARGETS = {"mlp": {"MF/PyTorch-BP": 0.65, "minimf-BP/PyTorch-BP": 1.0, "MF/MF-pr
                    "MF-pipelined/PyTorch-BP": 1.5, "MF-batch-split/PyTorch-BP": 1.5,
                    "BP-batch-split/PyTorch-BP": 1.5}}
 # (the parallel trainers' rows share their rule's targets: they are the same training on the same cores)
+# On a GPU, against PyTorch on the same GPU: (label, first row, second row), and the targets
+GPU_RATIOS = [("MF (minimf, cupy) / BP (PyTorch, CUDA)", "MF (minimf)", "BP (PyTorch, CUDA)"),
+              ("BP (minimf, cupy) / BP (PyTorch, CUDA)", "BP (minimf)", "BP (PyTorch, CUDA)"),
+              ("MF pipelined / BP (PyTorch, CUDA)", "MF pipelined", "BP (PyTorch, CUDA)"),
+              ("MF (PyTorch, CUDA) / BP (PyTorch, CUDA)", "MF (PyTorch, CUDA)", "BP (PyTorch, CUDA)"),
+              ("MF (minimf, cupy) / MF (PyTorch, CUDA)", "MF (minimf)", "MF (PyTorch, CUDA)")]
+TARGETS["mlp"].update({"MF (minimf, cupy) / BP (PyTorch, CUDA)": 0.65, "BP (minimf, cupy) / BP (PyTorch, CUDA)": 1.0,
+                       "MF pipelined / BP (PyTorch, CUDA)": 0.65})
+TARGETS["cnn"].update({"MF (minimf, cupy) / BP (PyTorch, CUDA)": 1.0, "MF pipelined / BP (PyTorch, CUDA)": 1.0})
+TORCH_GPU = "cuda"   # the torch device of the GPU rows
 
 
 # --only: a short name for every configuration
 CONFIG_NAMES = {"mf": "MF (minimf)", "mf-pipelined": "MF pipelined", "mf-unit-split": "MF unit-split",
                 "mf-batch-split": "MF batch-split", "bp": "BP (minimf)", "bp-batch-split": "BP batch-split",
-                "pytorch": "BP (PyTorch, CPU)", "mf-products": "MF products", "bp-products": "BP products"}
+                "pytorch": "BP (PyTorch, CPU)", "mf-products": "MF products", "bp-products": "BP products",
+                "pytorch-cuda": "BP (PyTorch, CUDA)", "mf-pytorch-cuda": "MF (PyTorch, CUDA)"}
 
 
 class Network(NamedTuple):
@@ -115,6 +145,8 @@ class Network(NamedTuple):
 
     ``mf`` and ``bp`` are minimf's classes and ``kwargs`` their architecture arguments;
     ``torch_layers(torch)`` returns the PyTorch modules of the BP network, in order;
+    ``torch_blocks(torch)`` its hidden layers as [(modules of layer i, n_i)], n_i the numbers its
+    output has per example (what MF's projection M_i reads);
     ``products`` = (MF, BP): the matrix products (m, k, n) of one training step (``step_products``).
     """
     arch: str
@@ -123,6 +155,7 @@ class Network(NamedTuple):
     bp: type
     kwargs: dict
     torch_layers: Callable
+    torch_blocks: Callable
     batch_size: int
     products: tuple
 
@@ -178,6 +211,8 @@ def build_parser():
                         f"remembers no one else's arrays): {', '.join(CONFIG_NAMES)}")
     p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="threads for NumPy's BLAS and PyTorch (needs threadpoolctl; default: leave as is)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE",
+                   help="also write the measured seconds and the ratios to FILE as JSON (atomically)")
     return p
 
 
@@ -198,6 +233,7 @@ def run(args, xp):
     torch = import_torch()
     if torch is not None:
         torch.set_num_threads(threads)
+    gpu_torch = torch is not None and args.backend == "cupy" and torch.cuda.is_available()
     net = (mlp_network(args.hidden, args.batch_size) if args.arch == "mlp"
            else cnn_network(args.channels, args.batch_size))
     x, y = standardised_mnist(flatten=args.arch == "mlp")
@@ -205,20 +241,23 @@ def run(args, xp):
     steps_per_epoch = math.ceil(len(y) / args.batch_size)
     steps = math.ceil(args.fraction * steps_per_epoch)
     configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size, threads, args.micro_batch)
-    if torch is not None:
-        configs.append(torch_config(torch, net, x, y, order, args.batch_size))
+    configs += torch_configs(torch, gpu_torch, net, x, y, order, args.batch_size)
     configs += products_configs(xp, net, configs[0].batches, configs[0].sync)
     if args.only:
         configs = only(configs, args.only)
 
-    print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch)
+    print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch, gpu_torch)
     seconds, faults = time_interleaved(configs, steps, args.repeats)
     print_table(seconds, faults, steps, args.fraction)
     mf_flops, bp_flops = net.flops
     print_flops(mf_flops * len(y), bp_flops * len(y), len(y), net.arch)
     print_lower_bound(seconds, net, steps, len(y), args.fraction)
     layers = len(args.hidden) if args.arch == "mlp" else len(args.channels)
-    print_ratios(seconds, mf_flops / bp_flops, net.arch, pipeline_cores=layers if layers > threads else None)
+    ratios = print_ratios(seconds, mf_flops / bp_flops, net.arch, pipeline_cores=layers if layers > threads else None)
+    ratios.update(print_gpu_ratios(seconds, net.arch))
+    if args.json:
+        atomic_write_json(args.json, json_report(args, net, torch, gpu_torch, steps, seconds, ratios))
+        print(f"\nwrote {args.json}")
     return 0
 
 
@@ -244,6 +283,11 @@ def import_torch():
     return torch
 
 
+def torch_gpu_name(torch):
+    """The name of the GPU PyTorch's GPU rows run on (the device itself where it is no CUDA GPU)."""
+    return torch.cuda.get_device_name() if TORCH_GPU == "cuda" else TORCH_GPU
+
+
 # --- the two architectures -----------------------------------------------------------------------
 
 def mlp_network(hidden, batch_size):
@@ -253,7 +297,8 @@ def mlp_network(hidden, batch_size):
     products = step_products(layers, sizes[1:], batch_size, NUM_CLASSES)
     summary = f"MLP {'-'.join(map(str, sizes))} ReLU -> {NUM_CLASSES} classes"
     return Network("mlp", summary, MonoForwardNet, BackpropNet, {"sizes": sizes},
-                   partial(torch_mlp_layers, sizes=sizes), batch_size, products)
+                   partial(torch_mlp_layers, sizes=sizes), partial(torch_mlp_blocks, sizes=sizes),
+                   batch_size, products)
 
 
 def cnn_network(channels, batch_size):
@@ -268,23 +313,30 @@ def cnn_network(channels, batch_size):
                f"2x2 avg pool; maps {maps}) -> {NUM_CLASSES} classes")
     return Network("cnn", summary, MonoForwardCNN, BackpropCNN,
                    {"input_shape": MNIST_IMAGE, "channels": list(channels)},
-                   partial(torch_cnn_layers, shapes=shapes), batch_size, products)
+                   partial(torch_cnn_layers, shapes=shapes), partial(torch_cnn_blocks, shapes=shapes),
+                   batch_size, products)
+
+
+def torch_mlp_blocks(torch, sizes):
+    """[([Linear, ReLU], width)] for every hidden layer."""
+    return [([torch.nn.Linear(d_in, width), torch.nn.ReLU()], width) for d_in, width in zip(sizes[:-1], sizes[1:])]
 
 
 def torch_mlp_layers(torch, sizes):
     """Linear + ReLU per hidden layer, then a Linear output layer (no ReLU)."""
-    layers = []
-    for d_in, width in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(d_in, width), torch.nn.ReLU()]
+    layers = [module for modules, _ in torch_mlp_blocks(torch, sizes) for module in modules]
     return layers + [torch.nn.Linear(sizes[-1], NUM_CLASSES)]
 
 
+def torch_cnn_blocks(torch, shapes):
+    """[([Conv2d(C, F, 3, padding=1), ReLU, AvgPool2d(2)], F*H'*W')] for every block (floor, as minimf)."""
+    return [([torch.nn.Conv2d(c_in, F, KERNEL, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2)], F * H * W)
+            for (c_in, _, _), (F, H, W) in zip(shapes[:-1], shapes[1:])]
+
+
 def torch_cnn_layers(torch, shapes):
-    """Conv2d(C, F, 3, padding=1) + ReLU + AvgPool2d(2) per block (floor, as minimf), then Flatten
-    and a Linear output layer from F*H*W of the last block."""
-    layers = []
-    for (c_in, _, _), (filters, _, _) in zip(shapes[:-1], shapes[1:]):
-        layers += [torch.nn.Conv2d(c_in, filters, KERNEL, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2)]
+    """The conv blocks, then Flatten and a Linear output layer from F*H*W of the last block."""
+    layers = [module for modules, _ in torch_cnn_blocks(torch, shapes) for module in modules]
     F, H, W = shapes[-1]
     return layers + [torch.nn.Flatten(), torch.nn.Linear(F * H * W, NUM_CLASSES)]
 
@@ -307,9 +359,13 @@ def epoch_batches(order, batch_size):
 def minimf_configs(xp, backend, net, x, y, order, batch_size, threads, micro_batch):
     """MF and BP in minimf, and the parallel trainers: MF pipelined; on NumPy, MF unit-split (MLP
     only) and MF and BP batch-split, with ``threads`` threads. The data moves to the backend here,
-    once, before any timing."""
+    once, before any timing. On CuPy the steps run as ``python -m minimf.train`` runs them: the
+    values checked once, here, then ``validate=False`` (no host sync per step for the checks)."""
     x, y, order = xp.asarray(x), xp.asarray(y), xp.asarray(order)
     sync = xp.cuda.Device().synchronize if backend == "cupy" else (lambda: None)
+    validate = backend != "cupy"
+    if not validate and not (bool(xp.isfinite(x).all()) and 0 <= int(y.min()) and int(y.max()) < NUM_CLASSES):
+        raise ValueError("the MNIST arrays hold NaN or labels out of range")
 
     def model(kind):
         return kind(**net.kwargs, num_classes=NUM_CLASSES, backend=backend, seed=SEED, lr=LR)
@@ -317,7 +373,7 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size, threads, micro_bat
     def stepwise(kind):
         def make_run():
             m = model(kind)
-            return lambda batches: [m.train_step(x[idx], y[idx]) for idx in batches]
+            return lambda batches: [m.train_step(x[idx], y[idx], validate=validate) for idx in batches]
         return make_run
 
     def parallel(train, kind=net.mf):
@@ -333,7 +389,7 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size, threads, micro_bat
 
     batches = epoch_batches(order, batch_size)
     configs = [Config("MF (minimf)", stepwise(net.mf), batches, sync),
-               Config("MF pipelined", parallel(train_pipelined), batches, sync)]
+               Config("MF pipelined", parallel(partial(train_pipelined, validate=validate)), batches, sync)]
     if net.arch == "mlp" and backend == "numpy":
         configs.append(Config("MF unit-split", parallel(partial(train_unit_split, threads=threads)), batches, sync))
     split_batches = partial(train_batch_split, threads=threads, micro_batch=micro_batch)
@@ -367,14 +423,43 @@ def products_configs(xp, net, batches, sync):
             Config("BP products", products_only(bp), batches, sync)]
 
 
-def torch_config(torch, net, x, y, order, batch_size):
-    """The BP network in PyTorch on the CPU: ``net.torch_layers``, CrossEntropyLoss, Adam.
-    ``torch.from_numpy`` shares the host arrays, nothing is copied."""
-    x, y, order = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(order)
+def torch_configs(torch, on_gpu, net, x, y, order, batch_size):
+    """PyTorch's rows: none without torch; BP and MF on the GPU where ``on_gpu``; else BP on the CPU."""
+    if torch is None:
+        return []
+    if on_gpu:
+        return torch_gpu_configs(torch, net, x, y, order, batch_size)
+    return [torch_config(torch, net, x, y, order, batch_size)]
 
+
+def torch_config(torch, net, x, y, order, batch_size):
+    """The BP network in PyTorch on the CPU. ``torch.from_numpy`` shares the host arrays, nothing
+    is copied; each step returns ``loss.item()``, a Python float (this row as it always was)."""
+    x, y, order = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(order)
+    return Config("BP (PyTorch, CPU)", torch_bp(torch, net, x, y, torch.device("cpu"), host_loss=True),
+                  epoch_batches(order, batch_size), lambda: None)
+
+
+def torch_gpu_configs(torch, net, x, y, order, batch_size):
+    """BP and MF in PyTorch on the GPU (TF32 off, as CuPy's float32). The data are copied there
+    once and each batch is gathered there with a device index array, as minimf does on CuPy;
+    ``torch.cuda.synchronize()`` closes each timing."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device(TORCH_GPU)
+    x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    batches = epoch_batches(torch.from_numpy(order).to(device), batch_size)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return [Config("BP (PyTorch, CUDA)", torch_bp(torch, net, x, y, device, host_loss=False), batches, sync),
+            Config("MF (PyTorch, CUDA)", torch_mf(torch, net, x, y, device), batches, sync)]
+
+
+def torch_bp(torch, net, x, y, device, host_loss):
+    """make_run of BP in PyTorch on ``device``: ``net.torch_layers``, CrossEntropyLoss, Adam. A step
+    returns ``loss.item()`` (``host_loss``: a host sync) or the loss left on the device."""
     def make_run():
         torch.manual_seed(SEED)
-        model = torch.nn.Sequential(*net.torch_layers(torch))
+        model = torch.nn.Sequential(*net.torch_layers(torch)).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
         loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -383,10 +468,45 @@ def torch_config(torch, net, x, y, order, batch_size):
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
-            return loss.item()  # a Python float, as minimf's train_step returns
+            return loss.item() if host_loss else loss.detach()
         return lambda batches: [step(idx) for idx in batches]
+    return make_run
 
-    return Config("BP (PyTorch, CPU)", make_run, epoch_batches(order, batch_size), lambda: None)
+
+def torch_mf(torch, net, x, y, device):
+    """make_run of MF in PyTorch on ``device`` (``torch_mf_layers``, ``torch_mf_step``)."""
+    def make_run():
+        torch.manual_seed(SEED)
+        layers = torch_mf_layers(torch, net, device)
+        return lambda batches: [torch_mf_step(torch, layers, x[idx], y[idx]) for idx in batches]
+    return make_run
+
+
+def torch_mf_layers(torch, net, device):
+    """[(modules, M_i, Adam)]: every hidden layer of ``net.torch_blocks`` with its own projection
+    M_i (C, n_i), uniform in +-1/sqrt(n_i) as minimf draws it, and its own Adam over both."""
+    layers = []
+    for modules, width in net.torch_blocks(torch):
+        body = torch.nn.Sequential(*modules).to(device)
+        bound = width ** -0.5
+        M = torch.nn.Parameter(torch.empty(NUM_CLASSES, width, device=device).uniform_(-bound, bound))
+        layers.append((body, M, torch.optim.Adam([*body.parameters(), M], lr=LR)))
+    return layers
+
+
+def torch_mf_step(torch, layers, x, y):
+    """One MF step: each layer's own cross-entropy and Adam step. Each layer's input is detached,
+    so no gradient crosses layers, and layer i+1 gets a_i from before layer i's update, as in
+    minimf. Returns the losses, left on the device."""
+    a, losses = x, []
+    for body, M, optimizer in layers:
+        a = body(a.detach())                                             # the gradient stops here
+        loss = torch.nn.functional.cross_entropy(a.flatten(1) @ M.T, y)  # (5) G_i = a_i M_i^T, (6)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()                                                 # (7), (8)
+        losses.append(loss.detach())
+    return losses
 
 
 # --- timing ----------------------------------------------------------------------------------------
@@ -468,7 +588,7 @@ def step_products(layers, readouts, n, num_classes):
 
 # --- output ----------------------------------------------------------------------------------------
 
-def print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch):
+def print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch, gpu_torch=False):
     machine = platform.processor() or platform.machine()
     print(f"One MNIST training epoch ({net.arch.upper()}): Mono-Forward vs backprop")
     print(f"  machine   {machine}, {os.cpu_count()} CPUs")
@@ -476,10 +596,14 @@ def print_header(args, net, threads, threads_source, torch, steps, steps_per_epo
     print(f"  BLAS      {blas_kernel()}")
     if torch is None:
         print("  torch     not installed: no PyTorch baseline, minimf ratios only")
+    elif gpu_torch:
+        print(f"  torch     {torch.__version__}, CUDA {torch.version.cuda} on {torch_gpu_name(torch)}, "
+              "TF32 off: BP and MF rows on the GPU")
     else:
         print(f"  torch     {torch.__version__}, CPU ({torch.backends.cpu.get_cpu_capability()} kernels), "
               f"torch.set_num_threads({threads})")
-    gpu_note = "   (PyTorch still runs on the CPU)" if torch is not None and args.backend == "cupy" else ""
+    on_cpu = torch is not None and args.backend == "cupy" and not gpu_torch
+    gpu_note = "   (PyTorch still runs on the CPU: torch.cuda.is_available() is False)" if on_cpu else ""
     print(f"  backend   {args.backend}{gpu_note}")
     print(f"  network   {net.summary}, float32, Adam lr {LR:g}")
     print(f"  batch     {args.batch_size}, {steps_per_epoch} steps per epoch")
@@ -533,21 +657,32 @@ def print_lower_bound(seconds, net, steps, examples, fraction):
     print()
 
 
+def ratio(seconds, first, second, target=None):
+    """{"median", "fastest", "target"}: the time of ``first`` over ``second``'s, of the medians and of
+    the fastest repeats; None where either was not run here (--only, no PyTorch, a CNN, CuPy)."""
+    if first not in seconds or second not in seconds:
+        return None
+    return {"median": statistics.median(seconds[first]) / statistics.median(seconds[second]),
+            "fastest": min(seconds[first]) / min(seconds[second]), "target": target}
+
+
 def print_ratios(seconds, flop_ratio, arch, pipeline_cores=None):
     """The headline: time of one configuration over another's (below 1: the first is faster).
-    ``pipeline_cores``: the pipeline's thread count where it exceeds the other rows' threads."""
-    median = {name: statistics.median(times) for name, times in seconds.items()}
-    fastest = {name: min(times) for name, times in seconds.items()}
+    ``pipeline_cores``: the pipeline's thread count where it exceeds the other rows' threads.
+    Returns {label: ``ratio``} of the lines printed."""
     targets = TARGETS[arch]
+    ratios = {}
 
     def line(label, first, second, note=""):
-        if first not in median or second not in median:
-            return                                   # not run here (--only, no PyTorch, a CNN, CuPy)
+        result = ratio(seconds, first, second, targets.get(label))
+        if result is None:
+            return
+        ratios[label] = result
         if pipeline_cores and label.startswith("MF-pipelined/"):
             note = f"   (not like for like: the pipeline ran {pipeline_cores} threads)"
         elif label in targets:
             note = f"   (target {targets[label]:g} or below)"
-        print(f"  {label:<26} {median[first] / median[second]:6.2f} {fastest[first] / fastest[second]:8.2f}{note}")
+        print(f"  {label:<26} {result['median']:6.2f} {result['fastest']:8.2f}{note}")
 
     print("Ratios of times (the result; below 1 means the first is faster), of the medians and of the")
     print("fastest repeats (on a busy machine the fastest repeat is the least disturbed one):")
@@ -567,6 +702,37 @@ def print_ratios(seconds, flop_ratio, arch, pipeline_cores=None):
         line(f"MF-{trainer}/PyTorch-BP", f"MF {trainer}", "BP (PyTorch, CPU)")
     line("minimf-BP/PyTorch-BP", "BP (minimf)", "BP (PyTorch, CPU)")
     line("BP-batch-split/PyTorch-BP", "BP batch-split", "BP (PyTorch, CPU)")
+    return ratios
+
+
+def print_gpu_ratios(seconds, arch):
+    """minimf on CuPy against PyTorch on the same GPU (GPU_RATIOS), where both rows ran; returns
+    {label: ``ratio``} of the lines printed."""
+    ratios = {label: ratio(seconds, first, second, TARGETS[arch].get(label)) for label, first, second in GPU_RATIOS}
+    ratios = {label: result for label, result in ratios.items() if result is not None}
+    if not ratios:
+        return {}
+    width = max(map(len, ratios))
+    print()
+    print("On the GPU, against PyTorch on the same GPU (below 1: the first is faster):")
+    print(f"  {'':<{width}} {'median':>6} {'fastest':>8}")
+    for label, result in ratios.items():
+        note = f"   (target {result['target']:g} or below)" if result["target"] else ""
+        print(f"  {label:<{width}} {result['median']:6.2f} {result['fastest']:8.2f}{note}")
+    return ratios
+
+
+def json_report(args, net, torch, gpu_torch, steps, seconds, ratios):
+    """What --json writes: the settings, every configuration's seconds (each repeat, the median and
+    the fastest, for ``steps`` steps) and every ratio printed, with its target (or null)."""
+    device = None if torch is None else (torch_gpu_name(torch) if gpu_torch else "cpu")
+    return {"arch": net.arch, "network": net.summary, "backend": args.backend, "batch_size": args.batch_size,
+            "fraction": args.fraction, "timed_steps": steps, "repeats": args.repeats,
+            "torch": None if torch is None else torch.__version__, "torch_device": device,
+            "seconds": {name: {"median": statistics.median(times), "fastest": min(times), "repeats": times}
+                        for name, times in seconds.items()},
+            "ratios": ratios}
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -230,3 +230,12 @@ def test_cupy_pool_meter_counts_an_allocation():
         assert meter.peak() - start >= MIB
         del block
     assert meter.current() <= start + MIB
+
+
+def test_extra_evaluations_use_the_data_of_their_own_backend(tmp_path, capsys):
+    """prepared_data used to return the first data set prepared in the process, whatever its backend
+    or scale: after a cupy run a NumPy experiment evaluated device arrays (the strict stand-in
+    caught it). Each backend in turn, in one process."""
+    for backend in ("cupy", "numpy"):
+        assert main(["hotplug", "--tiny", "--seeds", "0", "--backend", backend, "--out", str(tmp_path / backend),
+                     "--no-progress"]) == 0

@@ -122,8 +122,9 @@ def test_pipeline_equals_sequential_on_cupy():
     cupy = get_backend("cupy")
     batches = [(cupy.asarray(x), cupy.asarray(y)) for x, y in make_batches((20,))]
     sequential, pipelined = mlp("cupy"), mlp("cupy")
-    expected = [sequential.train_step(x, y) for x, y in batches]
-    np.testing.assert_allclose(train_pipelined(pipelined, batches), expected, rtol=1e-5)
+    expected = [[float(v) for v in sequential.train_step(x, y)] for x, y in batches]
+    losses = [[float(v) for v in step] for step in train_pipelined(pipelined, batches)]   # 0-d device arrays
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
     for a, b in zip(sequential.layers, pipelined.layers):
         for name, value in a.params.items():
             np.testing.assert_allclose(to_numpy(b.params[name]), to_numpy(value), rtol=1e-4, atol=1e-6)

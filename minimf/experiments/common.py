@@ -132,12 +132,14 @@ def train_run(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=N
     return net, history
 
 
-def prepared_data(dataset="mnist", arch="mlp"):
-    """The data of an earlier ``train_run`` on this data set and architecture (for extra evaluations)."""
+def prepared_data(ctx, dataset="mnist", arch="mlp"):
+    """The data of an earlier ``train_run`` of ``ctx`` (the same backend and the subsets of its
+    scale) on this data set and architecture, for extra evaluations."""
+    wanted = (dataset, arch, ctx.scale.train_subset, ctx.scale.test_subset, ctx.backend)
     for key, data in _DATA.items():
-        if key[:2] == (dataset, arch):
+        if key[:5] == wanted:   # not another backend's arrays, nor another scale's subsets
             return data
-    raise KeyError(f"no prepared data for {dataset} {arch}: call train_run first")
+    raise KeyError(f"no prepared data for {dataset} {arch} on {ctx.backend}: call train_run first")
 
 
 def algorithms(arch):

@@ -77,7 +77,7 @@ def assert_unchanged(before, after, layers, stage):
 def one_seed(ctx, seed, epochs, width):
     """The four stages for one seed: {stage: net.evaluate(...) on the test set}."""
     net, _ = train_run(ctx, "mf", hidden=[width, width], epochs=epochs, seed=seed)
-    data = prepared_data("mnist", "mlp")
+    data = prepared_data(ctx, "mnist", "mlp")
     (x, y), (x_test, y_test) = data["train"], data["test"]
     stages = {"2 layers trained": net.evaluate(x_test, y_test)}
     before = layer_outputs(net, x_test)
