@@ -22,12 +22,12 @@ fixed shuffled order, Adam lr 1e-3, float32) for these configurations in the sam
                          own cross-entropy and its own Adam; its input detached, so no gradient
                          crosses layers (the minimf MF rule, written the way PyTorch users would)
     MF pipelined         MF with its layers running concurrently, one thread each
-                         (minimf/pipeline.py; the same numbers as MF, only the timing differs)
+                         (minimf/parallel/pipeline.py; the same numbers as MF, only the timing differs)
     MF unit-split        MF with every layer's units shared out between T threads, T = the BLAS
-                         threads of the other rows (minimf/unit_split.py; MLP on NumPy only; the
+                         threads of the other rows (minimf/parallel/unit_split.py; MLP on NumPy only; the
                          same numbers up to float rounding)
     MF / BP batch-split  every batch's examples shared out between T threads, in parts of
-                         ``--micro-batch`` examples (minimf/batch_split.py; NumPy only; the same
+                         ``--micro-batch`` examples (minimf/parallel/batch_split.py; NumPy only; the same
                          numbers up to float rounding)
     MF / BP products     the lower bound: only the matrix products of every MF (or BP) step, at
                          the network's shapes, on random float32 arrays (``step_products``)
@@ -94,12 +94,12 @@ except ImportError:
 
 from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
-from minimf.cnn import KERNEL, block_shapes
+from minimf.nn.cnn import KERNEL, block_shapes
 from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.files import atomic_write_json
-from minimf.pipeline import train_pipelined
-from minimf.unit_split import train_unit_split
-from minimf.batch_split import train_batch_split
+from minimf.parallel.pipeline import train_pipelined
+from minimf.parallel.unit_split import train_unit_split
+from minimf.parallel.batch_split import train_batch_split
 from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, positive_int
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
@@ -549,14 +549,14 @@ def time_interleaved(configs, steps, repeats):
 
 def dense_products(d, h, n):
     """(forward, dW, dx) of a dense layer D -> H on a batch of n, each a product (m, k) @ (k, n)
-    written (m, k, n), as minimf/layers.py multiplies: z = x W (N, D) @ (D, H),
+    written (m, k, n), as minimf/nn/layers.py multiplies: z = x W (N, D) @ (D, H),
     dW = x^T dz (D, N) @ (N, H), dx = dz W^T (N, H) @ (H, D). Each costs P = 2*N*D*H FLOPs."""
     return (n, d, h), (d, n, h), (n, h, d)
 
 
 def conv_products(c, f, h, w, n):
     """(forward, dW, dx) of a 3x3 conv block C -> F on H x W maps (padding 1 keeps H x W) as
-    im2col's products (minimf/im2col.py), K = C*3*3, M = N*H*W: out = w2 @ cols (F, K) @ (K, M),
+    im2col's products (minimf/nn/im2col.py), K = C*3*3, M = N*H*W: out = w2 @ cols (F, K) @ (K, M),
     dw = cols @ d^T (K, M) @ (M, F), dcols = w2^T @ d (K, F) @ (F, M); P = 2*F*K*M each."""
     k, m = c * KERNEL * KERNEL, n * h * w
     return (f, k, m), (k, m, f), (k, f, m)

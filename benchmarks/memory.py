@@ -15,7 +15,7 @@ objects around them). The inputs are random standard-normal numbers of the right
 labels: how much a step allocates does not depend on the values, and MNIST need not be loaded.
 
 Why MF's peak should not grow with depth: MF trains layer by layer inside the forward pass
-(minimf/mono_forward.py). Layer i computes its activations, its local loss, its gradients, updates
+(minimf/rules/mono_forward.py). Layer i computes its activations, its local loss, its gradients, updates
 itself, and hands only its output a_i to layer i+1; its caches and gradients can be freed before
 layer i+1 starts. So a step needs about ONE layer's activations and gradients at a time, whatever
 the depth. BP must keep every layer's cache (its input and ReLU output) from the forward pass
@@ -39,7 +39,7 @@ import numpy as np
 
 from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend
-from minimf.cnn import block_shapes
+from minimf.nn.cnn import block_shapes
 from minimf.datasets import DATASETS
 from minimf.experiments.measure import (MIB, TracemallocMeter, line_fit, memory_meter, random_batch,
                                         step_peak_bytes)

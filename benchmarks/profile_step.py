@@ -4,7 +4,7 @@
     python benchmarks/profile_step.py --threads 2 --repeats 50
     python benchmarks/profile_step.py --hidden 500 500 --batch-size 128
 
-One MF step on the MLP (``MonoForwardModel.train_step``) is, per layer i (minimf/mono_forward.py):
+One MF step on the MLP (``MonoForwardModel.train_step``) is, per layer i (minimf/rules/mono_forward.py):
 
     z = x W + b          product (N, D) @ (D, H), then the bias added       dense_forward
     a = relu(z)                                                             relu_forward
@@ -37,9 +37,9 @@ from blas_threads import blas_kernel, kernel_warning, run_with_threads  # benchm
 from epoch_time import standardised_mnist
 from minimf import MonoForwardNet
 from minimf.checks import check_features, check_labels
-from minimf.layers import dense_forward, relu_backward, relu_forward
-from minimf.losses import softmax_cross_entropy
-from minimf.optim import Adam
+from minimf.nn.layers import dense_forward, relu_backward, relu_forward
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.nn.optim import Adam
 from minimf.train import positive_int
 
 NUM_CLASSES = 10

@@ -11,13 +11,13 @@ The other rules have the same interface: ``ForwardForwardNet`` (Forward-Forward,
 ``ScalableForwardForwardCNN`` (Scalable FF); DeeperForward's goodness is MF's
 ``MonoForwardCNN(readout="channel-group")``.
 """
-from minimf.backprop import BackpropCNN, BackpropNet
-from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
-from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
-from minimf.forward_forward import ForwardForwardNet
-from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
-from minimf.pepita import PepitaNet
-from minimf.scalable_forward_forward import ScalableForwardForwardCNN
+from minimf.rules.backprop import BackpropCNN, BackpropNet
+from minimf.rules.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
+from minimf.rules.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
+from minimf.rules.forward_forward import ForwardForwardNet
+from minimf.rules.mono_forward import MonoForwardCNN, MonoForwardNet
+from minimf.rules.pepita import PepitaNet
+from minimf.rules.scalable_forward_forward import ScalableForwardForwardCNN
 
 __all__ = ["MonoForwardNet", "BackpropNet", "MonoForwardCNN", "BackpropCNN", "ForwardForwardNet",
            "FeedbackAlignmentNet", "FeedbackAlignmentCNN", "DirectFeedbackAlignmentNet",

@@ -155,7 +155,7 @@ class _HostStream:
 
 
 class WorkerHandoff:
-    """What a worker thread needs to work on arrays its caller made (minimf/pipeline.py).
+    """What a worker thread needs to work on arrays its caller made (minimf/parallel/pipeline.py).
 
     Made in the calling thread, it remembers two things a new thread would otherwise get wrong
     on a GPU:

@@ -37,20 +37,20 @@ from tqdm import tqdm
 from minimf import PepitaNet, ScalableForwardForwardCNN, __version__
 from minimf.backend import (BACKENDS, BLAS_THREAD_VARS, STRICT_CUPY_VAR, BackendError, get_backend, make_rng,
                             say_once, strict_cupy_requested, timing_environment, to_numpy)
-from minimf.backprop import BackpropCNN, BackpropNet
+from minimf.rules.backprop import BackpropCNN, BackpropNet
 from minimf.checkpoint import save
 from minimf.checks import check_features, check_labels
-from minimf.cnn import block_shapes
+from minimf.nn.cnn import block_shapes
 from minimf.datasets import DATASETS, DatasetError, carve_validation, load, normalization, num_classes
 from minimf.datasets.augment import augment_batch
-from minimf.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
-from minimf.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
+from minimf.rules.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
+from minimf.rules.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
-from minimf.forward_forward import ForwardForwardNet
-from minimf.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
-from minimf.batch_split import train_batch_split
-from minimf.pipeline import train_pipelined
-from minimf.unit_split import train_unit_split
+from minimf.rules.forward_forward import ForwardForwardNet
+from minimf.rules.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
+from minimf.parallel.batch_split import train_batch_split
+from minimf.parallel.pipeline import train_pipelined
+from minimf.parallel.unit_split import train_unit_split
 
 DEFAULT_EPOCHS = 5
 DEFAULT_HIDDEN = [1000, 1000]
@@ -61,9 +61,20 @@ NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, Backprop
             "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
             "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN),
             "pepita": (PepitaNet, None), "sff": (None, ScalableForwardForwardCNN)}
-SPLIT_BATCH = ("mf", "bp", "fa", "dfa")   # --split-batch: rules whose batch gradient is a mean of their parts' (tested)
-LAYERWISE = ("mf", "ff", "sff")   # rules whose train_step returns one loss per layer (FF: then the read-out's)
-GOODNESS_PER_LAYER = ("mf", "sff")   # evaluate() gives "bp" and "ff" modes and every layer's accuracy
+# What each rule does (its losses, its evaluation modes, the trainers it supports) its network class
+# says (LOSSES, EVALUATION_MODES, BATCH_SPLIT, PIPELINE, UNIT_SPLIT): a new rule is one module in
+# minimf/rules/ and one entry above. MODE_NAMES only words the headline accuracy's mode.
+MODE_NAMES = {"bp": "BP mode", "ff": "FF mode", "all_labels": "all labels", "one_pass": "one pass"}
+
+
+def network_class(args):
+    """The network class of --algo and --arch (None where the rule has no such network)."""
+    return NETWORKS[args.algo][0 if args.arch == "mlp" else 1]
+
+
+def algos_with(flag):
+    """The --algo names with a network (of either architecture) whose class sets ``flag``."""
+    return [algo for algo, classes in NETWORKS.items() if any(c is not None and getattr(c, flag) for c in classes)]
 
 
 class TrainingDiverged(RuntimeError):
@@ -162,13 +173,13 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pipeline", action="store_true",
                    help="--algo mf: the layers run concurrently, one thread each (layer i on batch t while "
-                        "layer i+1 is on batch t-1); the same numbers as without (minimf/pipeline.py)")
+                        "layer i+1 is on batch t-1); the same numbers as without (minimf/parallel/pipeline.py)")
     p.add_argument("--split-units", type=positive_int, default=None, metavar="T",
                    help="--algo mf --arch mlp, NumPy: each layer's units shared out between T threads; the "
-                        "same numbers up to float rounding (minimf/unit_split.py). Start with OPENBLAS_NUM_THREADS=1")
+                        "same numbers up to float rounding (minimf/parallel/unit_split.py). Start with OPENBLAS_NUM_THREADS=1")
     p.add_argument("--split-batch", type=positive_int, default=None, metavar="T",
-                   help=f"--algo {'/'.join(SPLIT_BATCH)}, NumPy: each batch's examples shared out between T "
-                        "threads; the same numbers up to float rounding (minimf/batch_split.py). "
+                   help=f"--algo {'/'.join(algos_with('BATCH_SPLIT'))}, NumPy: each batch's examples shared out between T "
+                        "threads; the same numbers up to float rounding (minimf/parallel/batch_split.py). "
                         "Start with OPENBLAS_NUM_THREADS=1")
     p.add_argument("--micro-batch", type=positive_int, default=None, metavar="M",
                    help="--split-batch: parts of at most M examples, taken by the threads in turn (default: one "
@@ -182,13 +193,14 @@ def main(argv=None):
     info = DATASETS[args.dataset]
     check_dataset(parser, args, info)
     check_architecture(parser, args, info)
-    if args.pipeline and args.algo != "mf":
-        parser.error(f"--pipeline is for --algo mf (its layers do not wait for each other), not {args.algo}")
-    check_parallel(parser, args)
-    if args.arch == "cnn" and NETWORKS[args.algo][1] is None:
+    if args.arch == "cnn" and network_class(args) is None:
         parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
-    if args.arch == "mlp" and NETWORKS[args.algo][0] is None:
+    if args.arch == "mlp" and network_class(args) is None:
         parser.error(f"--algo {args.algo} has no MLP in minimf; use --arch cnn")
+    if args.pipeline and not network_class(args).PIPELINE:
+        parser.error(f"--pipeline is for --algo {', '.join(algos_with('PIPELINE'))} (its layers do not wait for "
+                     f"each other), not {args.algo}")
+    check_parallel(parser, args)
     check_readout(parser, args, num_classes(args.dataset, args.labels))
     check_lr_steps(parser, args)
     xp = choose_backend(parser, args)
@@ -219,8 +231,7 @@ def main(argv=None):
         return stopped(f"error: out of memory on {where} with --batch-size {args.batch_size} ({err}); "
                        f"try a smaller --batch-size, e.g. {max(1, args.batch_size // 2)}", args)
     final = history[-1]["test_acc"]
-    mode = {"mf": f" ({args.predict.upper()} mode)", "sff": f" ({args.predict.upper()} mode)",
-            "ff": " (all labels)"}.get(args.algo, "")
+    mode = f" ({MODE_NAMES[headline_mode(net, args)]})" if len(net.EVALUATION_MODES) > 1 else ""
     print(f"test accuracy: {100 * final:.2f}%{mode}")
     return 0
 
@@ -288,10 +299,11 @@ def check_parallel(parser, args):
                                        ("--split-batch", args.split_batch)) if value]
     if len(chosen) > 1:
         parser.error(f"choose one way to train in parallel, not {' and '.join(chosen)}")
-    if args.split_units and (args.algo != "mf" or args.arch != "mlp"):
-        parser.error("--split-units is for --algo mf --arch mlp (dense layers whose units learn from their own loss)")
-    if args.split_batch and args.algo not in SPLIT_BATCH:
-        parser.error(f"--split-batch is for --algo {', '.join(SPLIT_BATCH)}, not {args.algo}")
+    if args.split_units and not network_class(args).UNIT_SPLIT:
+        parser.error(f"--split-units is for --algo {', '.join(algos_with('UNIT_SPLIT'))} --arch mlp (dense layers "
+                     "whose units learn from their own loss)")
+    if args.split_batch and not network_class(args).BATCH_SPLIT:
+        parser.error(f"--split-batch is for --algo {', '.join(algos_with('BATCH_SPLIT'))}, not {args.algo}")
     if (args.split_units or args.split_batch) and args.backend != "numpy":
         parser.error(f"{chosen[0]} shares work out between CPU threads: it needs --backend numpy")
     if args.micro_batch and not args.split_batch:
@@ -479,7 +491,7 @@ def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
         check_finite(row, epoch, step)
     sizes = np.minimum(args.batch_size, n - np.asarray(starts))   # the last batch may be smaller
     mean = (losses * sizes[:, None]).sum(axis=0) / n
-    if args.algo in LAYERWISE:
+    if net.LOSSES == "per_layer":
         return [round(float(v), 6) for v in mean]
     return round(float(mean[0]), 6)
 
@@ -509,27 +521,27 @@ def check_finite(losses, epoch, step):
             raise TrainingDiverged(f"the training loss became {loss} at epoch {epoch}, step {step}, {where}")
 
 
+def headline_mode(net, args):
+    """The prediction mode of the headline ``test_acc``: --predict where the network has it (MF,
+    SFF), else its first (FF: all labels; BP, FA, DFA: its one accuracy)."""
+    return args.predict if args.predict in net.EVALUATION_MODES else net.EVALUATION_MODES[0]
+
+
 def evaluate(net, data, args):
-    """Test (and validation) accuracy. MF and FF: both prediction modes and every layer (the
-    headline ``test_acc`` is MF's --predict mode, FF's all-labels); BP, FA, DFA: one number."""
+    """Test (and validation) accuracy: ``test_acc`` in the headline mode and, for networks with
+    several modes (``net.EVALUATION_MODES``), ``test_acc_<mode>`` for each, and each layer's
+    accuracy where ``evaluate`` gives them."""
     record = {}
     for split in ("test", "validation"):
         if data[split] is None:
             continue
         result = net.evaluate(*data[split], validate=False)   # checked once by prepare_data
         prefix = "test" if split == "test" else "val"
-        if args.algo in GOODNESS_PER_LAYER:
-            record[f"{prefix}_acc"] = result[args.predict]
-            record[f"{prefix}_acc_bp"] = result["bp"]
-            record[f"{prefix}_acc_ff"] = result["ff"]
+        record[f"{prefix}_acc"] = result[headline_mode(net, args)]
+        if len(net.EVALUATION_MODES) > 1:
+            record.update({f"{prefix}_acc_{mode}": result[mode] for mode in net.EVALUATION_MODES})
+        if "layers" in result:
             record[f"layer_{prefix}_acc"] = result["layers"]
-        elif args.algo == "ff":
-            record[f"{prefix}_acc"] = result["all_labels"]
-            record[f"{prefix}_acc_all_labels"] = result["all_labels"]
-            record[f"{prefix}_acc_one_pass"] = result["one_pass"]
-            record[f"layer_{prefix}_acc"] = result["layers"]
-        else:
-            record[f"{prefix}_acc"] = result["acc"]
     return record
 
 

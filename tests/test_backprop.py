@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minimf import BackpropNet
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradients
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradients
 
 
 def small_net(backend="numpy", bias=True, seed=5):

@@ -1,4 +1,4 @@
-"""Batch-split (data-parallel) training (minimf/batch_split.py) against the sequential ``train_step``.
+"""Batch-split (data-parallel) training (minimf/parallel/batch_split.py) against the sequential ``train_step``.
 
 One thread, one part: the same operations on the same numbers, so the same parameters bit for bit.
 Several threads or micro-batches: the parts' gradients are summed, weighted by their sizes, so
@@ -13,9 +13,9 @@ import pytest
 import training_helpers
 from training_helpers import parameter_pairs, sequential_run
 
-from minimf import (BackpropCNN, BackpropNet, DirectFeedbackAlignmentNet, FeedbackAlignmentCNN, MonoForwardCNN,
-                    MonoForwardNet, batch_split)
-from minimf.batch_split import micro_batches, train_batch_split
+from minimf import BackpropCNN, BackpropNet, DirectFeedbackAlignmentNet, FeedbackAlignmentCNN, MonoForwardCNN, MonoForwardNet
+from minimf.parallel import batch_split
+from minimf.parallel.batch_split import micro_batches, train_batch_split
 from minimf.train import main
 
 STEPS = 3

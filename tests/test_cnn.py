@@ -21,13 +21,13 @@ from fake_data import random_images
 from minimf import BackpropCNN, MonoForwardCNN
 from minimf.backend import to_numpy
 from minimf.checkpoint import load, save
-from minimf.cnn import POOLING, block_shapes, conv_block_backward, conv_block_forward
-from minimf.conv import conv2d_forward_naive, pool_windows
+from minimf.nn.cnn import POOLING, block_shapes, conv_block_backward, conv_block_forward
+from minimf.nn.conv import conv2d_forward_naive, pool_windows
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradients, check_layer, numerical_grad
-from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
-from minimf.losses import softmax_cross_entropy
-from minimf.optim import Adam
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradients, check_layer, numerical_grad
+from minimf.nn.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.nn.optim import Adam
 
 SHAPE, CHANNELS, CLASSES = (1, 8, 8), (3, 4), 3
 SEED, DATA_SEED = 0, 0       # chosen so that assert_away_from_kinks holds in every configuration below

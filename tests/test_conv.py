@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from minimf.backend import to_numpy
-from minimf.conv import (avg_pool_backward, avg_pool_forward, conv2d_backward_naive, conv2d_forward_naive,
+from minimf.nn.conv import (avg_pool_backward, avg_pool_forward, conv2d_backward_naive, conv2d_forward_naive,
                          flatten_backward, flatten_forward, max_pool_backward, max_pool_forward, pool_windows)
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_layer
-from minimf.im2col import conv2d_backward, conv2d_forward
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_layer
+from minimf.nn.im2col import conv2d_backward, conv2d_forward
 
 CONVS = {"naive": (conv2d_forward_naive, conv2d_backward_naive), "im2col": (conv2d_forward, conv2d_backward)}
 POOLS = {"avg": (avg_pool_forward, avg_pool_backward), "max": (max_pool_forward, max_pool_backward)}

@@ -1,4 +1,4 @@
-"""DeeperForward's channel-group read-out (minimf/deeper_forward.py) in Mono-Forward's conv blocks.
+"""DeeperForward's channel-group read-out (minimf/rules/deeper_forward.py) in Mono-Forward's conv blocks.
 
 Gradients in float64 against finite differences on tiny images (as tests/test_cnn.py): the
 read-out's backward (DF-2) alone, and the whole block's local gradients with the layer norm in
@@ -16,11 +16,11 @@ from fake_data import random_images
 from minimf import MonoForwardCNN
 from minimf.backend import to_numpy
 from minimf.checkpoint import load, save
-from minimf.cnn import conv_block_backward, conv_block_forward
-from minimf.deeper_forward import ChannelGroupReadout, layer_norm, range_scores
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradient, check_gradients, numerical_grad
-from minimf.im2col import conv2d_forward
-from minimf.losses import softmax_cross_entropy
+from minimf.nn.cnn import conv_block_backward, conv_block_forward
+from minimf.rules.deeper_forward import ChannelGroupReadout, layer_norm, range_scores
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradient, check_gradients, numerical_grad
+from minimf.nn.im2col import conv2d_forward
+from minimf.nn.losses import softmax_cross_entropy
 from minimf.train import main
 
 SHAPE, CHANNELS, CLASSES = (1, 8, 8), (6, 9), 3

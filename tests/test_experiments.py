@@ -9,7 +9,7 @@ import pytest
 
 from minimf import train as train_cli
 from minimf.backend import gpu_available, get_backend
-from minimf.backprop import BackpropNet
+from minimf.rules.backprop import BackpropNet
 from minimf.datasets import DATASETS
 from minimf.datasets.tabular import sklearn_version
 from minimf.experiments import EXPERIMENTS, accuracy, hotplug
@@ -18,7 +18,7 @@ from minimf.experiments.common import (SCALES, Context, algorithms, image_datase
                                        mean_std, pm, train_run)
 from minimf.experiments.measure import (MIB, TracemallocMeter, epoch_times, memory_meter, mf_layer_trace,
                                         random_batch, step_peak_bytes, time_epoch)
-from minimf.mono_forward import MonoForwardNet
+from minimf.rules.mono_forward import MonoForwardNet
 
 WITH_FIGURES = {"memory": ["memory_trace", "memory_vs_depth_mlp", "memory_vs_depth_cnn"],
                 "convergence": ["convergence", "error_vs_depth"]}

@@ -17,7 +17,7 @@ from minimf import (BackpropCNN, BackpropNet, DirectFeedbackAlignmentCNN, Direct
 from minimf.backend import to_numpy
 from minimf.checkpoint import load, save
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradients
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradients
 
 MLPS = {"bp": BackpropNet, "fa": FeedbackAlignmentNet, "dfa": DirectFeedbackAlignmentNet}
 CNNS = {"bp": BackpropCNN, "fa": FeedbackAlignmentCNN, "dfa": DirectFeedbackAlignmentCNN}

@@ -8,10 +8,10 @@ from minimf import ForwardForwardNet
 from minimf.backend import get_array_module
 from minimf.checkpoint import load, save
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
-from minimf.forward_forward import embed_label, embed_neutral, normalize
-from minimf.gradcheck import KINK_TOL, SMOOTH_TOL, GradientCheckError, check_gradients, numerical_grad
-from minimf.losses import sigmoid, softmax_cross_entropy, softplus
-from minimf.optim import Adam
+from minimf.rules.forward_forward import embed_label, embed_neutral, normalize
+from minimf.nn.gradcheck import KINK_TOL, SMOOTH_TOL, GradientCheckError, check_gradients, numerical_grad
+from minimf.nn.losses import sigmoid, softmax_cross_entropy, softplus
+from minimf.nn.optim import Adam
 
 CLASSES = 3
 

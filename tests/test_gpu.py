@@ -49,7 +49,7 @@ from minimf import (BackpropCNN, BackpropNet, DirectFeedbackAlignmentCNN, Direct
                     MonoForwardNet, PepitaNet, ScalableForwardForwardCNN)
 from minimf.backend import STRICT_CUPY_VAR, get_array_module, get_backend, to_numpy
 from minimf.checkpoint import load, save
-from minimf.pipeline import train_pipelined
+from minimf.parallel.pipeline import train_pipelined
 from minimf.train import main, train_step_at
 
 STEPS = 10

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minimf.gradcheck import GradientCheckError, check_gradient, numerical_grad, rel_error
+from minimf.nn.gradcheck import GradientCheckError, check_gradient, numerical_grad, rel_error
 
 
 def test_numerical_grad_of_a_known_function(xp):

@@ -10,7 +10,7 @@ import pytest
 
 from minimf import BackpropNet, ForwardForwardNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import get_backend
-from minimf.pipeline import train_pipelined
+from minimf.parallel.pipeline import train_pipelined
 from minimf.train import main
 
 STEPS = 20

@@ -3,7 +3,7 @@
 - Adam's in-place step against the textbook formula (m_hat, v_hat written out), and no array of a
   parameter's size allocated per step once the state exists (tracemalloc);
 - ReLU with ``out=``: same values as the functional form, written into the given array;
-- average pooling by strided-slice additions (minimf/cnn.py) against minimf/conv.py's window mean,
+- average pooling by strided-slice additions (minimf/nn/cnn.py) against minimf/nn/conv.py's window mean,
   and its gradient check with avg_pool_backward; its backward by assignment (non-overlapping
   windows) against avg_pool_backward, stale memory in the result ruled out;
 - a Mono-Forward step's peak memory does not grow with depth.
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from minimf import MonoForwardNet
-from minimf.cnn import avg_pool_backward_by_offsets, avg_pool_by_offsets
-from minimf.conv import avg_pool_backward, avg_pool_forward
-from minimf.gradcheck import check_layer
-from minimf.layers import relu_backward, relu_forward
-from minimf.optim import Adam
+from minimf.nn.cnn import avg_pool_backward_by_offsets, avg_pool_by_offsets
+from minimf.nn.conv import avg_pool_backward, avg_pool_forward
+from minimf.nn.gradcheck import check_layer
+from minimf.nn.layers import relu_backward, relu_forward
+from minimf.nn.optim import Adam
 
 KINK_TOL = 1e-6
 
@@ -138,8 +138,8 @@ def test_conv_block_gradients_flow_without_layout_copies(rng):
     """The convolution's output z is a transposed view of its (F, N, H, W) product; the pooling's
     backward writes dr in that layout, so the convolution's backward reads it as (F, N*H*W) with
     no copy. Numbers as with the plain C-ordered dx."""
-    from minimf.cnn import conv_block_forward, POOL
-    from minimf.conv import init_conv
+    from minimf.nn.cnn import conv_block_forward, POOL
+    from minimf.nn.conv import init_conv
     x = rng.standard_normal((3, 2, 6, 6))
     W, b = init_conv(rng, 2, 4, 3, np, dtype="float64")
     a, cache = conv_block_forward(x, W, b)

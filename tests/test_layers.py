@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradients, check_layer
-from minimf.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradients, check_layer
+from minimf.nn.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
                            relu_backward, relu_forward)
-from minimf.losses import log_softmax, softmax, softmax_cross_entropy
+from minimf.nn.losses import log_softmax, softmax, softmax_cross_entropy
 
 
 def dense_inputs(xp, rng, n=4, d=5, h=3):

@@ -5,9 +5,9 @@ import pytest
 
 from minimf import MonoForwardNet
 from minimf.checkpoint import load, save
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradients, numerical_grad
-from minimf.losses import softmax_cross_entropy
-from minimf.optim import Adam
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradients, numerical_grad
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.nn.optim import Adam
 
 
 def small_net(backend="numpy", bias=True, seed=3):

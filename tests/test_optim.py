@@ -6,9 +6,9 @@ import types
 import numpy as np
 import pytest
 
-from minimf import optim
+from minimf.nn import optim
 from minimf.backend import get_backend, gpu_available, to_numpy
-from minimf.optim import SGD, Adam, make_optimizer
+from minimf.nn.optim import SGD, Adam, make_optimizer
 
 
 def scalar_adam(p, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):

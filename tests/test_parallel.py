@@ -1,4 +1,4 @@
-"""The helpers of minimf's threaded trainers (minimf/parallel.py): ranges cut into parts, tasks
+"""The helpers of minimf's threaded trainers (minimf/parallel/threads.py): ranges cut into parts, tasks
 run at once with errors passed on, and an optimiser step shared out between threads that equals
 ``optimizer.step`` bit for bit."""
 import threading
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from minimf.optim import SGD, Adam
-from minimf.parallel import check_threaded, in_parallel, split, update_in_parallel
+from minimf.nn.optim import SGD, Adam
+from minimf.parallel.threads import check_threaded, in_parallel, split, update_in_parallel
 
 
 def test_split_covers_every_index_once():

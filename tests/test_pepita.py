@@ -1,4 +1,4 @@
-"""PEPITA (minimf/pepita.py). Its updates are not the gradient of any loss, so they are tested
+"""PEPITA (minimf/rules/pepita.py). Its updates are not the gradient of any loss, so they are tested
 against what they must equal and do:
   - with F = 0 the two passes agree: the hidden updates vanish and the output update is the
     delta rule, the true gradient of the cross-entropy (finite differences, float64);
@@ -13,12 +13,12 @@ import json
 import numpy as np
 import pytest
 
-from minimf.backprop import BackpropNet
+from minimf.rules.backprop import BackpropNet
 from minimf.backend import to_numpy
 from minimf.checkpoint import load, save
 from minimf.datasets import load_mnist
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradients
-from minimf.pepita import F_SCALE, HE_GAIN, PepitaNet
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradients
+from minimf.rules.pepita import F_SCALE, HE_GAIN, PepitaNet
 from minimf.train import main
 
 

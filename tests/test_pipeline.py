@@ -1,4 +1,4 @@
-"""The pipelined Mono-Forward trainer (minimf/pipeline.py) against the sequential one.
+"""The pipelined Mono-Forward trainer (minimf/parallel/pipeline.py) against the sequential one.
 
 Same schedule, same numbers: after N batches through ``train_pipelined`` every parameter equals,
 bit for bit, the one after N calls of ``train_step``; the layers really run at the same time; an
@@ -14,7 +14,7 @@ from training_helpers import parameter_pairs
 
 from minimf import MonoForwardCNN, MonoForwardNet
 from minimf.backend import get_backend, to_numpy
-from minimf.pipeline import train_pipelined
+from minimf.parallel.pipeline import train_pipelined
 from minimf.train import main
 
 STEPS = 7

@@ -1,4 +1,4 @@
-"""Scalable Forward-Forward (minimf/scalable_forward_forward.py).
+"""Scalable Forward-Forward (minimf/rules/scalable_forward_forward.py).
 
 Gradients in float64 against finite differences of each block's own loss (SFF-3) on tiny images:
 the 1x1 read-out's backward (SFF-4) alone, the residual block (backprop inside it), the one-conv
@@ -16,13 +16,13 @@ import pytest
 from fake_data import random_images
 
 from minimf.checkpoint import load, save
-from minimf.cnn import POOLING
-from minimf.deeper_forward import layer_norm
-from minimf.gradcheck import KINK_TOL, GradientCheckError, check_gradient, check_gradients, numerical_grad
-from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
-from minimf.layers import relu_backward
-from minimf.losses import softmax_cross_entropy
-from minimf.scalable_forward_forward import (ScalableForwardForwardCNN, class_goodness, class_goodness_backward,
+from minimf.nn.cnn import POOLING
+from minimf.rules.deeper_forward import layer_norm
+from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradient, check_gradients, numerical_grad
+from minimf.nn.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
+from minimf.nn.layers import relu_backward
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.rules.scalable_forward_forward import (ScalableForwardForwardCNN, class_goodness, class_goodness_backward,
                                              residual_block_backward, residual_block_forward)
 from minimf.train import main
 

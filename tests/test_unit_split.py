@@ -1,4 +1,4 @@
-"""Unit-split Mono-Forward training (minimf/unit_split.py) against the sequential ``train_step``.
+"""Unit-split Mono-Forward training (minimf/parallel/unit_split.py) against the sequential ``train_step``.
 
 One thread: the same operations on the same numbers, so the same parameters bit for bit. Two or
 more threads: G is summed part by part, so the results agree to float rounding (checked in
@@ -13,11 +13,12 @@ import pytest
 import training_helpers
 from training_helpers import parameter_pairs, sequential_run
 
-from minimf import MonoForwardCNN, MonoForwardNet, unit_split
+from minimf import MonoForwardCNN, MonoForwardNet
+from minimf.parallel import unit_split
 from minimf.backend import BLAS_THREAD_VARS
-from minimf.optim import Adam
+from minimf.nn.optim import Adam
 from minimf.train import main
-from minimf.unit_split import train_unit_split
+from minimf.parallel.unit_split import train_unit_split
 
 STEPS = 4
 

@@ -10,13 +10,13 @@ shared and its seconds are noisy. The measuring code is minimf/experiments/measu
 """
 import statistics
 
-from minimf.backprop import BackpropCNN, BackpropNet
+from minimf.rules.backprop import BackpropCNN, BackpropNet
 from minimf.datasets import DATASETS, load, normalization
 from minimf.experiments.common import NOT_CHECKED, Report, markdown_table
 from minimf.experiments.measure import (MIB, device_sync, epoch_times, line_fit, memory_meter, mf_layer_trace,
                                         prediction_methods, random_batch, step_peak_bytes, step_trace,
                                         time_interleaved)
-from minimf.mono_forward import MonoForwardCNN, MonoForwardNet
+from minimf.rules.mono_forward import MonoForwardCNN, MonoForwardNet
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape     # (1, 28, 28)
 D_IN = MNIST_IMAGE[0] * MNIST_IMAGE[1] * MNIST_IMAGE[2]

@@ -15,8 +15,8 @@ import numpy as np
 
 from minimf.backend import make_rng, to_numpy
 from minimf.experiments.common import NOT_CHECKED, Report, markdown_table, pm, prepared_data, train_run
-from minimf.mono_forward import MonoForwardLayer
-from minimf.optim import make_optimizer
+from minimf.rules.mono_forward import MonoForwardLayer
+from minimf.nn.optim import make_optimizer
 
 DAMAGE_SCALE = 2.0      # noise std / weight std of the damaged layer
 DAMAGED = 1             # index of the damaged layer (layer 2)

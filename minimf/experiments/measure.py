@@ -32,9 +32,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from minimf.backend import backend_name, make_rng
-from minimf.backprop import BackpropNet
-from minimf.forward_forward import ForwardForwardNet
-from minimf.mono_forward import MonoForwardNet
+from minimf.rules.backprop import BackpropNet
+from minimf.rules.forward_forward import ForwardForwardNet
+from minimf.rules.mono_forward import MonoForwardNet
 
 MIB = 2 ** 20
 

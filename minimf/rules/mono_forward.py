@@ -17,7 +17,7 @@ Prediction: "bp" mode takes the argmax of the last layer's goodness; "ff" mode t
 the sum of all layers' goodness.
 
 Convolutional layers (``MonoForwardCNN``) follow the same rule. Layer i is a conv block
-(minimf/cnn.py: 3x3 conv with padding 1 -> ReLU -> 2x2 pooling), its output a_i: (N, F_i, H_i, W_i)
+(minimf/nn/cnn.py: 3x3 conv with padding 1 -> ReLU -> 2x2 pooling), its output a_i: (N, F_i, H_i, W_i)
 is flattened per example to its n_i = F_i * H_i * W_i numbers, and
 
     G_i = flat(a_i) M_i^T,   M_i: (C, n_i)            (5) goodness
@@ -34,12 +34,12 @@ conv layers: F_i channels, H_i x W_i map size.
 from minimf.backend import get_backend, make_rng, to_numpy
 from minimf.checkpoint import layers_state, load_layers_state
 from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
-from minimf.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
-from minimf.conv import flatten_backward, flatten_forward, init_conv
-from minimf.deeper_forward import ChannelGroupReadout
-from minimf.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
-from minimf.losses import count_correct, softmax_cross_entropy
-from minimf.optim import make_optimizer
+from minimf.nn.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
+from minimf.nn.conv import flatten_backward, flatten_forward, init_conv
+from minimf.rules.deeper_forward import ChannelGroupReadout
+from minimf.nn.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
+from minimf.nn.losses import count_correct, softmax_cross_entropy
+from minimf.nn.optim import make_optimizer
 
 PREDICTION_MODES = ("bp", "ff")
 
@@ -94,7 +94,7 @@ class ProjectionReadout:
     conv block are all F*H'*W' numbers of its output, so this read-out is what the paper's text
     implies.
     Another read-out is another class with the same ``params``, ``goodness``, ``backward`` and
-    ``block_input``, added to READOUTS: DeeperForward's channel groups (minimf/deeper_forward.py).
+    ``block_input``, added to READOUTS: DeeperForward's channel groups (minimf/rules/deeper_forward.py).
     """
 
     def __init__(self, out_shape, num_classes, rng, xp, dtype="float32"):
@@ -122,7 +122,7 @@ class ProjectionReadout:
         return x
 
 
-READOUTS = {"projection": ProjectionReadout, "channel-group": ChannelGroupReadout}  # minimf/deeper_forward.py
+READOUTS = {"projection": ProjectionReadout, "channel-group": ChannelGroupReadout}  # minimf/rules/deeper_forward.py
 
 
 class MonoForwardConvLayer:
@@ -182,6 +182,13 @@ class MonoForwardModel:
     its own optimiser (Adam, lr 1e-3 by default, the paper's setting), because every layer has
     its own loss. ``input_shape`` is the shape of one example: (D,) or (C, H, W).
     """
+
+    # What the network is, for the code above it (see BackpropModel in minimf/rules/backprop.py):
+    LOSSES = "per_layer"            # train_step returns one local loss per layer
+    EVALUATION_MODES = ("bp", "ff")  # evaluate(): both prediction modes, and "layers"
+    BATCH_SPLIT = True              # each layer's batch gradient is the mean of its parts'
+    PIPELINE = True                 # no error travels between layers: they can run concurrently
+    UNIT_SPLIT = False              # MonoForwardNet's dense layers only
 
     def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
         self.layers = layers
@@ -300,6 +307,8 @@ class MonoForwardNet(MonoForwardModel):
     ``MonoForwardModel``.
     """
 
+    UNIT_SPLIT = True    # each unit's columns of W, b, M need only G from the others (minimf/parallel/unit_split.py)
+
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
         self.sizes = check_sizes(sizes, num_classes)
@@ -318,7 +327,7 @@ class MonoForwardCNN(MonoForwardModel):
     7 -> 3 -> 1 for the default four blocks. ``pool`` is "avg" (the paper's choice) or "max";
     ``readout`` names the goodness read-out: "projection" (eq. 5 over the flattened block
     output) or "channel-group" (DeeperForward's mean goodness of one channel group per class,
-    with layer normalisation between blocks; minimf/deeper_forward.py). All methods come from ``MonoForwardModel``; ``layers[i]`` has W (F_i, C_i,
+    with layer normalisation between blocks; minimf/rules/deeper_forward.py). All methods come from ``MonoForwardModel``; ``layers[i]`` has W (F_i, C_i,
     3, 3), b (F_i,) and M (C, F_i * H_i * W_i).
     """
 

@@ -4,8 +4,8 @@ pool, and an optimiser step shared out between threads.
 Threads help NumPy because its matrix products (BLAS) and element-wise loops release Python's GIL:
 two threads can keep two cores busy. Each thread should then call a ONE-threaded BLAS
 (``OPENBLAS_NUM_THREADS=1``, or threadpoolctl), or the threads' BLAS threads fight over the cores.
-Used by minimf/unit_split.py (a layer's units shared out) and minimf/batch_split.py (a batch's
-examples shared out); minimf/pipeline.py (one thread per layer) needs none of it.
+Used by minimf/parallel/unit_split.py (a layer's units shared out) and minimf/parallel/batch_split.py (a batch's
+examples shared out); minimf/parallel/pipeline.py (one thread per layer) needs none of it.
 """
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial

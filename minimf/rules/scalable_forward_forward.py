@@ -4,12 +4,12 @@ backpropagates INSIDE a block while the gradient is still cut BETWEEN blocks.
 
 Block i (``hybrid=True``, the default: a residual block of two 3x3 convolutions, padding 1):
 
-    x^ = layer_norm(x)                          per example over (C_in, H, W), minimf/deeper_forward.py
+    x^ = layer_norm(x)                          per example over (C_in, H, W), minimf/rules/deeper_forward.py
     h = relu(conv(x^, W) + b)                   (N, F, H, W)
     r = relu(conv(h, W2) + b2 + h)              the second conv with a residual (identity) shortcut
     a = pool(r)                                 2x2, stride 2: (N, F, H', W'), passed to block i+1
 
-``hybrid=False`` is one conv per block, a = pool(relu(conv(x^, W) + b)) (minimf/cnn.py's block).
+``hybrid=False`` is one conv per block, a = pool(relu(conv(x^, W) + b)) (minimf/nn/cnn.py's block).
 As in the paper, what passes from one block to the next is layer-normalised (for the first block:
 the image, standardised per example), and the gradient is detached there.
 The goodness comes from an auxiliary 1x1 convolution M: (C, F, 1, 1) with ONE output channel per
@@ -44,13 +44,13 @@ H' x W' = H // 2 x W // 2 its output size, C classes.
 """
 from minimf.backend import get_backend, make_rng
 from minimf.checks import check_channels, check_image_shape
-from minimf.cnn import KERNEL, PAD, POOL, POOLING, block_shapes, check_pool, conv_block_backward, conv_block_forward
-from minimf.conv import init_conv
-from minimf.deeper_forward import layer_norm
-from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
-from minimf.layers import relu_backward, relu_forward
-from minimf.losses import softmax_cross_entropy
-from minimf.mono_forward import MonoForwardModel
+from minimf.nn.cnn import KERNEL, PAD, POOL, POOLING, block_shapes, check_pool, conv_block_backward, conv_block_forward
+from minimf.nn.conv import init_conv
+from minimf.rules.deeper_forward import layer_norm
+from minimf.nn.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
+from minimf.nn.layers import relu_backward, relu_forward
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.rules.mono_forward import MonoForwardModel
 
 
 def residual_block_forward(x, W, b, W2, b2, pool="avg"):
@@ -154,6 +154,9 @@ class ScalableForwardForwardCNN(MonoForwardModel):
     its own 1x1 read-out and loss; training, prediction ("bp": last block, "ff": sum of blocks),
     per-block accuracy and saving come from ``MonoForwardModel``. ``hybrid=False``: one conv per block.
     """
+
+    BATCH_SPLIT = False   # not checked for SFF's blocks (minimf/parallel/batch_split.py is tested on MF, BP, FA, DFA)
+    PIPELINE = False      # not wired up for SFF's blocks
 
     def __init__(self, input_shape=(1, 28, 28), channels=(64, 128, 256, 512), num_classes=10,
                  backend="numpy", seed=0, bias=True, optimizer="adam", lr=1e-3, dtype="float32",

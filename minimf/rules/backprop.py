@@ -15,7 +15,7 @@ Unlike MF, every layer waits for the error of all layers above it, and all activ
 batch must be held until the backward pass reaches them. The input gradient da_0 is never
 needed, so the first layer skips it (as PyTorch does for inputs that need no gradient).
 
-``BackpropCNN`` is the same with conv blocks (minimf/cnn.py: 3x3 conv with padding 1 -> ReLU ->
+``BackpropCNN`` is the same with conv blocks (minimf/nn/cnn.py: 3x3 conv with padding 1 -> ReLU ->
 2x2 pooling) as hidden layers, their output flattened into one dense output layer:
 
     a_i = pool(relu(conv(a_{i-1}, W_i) + b_i)),   s = flat(a_L) W_out + b_out
@@ -31,12 +31,12 @@ conv blocks: F_i channels, H_i x W_i map size.
 from minimf.backend import get_backend, make_rng, to_numpy
 from minimf.checkpoint import layers_state, load_layers_state
 from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
-from minimf.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
-from minimf.conv import flatten_backward, flatten_forward, init_conv
-from minimf.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
+from minimf.nn.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
+from minimf.nn.conv import flatten_backward, flatten_forward, init_conv
+from minimf.nn.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
                            relu_backward, relu_forward)
-from minimf.losses import count_correct, softmax_cross_entropy
-from minimf.optim import make_optimizer
+from minimf.nn.losses import count_correct, softmax_cross_entropy
+from minimf.nn.optim import make_optimizer
 
 
 class DenseLayer:
@@ -67,6 +67,13 @@ class BackpropModel:
     -> (scores, caches)`` and ``loss_and_gradients(x, y) -> (loss, [grads per layer])``.
     ``input_shape`` is the shape of one example: (D,) or (C, H, W).
     """
+
+    # What the network is, for the code above it (minimf.train asks these, and keeps no lists of rules):
+    LOSSES = "one"              # train_step returns one loss; "per_layer": a list, one per layer
+    EVALUATION_MODES = ("acc",)  # the accuracies evaluate() returns (besides "layers", where it gives them)
+    BATCH_SPLIT = True          # the batch gradient is the mean of its parts' (minimf/parallel/batch_split.py)
+    PIPELINE = False            # no backward pass between layers (minimf/parallel/pipeline.py)
+    UNIT_SPLIT = False          # dense layers whose units learn apart (minimf/parallel/unit_split.py)
 
     def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
         self.layers = layers

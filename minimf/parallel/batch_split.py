@@ -9,7 +9,7 @@ the batch's parts. With parts P_1, ..., P_K of n_1, ..., n_K examples and L_k th
 Each thread takes some of the parts (micro-batches), computes each part's loss and gradients with
 the model's own ``loss_and_gradients`` (the code ``train_step`` runs) and adds them up, weighted by
 n_k / N. Then the threads add their sums together (each thread one slice of every array) and take
-ONE optimiser step, shared out between the threads too (``update_in_parallel``, minimf/parallel.py).
+ONE optimiser step, shared out between the threads too (``update_in_parallel``, minimf/parallel/threads.py).
 The parameters do not change while the parts are computed, so every part sees the same network.
 In Mono-Forward every layer's local loss is such a mean; its gradients are those of
 ``train_step`` (layer i+1 gets a_i computed before layer i's update).
@@ -32,8 +32,8 @@ with one thread and no micro-batches, bit for bit (tests/test_batch_split.py). N
 """
 from functools import partial
 
-from minimf.optim import flat_parts
-from minimf.parallel import check_threaded, in_parallel, is_positive_int, split, train_batches, update_in_parallel
+from minimf.nn.optim import flat_parts
+from minimf.parallel.threads import check_threaded, in_parallel, is_positive_int, split, train_batches, update_in_parallel
 
 
 def train_batch_split(model, batches, threads=2, micro_batch=None, rates=None, validate=True):

@@ -2,7 +2,7 @@
 
 The convolution here is the *loop* version: one Python loop over the output positions, so that
 each line reads like the formula. It is the teaching version and the test oracle for the fast
-version in ``minimf/im2col.py``; use it on tiny inputs only. Pooling and flatten are vectorised
+version in ``minimf/nn/im2col.py``; use it on tiny inputs only. Pooling and flatten are vectorised
 (strided views, no loop over pixels) and fast enough for training.
 
 Shape letters: N batch, C input channels, H x W input height x width, F filters (output

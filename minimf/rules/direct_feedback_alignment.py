@@ -1,7 +1,7 @@
 """Direct Feedback Alignment (DFA; Nøkland 2016, "Direct Feedback Alignment Provides Learning in
 Deep Neural Networks", NeurIPS 29).
 
-FA (minimf/feedback_alignment.py) still passes the error down layer by layer, through fixed random
+FA (minimf/rules/feedback_alignment.py) still passes the error down layer by layer, through fixed random
 matrices. DFA sends the output error e STRAIGHT to every hidden layer, through a fixed random
 matrix B_i: (C, n_i) per layer, n_i being the layer's width:
 
@@ -27,12 +27,12 @@ dW_i, db_i (the block's input gradient is never needed).
 from C to n_i, from its own stream of the seed (so the forward weights equal BP's and FA's for the
 same seed); it is saved with the parameters ("feedback.i") and not counted by ``num_parameters``.
 """
-from minimf.backprop import BackpropCNN, BackpropNet
-from minimf.cnn import conv_block_backward
-from minimf.conv import flatten_backward
-from minimf.feedback_alignment import RandomFeedback, feedback_rng, random_feedback
-from minimf.layers import dense_param_grads, relu_backward
-from minimf.losses import softmax_cross_entropy
+from minimf.rules.backprop import BackpropCNN, BackpropNet
+from minimf.nn.cnn import conv_block_backward
+from minimf.nn.conv import flatten_backward
+from minimf.rules.feedback_alignment import RandomFeedback, feedback_rng, random_feedback
+from minimf.nn.layers import dense_param_grads, relu_backward
+from minimf.nn.losses import softmax_cross_entropy
 
 
 def output_layer_gradients(error, dense_cache):

@@ -62,12 +62,12 @@ and recurrent FF variants, and peer normalisation.
 Shape letters: N batch, D input width, H_i layer widths, C classes.
 """
 from minimf.backend import get_array_module, get_backend, make_rng, to_numpy
-from minimf.backprop import DenseLayer
+from minimf.rules.backprop import DenseLayer
 from minimf.checkpoint import layers_state, load_layers_state
 from minimf.checks import check_features, check_labels, check_sizes
-from minimf.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
-from minimf.losses import count_correct, sigmoid, softmax_cross_entropy, softplus
-from minimf.optim import make_optimizer
+from minimf.nn.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
+from minimf.nn.losses import count_correct, sigmoid, softmax_cross_entropy, softplus
+from minimf.nn.optim import make_optimizer
 
 NORMALIZATIONS = ("rms", "length")
 NEUTRAL = ("uniform", "zero")
@@ -174,6 +174,13 @@ class ForwardForwardNet:
     784-500-500, Adam 1e-3, 2 epochs of 20,000 examples: all-labels accuracy 69% at 3 and 77% at
     10; at 1 it was still 13% after 2 epochs of 10,000 examples; 30 did no better than 10.
     """
+
+    # What the network is, for the code above it (see BackpropModel in minimf/rules/backprop.py):
+    LOSSES = "per_layer"                        # one loss per layer, then the read-out's
+    EVALUATION_MODES = ("all_labels", "one_pass")   # evaluate(): both predictions, and "layers"
+    BATCH_SPLIT = False                         # negative labels are drawn per batch: not checked
+    PIPELINE = False                            # not wired up for FF's layers
+    UNIT_SPLIT = False
 
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32", threshold=2.0,

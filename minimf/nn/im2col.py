@@ -1,6 +1,6 @@
 """Fast convolution: im2col turns a whole convolution layer into ONE matrix product.
 
-The loop version (``conv2d_forward_naive`` in minimf/conv.py) takes, for every output position
+The loop version (``conv2d_forward_naive`` in minimf/nn/conv.py) takes, for every output position
 (i, j), the dot product of one window of the padded input with each filter. im2col ("image to
 columns") copies every window into one column of a matrix first; then all those dot products
 are a single matrix product, which BLAS (or cuBLAS) does far faster than a Python loop::
@@ -32,7 +32,7 @@ reshape into cols. col2im adds one strided slice per kernel offset (u, v): HH*WW
 over pixels and no scatter-add. Float32 in gives float32 out. Works on NumPy and CuPy.
 """
 from minimf.backend import get_array_module
-from minimf.conv import conv_output_shape, pad_images, window_offsets
+from minimf.nn.conv import conv_output_shape, pad_images, window_offsets
 
 
 def im2col(xpad, HH, WW, stride, Ho, Wo):
@@ -118,7 +118,7 @@ def _param_grads(dout, cols, w, has_bias):
     """d: dout laid out as (F, M) with columns (n, i, j); dw = d @ cols^T; db = d summed over M."""
     F = w.shape[0]
     d = dout.transpose(1, 0, 2, 3).reshape(F, -1)                  # (F, M), columns (n, i, j); a view
-    #   when dout lies in memory as (F, N, H', W'), as the conv blocks lay it out (minimf/cnn.py)
+    #   when dout lies in memory as (F, N, H', W'), as the conv blocks lay it out (minimf/nn/cnn.py)
     # dw = d @ cols^T, computed as (cols @ d^T)^T: the same numbers, but multithreaded OpenBLAS was
     # 20-70x slower on the first form (a short, wide output, long sums) on a busy 2-core machine
     dw = (cols @ d.T).T.reshape(w.shape)                           # (F, K) -> (F, C, HH, WW)

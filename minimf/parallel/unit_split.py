@@ -20,7 +20,7 @@ ReLU and the optimiser's element-wise passes, which a multithreaded BLAS leaves 
 
 Per batch and layer the threads meet three times: after the forward parts (to add up G), after the
 gradient parts (the optimiser needs a started step), and after the optimiser (the next layer and
-the next batch need the updated layer). ``in_parallel`` (minimf/parallel.py) runs part 0 in the
+the next batch need the updated layer). ``in_parallel`` (minimf/parallel/threads.py) runs part 0 in the
 calling thread and the others on a thread pool, and returns when all are done.
 
 Speed: the threads' products release Python's GIL inside BLAS, and NumPy's element-wise loops
@@ -35,10 +35,10 @@ part, and a product over a column slice need not round like the whole product); 
 only: a conv block's units share one im2col matrix, and a GPU is parallel already.
 """
 from minimf.backend import get_array_module
-from minimf.layers import relu_backward, relu_forward
-from minimf.losses import softmax_cross_entropy
-from minimf.mono_forward import MonoForwardLayer
-from minimf.parallel import check_threaded, in_parallel, split, train_batches, update_in_parallel
+from minimf.nn.layers import relu_backward, relu_forward
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.rules.mono_forward import MonoForwardLayer
+from minimf.parallel.threads import check_threaded, in_parallel, split, train_batches, update_in_parallel
 
 
 def train_unit_split(model, batches, threads=2, rates=None, validate=True):

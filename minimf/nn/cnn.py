@@ -8,15 +8,15 @@ One conv block maps an image batch to a smaller one::
 
 so a block halves height and width (floor): 28 -> 14 -> 7 -> 3 -> 1 and 32 -> 16 -> 8 -> 4 -> 2 for
 four blocks. ``conv_block_forward`` and ``conv_block_backward`` are the block as a functional
-pair, built from the im2col convolution (minimf/im2col.py) and the pooling of minimf/conv.py.
+pair, built from the im2col convolution (minimf/nn/im2col.py) and the pooling of minimf/nn/conv.py.
 
 Shape letters: N batch, C input channels, H x W input size, F filters (the block's channels),
 H' x W' = H // 2 x W // 2 the block's output size.
 """
 from minimf.backend import get_array_module
-from minimf.conv import avg_pool_backward, max_pool_backward, max_pool_forward, output_size, window_offsets
-from minimf.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
-from minimf.layers import relu_backward, relu_forward
+from minimf.nn.conv import avg_pool_backward, max_pool_backward, max_pool_forward, output_size, window_offsets
+from minimf.nn.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
+from minimf.nn.layers import relu_backward, relu_forward
 
 KERNEL = 3       # 3x3 kernels ...
 PAD = 1          # ... with padding 1 keep H x W
@@ -28,7 +28,7 @@ def avg_pool_by_offsets(x, size=POOL, stride=POOL):
     as size * size additions of strided slices, one per window offset (u, v): the mirror image
     of ``avg_pool_backward``.
 
-    The same numbers as ``minimf.conv.avg_pool_forward`` (the readable version, which averages a
+    The same numbers as ``minimf.nn.conv.avg_pool_forward`` (the readable version, which averages a
     6-d window view and is the test oracle), up to float rounding, but about 8x faster here: NumPy
     reduces over the view's two short, strided axes slowly. x: (N, C, H, W) -> out: (N, C, H', W'),
     cache ``(x.shape, size, stride)`` as avg_pool_backward expects.
@@ -43,7 +43,7 @@ def avg_pool_by_offsets(x, size=POOL, stride=POOL):
 
 
 def avg_pool_backward_by_offsets(dout, cache, like=None):
-    """``minimf.conv.avg_pool_backward`` (the readable version and the test oracle) when the windows
+    """``minimf.nn.conv.avg_pool_backward`` (the readable version and the test oracle) when the windows
     do not overlap (stride >= size): then every pixel lies in at most one window, so its gradient
     is WRITTEN, ``dx[index] = dout / size**2`` once per offset (u, v), instead of added into zeros.
 
@@ -51,7 +51,7 @@ def avg_pool_backward_by_offsets(dout, cache, like=None):
     to 0. The same numbers, about 2x faster here (no zero-filled pass, no reads of dx).
     dout: (N, C, H', W') -> dx: (N, C, H, W). Overlapping windows fall back to the readable version.
     ``like`` (optional, an array of dx's shape): dx gets its memory layout, e.g. (C, N, H, W) seen as
-    (N, C, H, W), the layout of a convolution's output (minimf/im2col.py), so that the convolution's
+    (N, C, H, W), the layout of a convolution's output (minimf/nn/im2col.py), so that the convolution's
     backward reads dx as a (C, N*H*W) matrix without copying it.
     """
     shape, size, stride = cache

@@ -42,11 +42,11 @@ forward weights equal those of a BP net with the same seed, times sqrt(6)), is s
 
 Shape letters: N batch, D input width, H_l layer widths, C classes.
 """
-from minimf.backprop import BackpropNet
-from minimf.feedback_alignment import RandomFeedback, feedback_rng
-from minimf.layers import dense_param_grads
-from minimf.losses import softmax, softmax_cross_entropy
-from minimf.optim import SGD
+from minimf.rules.backprop import BackpropNet
+from minimf.rules.feedback_alignment import RandomFeedback, feedback_rng
+from minimf.nn.layers import dense_param_grads
+from minimf.nn.losses import softmax, softmax_cross_entropy
+from minimf.nn.optim import SGD
 
 HE_GAIN = 6 ** 0.5          # He uniform bound sqrt(6 / fan_in) = sqrt(6) x the default 1 / sqrt(fan_in)
 F_SCALE = 0.05              # F = 0.05 x He uniform over the input width D (the paper's setting)
@@ -73,6 +73,8 @@ class PepitaNet(RandomFeedback, BackpropNet):
     the paper's 0.9; Adam ignores it) and ``feedback_scale`` (F's bound relative to He uniform).
     ``gradients(x, y)`` returns PEPITA's updates (no gradients: see the module docstring).
     """
+
+    BATCH_SPLIT = False   # not checked for PEPITA (minimf/parallel/batch_split.py is tested on MF, BP, FA, DFA)
 
     def __init__(self, sizes=(784, 1024), num_classes=10, backend="numpy", seed=0, bias=True,
                  optimizer="sgd", lr=0.1, dtype="float32", momentum=MOMENTUM, feedback_scale=F_SCALE):

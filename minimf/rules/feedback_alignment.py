@@ -34,8 +34,8 @@ with the parameters ("feedback.i") but not counted by ``num_parameters``: it is 
 only.
 """
 from minimf.backend import make_rng, to_numpy
-from minimf.backprop import BackpropCNN, BackpropNet
-from minimf.cnn import KERNEL
+from minimf.rules.backprop import BackpropCNN, BackpropNet
+from minimf.nn.cnn import KERNEL
 
 FEEDBACK_STREAM = 1   # the feedback's generator is make_rng((seed, FEEDBACK_STREAM)): not the weights'
 

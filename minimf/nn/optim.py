@@ -9,7 +9,7 @@ own state, so in Mono-Forward every layer has its own optimiser, as it has its o
 ``step`` is two halves: ``start_step(grads)`` (the step counter, the state arrays) and
 ``update(name, p, g)`` per parameter. Every element's update reads and writes only that element,
 so ``update(..., part=slice)`` may do a slice of the flattened arrays, and threads may share one
-step out between them (``update_in_parallel`` in minimf/parallel.py). ``step`` itself does every parameter in turn.
+step out between them (``update_in_parallel`` in minimf/parallel/threads.py). ``step`` itself does every parameter in turn.
 
 Two paths compute every update. On NumPy, ``reference_update``: readable in-place NumPy, one pass
 over the arrays per operation. On CuPy, ``fused_update``: the same arithmetic in ONE fused
@@ -135,7 +135,7 @@ class Adam:
     def start_step(self, grads):
         """Begin a step: t <- t + 1, this step's two scalars, and m, v (zeros) and, on NumPy, the
         scratch array of every parameter in ``grads`` that has none yet (made once, here, so that
-        threads sharing out one parameter's update never race to make them; minimf/parallel.py)."""
+        threads sharing out one parameter's update never race to make them; minimf/parallel/threads.py)."""
         self.t += 1
         root_c2 = (1 - self.beta2 ** self.t) ** 0.5                      # sqrt(c2)
         self.step_size = self.lr * root_c2 / (1 - self.beta1 ** self.t)  # lr * sqrt(c2) / c1
