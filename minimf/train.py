@@ -22,13 +22,24 @@ prediction modes and for every layer on its own) and the epoch's seconds. With `
 run writes ``config.json`` (every setting), ``metrics.json`` (one record per epoch) and
 ``model.npz`` (the parameters), each atomically, after every epoch: a crash or a diverging loss
 leaves the files of the last finished epoch intact.
+
+A run that stops (a crash, a killed job, Ctrl-C) continues with ``--resume DIR`` and ends exactly as
+if it had never stopped (minimf/run_folder.py, minimf/checkpoint.py): a checkpoint of the whole
+training state is written after every epoch, and every ``--checkpoint-every N`` steps when asked.
+``--out`` never replaces an earlier run unless ``--overwrite`` says so.
+
+    python -m minimf.train --out runs/a --checkpoint-every 100
+    python -m minimf.train --resume runs/a                 # continue it; --epochs 20 to train further
 """
 import argparse
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +49,7 @@ from minimf import PepitaNet, ScalableForwardForwardCNN, __version__
 from minimf.backend import (BACKENDS, BLAS_THREAD_VARS, STRICT_CUPY_VAR, BackendError, get_backend, make_rng,
                             say_once, strict_cupy_requested, timing_environment, to_numpy)
 from minimf.rules.backprop import BackpropCNN, BackpropNet
-from minimf.checkpoint import save
+from minimf.checkpoint import CheckpointError, restore_training_state, save, training_state
 from minimf.checks import check_features, check_labels
 from minimf.nn.cnn import block_shapes
 from minimf.datasets import DATASETS, DatasetError, carve_validation, load, normalization, num_classes
@@ -46,6 +57,8 @@ from minimf.datasets.augment import augment_batch
 from minimf.rules.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
 from minimf.rules.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
+from minimf.run_folder import (RunFolderError, contradictions, given_options, latest_checkpoint, prepare_out_folder,
+                               recorded_arguments, write_checkpoint)
 from minimf.rules.forward_forward import ForwardForwardNet
 from minimf.rules.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
 from minimf.parallel.batch_split import train_batch_split
@@ -169,7 +182,16 @@ def build_parser():
                    help="keep pixels in [0, 1] (features as published) instead of standardising with the "
                         "data set's per-channel mean and std (tabular: the training split's, per feature)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="write config.json, metrics.json and model.npz here")
+                   help="write config.json, metrics.json, model.npz and checkpoints here (a folder that "
+                        "holds a run is refused: see --resume and --overwrite)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the run recorded in DIR with its recorded settings, from its latest "
+                        "checkpoint; --epochs may be raised to train further")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out DIR holds a run: remove its files (config.json, metrics.json, model.npz, "
+                        "checkpoints/) and start a new one")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                   help="with --out: also write a checkpoint every N steps (default: after every epoch only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pipeline", action="store_true",
                    help="--algo mf: the layers run concurrently, one thread each (layer i on batch t while "
@@ -189,7 +211,13 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
+    try:
+        args, argv = resumed_arguments(parser, args, argv) if args.resume else (args, argv)
+        check_output(parser, args)
+    except RunFolderError as err:
+        parser.error(str(err))
     info = DATASETS[args.dataset]
     check_dataset(parser, args, info)
     check_architecture(parser, args, info)
@@ -215,17 +243,34 @@ def main(argv=None):
         return 1
     classes = num_classes(args.dataset, args.labels)
     net = build_net(args, data["train"][0].shape[1:], classes)
-    config = describe_run(args, net, data, sys.argv[1:] if argv is None else argv)
+    try:
+        checkpoint = latest_checkpoint(args.out) if args.resume else None
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if checkpoint is not None and len(checkpoint[1]["history"]) > args.epochs:
+        parser.error(f"--epochs {args.epochs}: the run in {args.out} has already finished "
+                     f"{len(checkpoint[1]['history'])} epochs")
+    config = describe_run(args, net, data, argv)
     if args.out:
         atomic_write_json(args.out / "config.json", config)
     shape = "x".join(map(str, info.input_shape))
     layers = f"sizes {net.sizes}" if args.arch == "mlp" else f"CNN channels {net.channels} on {shape}"
     print(f"minimf {__version__}: {args.algo.upper()} on {info.title}, {layers} -> {classes} classes, "
           f"{args.backend}, {len(data['train'][1])} training examples, {args.epochs} epochs")
+    if checkpoint is not None:
+        print(f"resuming from {checkpoint[2]}")
     try:
-        history = train(net, data, args)
+        history = train(net, data, args, checkpoint, config)
+    except Interrupted as stop:
+        print(f"interrupted at epoch {stop.epoch}, step {stop.step}: " +
+              (f"checkpoint saved; continue with: python -m minimf.train --resume {args.out}" if args.out
+               else "nothing saved (no --out)"), file=sys.stderr)
+        return 130
     except TrainingDiverged as err:
         return stopped(f"error: {err}", args)
+    except OSError as err:   # a full disk, a folder made read-only during the run
+        return stopped(f"error: could not write the run's files in {args.out} ({err})", args)
     except MemoryError as err:   # CuPy's OutOfMemoryError is a MemoryError, as NumPy's is
         where = "the GPU" if args.backend == "cupy" else "this machine"
         return stopped(f"error: out of memory on {where} with --batch-size {args.batch_size} ({err}); "
@@ -234,6 +279,46 @@ def main(argv=None):
     mode = f" ({MODE_NAMES[headline_mode(net, args)]})" if len(net.EVALUATION_MODES) > 1 else ""
     print(f"test accuracy: {100 * final:.2f}%{mode}")
     return 0
+
+
+def resumed_arguments(parser, args, argv):
+    """(args, argv) of the run recorded in --resume DIR: its recorded arguments, with the options
+    that change no number (--epochs, --no-progress, --checkpoint-every, --data-dir) as given now.
+    Any other option given now must agree with the record (RunFolderError names each that does not)."""
+    folder = args.resume
+    recorded, settings = recorded_arguments(folder)
+    given = given_options(build_parser(), argv)
+    if "out" in given or "overwrite" in given:
+        raise RunFolderError(f"--resume {folder} continues in {folder}: leave --out and --overwrite out")
+    wrong = contradictions(given, settings)
+    if wrong:
+        raise RunFolderError(f"--resume {folder}: {', '.join(wrong)} contradicts the recorded run; leave "
+                             "it out to resume as recorded (only --epochs may be raised)")
+    changed = [a for dest in ("epochs", "no_progress", "checkpoint_every", "data_dir") if dest in given
+               for a in _as_argv(parser, dest, given[dest])]
+    new_argv = [a for a in recorded if a not in ("--overwrite",)] + changed
+    resumed = parser.parse_args(new_argv)
+    resumed.out, resumed.resume = Path(folder), Path(folder)
+    return resumed, new_argv
+
+
+def _as_argv(parser, dest, value):
+    """The command-line words that set ``dest`` to ``value`` (a later word overrides an earlier one)."""
+    action = next(a for a in parser._actions if a.dest == dest)
+    if isinstance(value, bool):
+        return [action.option_strings[0]] if value else []
+    return [action.option_strings[0], str(value)]
+
+
+def check_output(parser, args):
+    """--out names a folder this run may write to (a new run: one that holds no run, unless
+    --overwrite); --overwrite and --checkpoint-every need --out."""
+    if args.overwrite and not args.out:
+        parser.error("--overwrite goes with --out DIR")
+    if args.checkpoint_every and not args.out:
+        parser.error("--checkpoint-every needs --out DIR, where the checkpoints are written")
+    if args.out and not args.resume:
+        prepare_out_folder(args.out, args.overwrite)
 
 
 def stopped(message, args):
@@ -399,6 +484,7 @@ def describe_run(args, net, data, argv):
     return {
         "minimf_version": __version__,
         "command": " ".join(["python -m minimf.train", *argv]),
+        "argv": list(argv),                    # what --resume repeats
         "settings": settings,
         "dataset": args.dataset,
         "num_classes": net.num_classes,
@@ -418,32 +504,118 @@ def describe_run(args, net, data, argv):
     }
 
 
-def train(net, data, args):
+class Interrupted(RuntimeError):
+    """Ctrl-C stopped the run between two steps (with --out, after a checkpoint at that step)."""
+
+    def __init__(self, epoch, step):
+        super().__init__(f"interrupted at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) during training sets ``requested``: no further batch is handed out, the steps
+    already handed out finish (the pipeline drains), and the run stops at a step boundary, where its
+    state is whole. A second Ctrl-C stops at once. Only the main thread can take signals; elsewhere
+    this does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after the current step (Ctrl-C again to stop at once)", file=sys.stderr)
+
+
+@dataclass
+class Progress:
+    """Where a run is: ``epoch`` (counted from 1) and ``step`` (steps finished in it), the records of
+    the finished epochs, this epoch's losses so far (a (step, L) host array, or None) and the batch
+    order's random state before this epoch's order was drawn."""
+    epoch: int = 1
+    step: int = 0
+    history: list = field(default_factory=list)
+    losses: object = None
+    order_state: dict = None
+
+
+def train(net, data, args, checkpoint=None, config=None):
     """Train for ``args.epochs`` epochs; print and (with ``args.out``) save after each one.
 
+    ``checkpoint``: (arrays, info, folder) of this run's latest checkpoint (``run_folder``), to
+    continue from exactly where it was; ``config``: what config.json holds, kept in checkpoints.
     Returns the list of per-epoch metric records. Raises ``TrainingDiverged`` when a loss turns
-    NaN or infinite, before anything of that epoch is written.
+    NaN or infinite, before anything of that epoch is written, and ``Interrupted`` after Ctrl-C.
     """
     x_train, y_train = data["train"]
-    rng = make_rng(args.seed)
+    rng = make_rng(args.seed)                                     # the batch order
     # a second stream for the crops and flips, so that --augment leaves the batch order unchanged
     augment_rng = make_rng([args.seed, 1]) if args.augment else None
     steps_per_epoch = math.ceil(x_train.shape[0] / args.batch_size)
     schedule = learning_rates(args, steps_per_epoch)
-    history = []
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        epoch_rates = schedule[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch]
-        train_loss = train_one_epoch(net, x_train, y_train, args, rng, epoch, epoch_rates, augment_rng)
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch, **evaluate(net, data, args), "seconds": round(seconds, 3),
-                  "train_loss": train_loss}
-        history.append(record)
-        print(format_record(record, args.epochs))
-        if args.out:  # the model first: metrics.json never names an epoch whose model is missing
-            save(net, args.out / "model.npz")
-            atomic_write_json(args.out / "metrics.json", history)
-    return history
+    progress = Progress() if checkpoint is None else restore(net, checkpoint, rng, augment_rng)
+    saver = Checkpointer(net, args, config, rng, augment_rng)
+    with StopRequest() as stop:
+        while progress.epoch <= args.epochs:
+            epoch, start = progress.epoch, time.perf_counter()
+            progress.order_state = rng.bit_generator.state         # before this epoch's order is drawn
+            rates = schedule[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch]
+            train_loss = train_one_epoch(net, x_train, y_train, args, rng, rates, augment_rng, progress, stop, saver)
+            record = {"epoch": epoch, **evaluate(net, data, args),
+                      "seconds": round(time.perf_counter() - start, 3), "train_loss": train_loss}
+            progress = Progress(epoch + 1, 0, progress.history + [record], None, rng.bit_generator.state)
+            print(format_record(record, args.epochs))
+            if args.out:  # the checkpoint, then the model: metrics.json never names an epoch whose model is missing
+                saver.save(progress)
+                save(net, args.out / "model.npz")
+                atomic_write_json(args.out / "metrics.json", progress.history)
+    return progress.history
+
+
+class Checkpointer:
+    """Writes this run's checkpoints (with --out): the network's whole training state, the batch
+    order's and the augmentation's random states, and ``Progress``."""
+
+    def __init__(self, net, args, config, order_rng, augment_rng):
+        self.net, self.args, self.config = net, args, config
+        self.order_rng, self.augment_rng = order_rng, augment_rng
+
+    def save(self, progress):
+        arrays, net_info = training_state(self.net)
+        if progress.losses is not None:
+            arrays["progress/epoch_losses"] = progress.losses
+        info = {"epoch": progress.epoch, "step": progress.step, "history": progress.history,
+                "order_rng": progress.order_state,
+                "augment_rng": None if self.augment_rng is None else self.augment_rng.bit_generator.state,
+                "net": net_info, "config": self.config, "minimf_version": __version__,
+                "numpy": np.__version__}
+        write_checkpoint(self.args.out, progress.epoch, progress.step, arrays, info)
+
+
+def restore(net, checkpoint, order_rng, augment_rng):
+    """Put a checkpoint's state back into ``net`` and the two generators; return its Progress."""
+    arrays, info, folder = checkpoint
+    try:
+        restore_training_state(net, {k: v for k, v in arrays.items() if not k.startswith("progress/")}, info["net"])
+        order_rng.bit_generator.state = info["order_rng"]
+        if augment_rng is not None:
+            augment_rng.bit_generator.state = info["augment_rng"]
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{folder}: does not fit this run's network and settings ({err})") from None
+    return Progress(info["epoch"], info["step"], info["history"], arrays.get("progress/epoch_losses"),
+                    info["order_rng"])
 
 
 def learning_rates(args, steps_per_epoch):
@@ -459,41 +631,69 @@ def learning_rates(args, steps_per_epoch):
     return [args.lr * (1 + math.cos(math.pi * t / total_steps)) / 2 for t in range(total_steps)]
 
 
-def train_one_epoch(net, x, y, args, rng, epoch, rates, augment_rng=None):
-    """One shuffled pass over (x, y), step k with learning rate ``rates[k]``; with ``augment_rng``
-    every batch is randomly cropped and flipped (see minimf/datasets/augment.py) before the step.
+def train_one_epoch(net, x, y, args, rng, rates, augment_rng, progress, stop, saver):
+    """The rest of epoch ``progress.epoch``, from step ``progress.step``: a shuffled pass over (x, y),
+    step k with learning rate ``rates[k]``; with ``augment_rng`` every batch is randomly cropped and
+    flipped (see minimf/datasets/augment.py) before the step. The steps run in chunks that end at
+    every --checkpoint-every boundary (a checkpoint is written there) or when Ctrl-C asks to stop.
 
     Returns the mean training loss (a list with one entry per layer for MF, and for FF one per
     layer followed by the one-pass read-out's)."""
     image_shape = DATASETS[args.dataset].input_shape
     n = x.shape[0]
     order = net.xp.asarray(rng.permutation(n))
-    starts = range(0, n, args.batch_size)
+    starts = list(range(0, n, args.batch_size))
+    bar = tqdm(total=len(starts), initial=progress.step, desc=f"epoch {progress.epoch}", leave=False,
+               disable=args.no_progress, unit="batch")
 
-    def batch(start):
-        idx = order[start:start + args.batch_size]
-        xb = x[idx] if augment_rng is None else augment_batch(x[idx], image_shape, augment_rng)
-        return xb, y[idx]
+    def batches(chunk):          # handed out one by one; none after Ctrl-C
+        for start in chunk:
+            if stop.requested:
+                return
+            idx = order[start:start + args.batch_size]
+            bar.update()
+            yield (x[idx] if augment_rng is None else augment_batch(x[idx], image_shape, augment_rng)), y[idx]
 
-    batches = (batch(start) for start in tqdm(starts, desc=f"epoch {epoch}", leave=False,
-                                              disable=args.no_progress, unit="batch"))
-    # the values were checked once by prepare_data: validate=False, no host sync in a step
-    if args.pipeline:   # the losses arrive after the whole epoch
-        step_losses = train_pipelined(net, batches, rates, validate=False)
-    elif args.split_units:
-        step_losses = train_unit_split(net, batches, args.split_units, rates, validate=False)
-    elif args.split_batch:
-        step_losses = train_batch_split(net, batches, args.split_batch, args.micro_batch, rates, validate=False)
-    else:
-        step_losses = [train_step_at(net, xb, yb, rate) for (xb, yb), rate in zip(batches, rates)]
-    losses = losses_to_host(net.xp, step_losses)        # (steps, L): the epoch's one transfer
-    for step, row in enumerate(losses, start=1):
-        check_finite(row, epoch, step)
+    while progress.step < len(starts) and not stop.requested:
+        end = chunk_end(progress, len(starts), args.checkpoint_every)
+        step_losses = run_steps(net, batches(starts[progress.step:end]), rates[progress.step:end], args)
+        if step_losses:
+            losses = losses_to_host(net.xp, step_losses)     # (steps, L): the chunk's one transfer
+            for step, row in enumerate(losses, start=progress.step + 1):
+                check_finite(row, progress.epoch, step)
+            progress.losses = losses if progress.losses is None else np.concatenate([progress.losses, losses])
+            progress.step += len(losses)
+        if args.out and progress.step < len(starts) and (stop.requested or progress.step == end):
+            saver.save(progress)                             # a --checkpoint-every boundary, or Ctrl-C
+    bar.close()
+    if stop.requested:
+        raise Interrupted(progress.epoch, progress.step)
     sizes = np.minimum(args.batch_size, n - np.asarray(starts))   # the last batch may be smaller
-    mean = (losses * sizes[:, None]).sum(axis=0) / n
+    mean = (progress.losses * sizes[:, None]).sum(axis=0) / n
     if net.LOSSES == "per_layer":
         return [round(float(v), 6) for v in mean]
     return round(float(mean[0]), 6)
+
+
+def chunk_end(progress, steps, every):
+    """The step at which the current chunk of the epoch ends: the epoch's end, or the next step
+    whose number counted over the whole run is a multiple of ``every`` (--checkpoint-every)."""
+    if not every:
+        return steps
+    done = (progress.epoch - 1) * steps + progress.step             # steps finished in the whole run
+    return min(steps, progress.step + every - done % every)
+
+
+def run_steps(net, batches, rates, args):
+    """Train on ``batches`` with the trainer the options choose; the losses of every step, in order.
+    The values were checked once by prepare_data: validate=False, no host sync in a step."""
+    if args.pipeline:   # the losses arrive after the whole chunk
+        return train_pipelined(net, batches, rates, validate=False)
+    if args.split_units:
+        return train_unit_split(net, batches, args.split_units, rates, validate=False)
+    if args.split_batch:
+        return train_batch_split(net, batches, args.split_batch, args.micro_batch, rates, validate=False)
+    return [train_step_at(net, xb, yb, rate) for (xb, yb), rate in zip(batches, rates)]
 
 
 def losses_to_host(xp, step_losses):

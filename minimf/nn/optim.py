@@ -21,7 +21,7 @@ import types
 
 import numpy
 
-from minimf.backend import get_array_module
+from minimf.backend import get_array_module, to_numpy
 
 
 class SGD:
@@ -49,6 +49,18 @@ class SGD:
         for name, g in grads.items():
             if g is not None:
                 self.update(name, params[name], g)
+
+    def state_dict(self):
+        """(scalars, arrays): what a checkpoint needs to continue exactly (minimf/checkpoint.py):
+        the learning rate and momentum, and the velocity of every parameter as host arrays."""
+        return ({"kind": "sgd", "lr": self.lr, "momentum": self.momentum},
+                {f"velocity.{name}": to_numpy(v).copy() for name, v in self.velocity.items()})
+
+    def load_state_dict(self, scalars, arrays, xp):
+        """Restore ``state_dict``'s state; the arrays go to ``xp``."""
+        _check_kind(scalars, "sgd")
+        self.lr, self.momentum = scalars["lr"], scalars["momentum"]
+        self.velocity = {key.split(".", 1)[1]: xp.asarray(a) for key, a in arrays.items()}
 
     def start_step(self, grads):
         """Begin a step: make the velocity of every parameter in ``grads`` (once, zeros)."""
@@ -131,6 +143,27 @@ class Adam:
         for name, g in grads.items():
             if g is not None:
                 self.update(name, params[name], g)
+
+    def state_dict(self):
+        """(scalars, arrays): what a checkpoint needs to continue exactly (minimf/checkpoint.py):
+        the step count t and the hyper-parameters, and m and v of every parameter as host arrays.
+        (The scratch arrays hold nothing between steps.)"""
+        scalars = {"kind": "adam", "t": self.t, "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
+                   "eps": self.eps}
+        arrays = {f"{which}.{name}": to_numpy(a).copy()
+                  for which, state in (("m", self.m), ("v", self.v)) for name, a in state.items()}
+        return scalars, arrays
+
+    def load_state_dict(self, scalars, arrays, xp):
+        """Restore ``state_dict``'s state; the arrays go to ``xp`` (and the scratch arrays are made again)."""
+        _check_kind(scalars, "adam")
+        self.t, self.lr, self.beta1, self.beta2, self.eps = (scalars[k] for k in ("t", "lr", "beta1", "beta2", "eps"))
+        self.m, self.v, self.scratch = {}, {}, {}
+        for key, a in arrays.items():
+            which, name = key.split(".", 1)
+            getattr(self, which)[name] = xp.asarray(a)
+        if xp is numpy:
+            self.scratch = {name: xp.empty_like(m) for name, m in self.m.items()}
 
     def start_step(self, grads):
         """Begin a step: t <- t + 1, this step's two scalars, and m, v (zeros) and, on NumPy, the
@@ -230,6 +263,11 @@ def flat_parts(part, *arrays):
         if not a.flags.c_contiguous:
             raise ValueError(f"cannot update part of a non-contiguous array of shape {a.shape}")
     return tuple(a.reshape(-1)[part] for a in arrays)
+
+
+def _check_kind(scalars, kind):
+    if scalars.get("kind") != kind:
+        raise ValueError(f"the saved optimiser state is {scalars.get('kind')!r}, this optimiser is {kind!r}")
 
 
 def make_optimizer(name, lr):

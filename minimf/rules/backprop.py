@@ -120,6 +120,11 @@ class BackpropModel:
         """All weights and biases."""
         return int(sum(a.size for layer in self.layers for a in layer.params.values() if a is not None))
 
+    def random_streams(self):
+        """The random generators training draws from, by name (none: every draw is made at
+        construction); a checkpoint saves their states (minimf/checkpoint.py)."""
+        return {}
+
     def state_dict(self):
         """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
         return layers_state(self.layers)

@@ -335,6 +335,11 @@ class ForwardForwardNet:
 
     # --- saving ----------------------------------------------------------------------------------
 
+    def random_streams(self):
+        """The random generators training draws from, by name: the negative labels of every step;
+        a checkpoint saves their states (minimf/checkpoint.py)."""
+        return {"negative_labels": self.rng}
+
     def state_dict(self):
         """Host copies of every parameter: "layers.i.W" etc., the read-out as layer L (the last,
         as BP's output layer)."""

@@ -287,6 +287,11 @@ class MonoForwardModel:
         projections = [l.params["M"].size if "M" in l.params else 0 for l in self.layers]
         return int(weights + (sum(projections) if mode == "ff" else projections[-1]))
 
+    def random_streams(self):
+        """The random generators training draws from, by name (none: every draw is made at
+        construction); a checkpoint saves their states (minimf/checkpoint.py)."""
+        return {}
+
     def state_dict(self):
         """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
         return layers_state(self.layers)
