@@ -83,6 +83,8 @@ def load(net, path):
 
 def read_npz(path):
     """{name: array} of an ``.npz`` archive, read without unpickling anything."""
+    if Path(path).exists() and not zipfile.is_zipfile(path):   # NumPy would take any other file for a pickle
+        raise CheckpointError(f"{path}: not a readable .npz archive (truncated, damaged, or another kind of file)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}

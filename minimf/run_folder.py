@@ -144,9 +144,15 @@ def contradictions(given, settings):
     """Options given now whose values differ from the recorded run's (those of MAY_CHANGE aside)."""
     found = []
     for dest, value in given.items():
-        if dest in MAY_CHANGE:
-            continue
-        now = [str(v) for v in value] if isinstance(value, list) else (str(value) if isinstance(value, Path) else value)
-        if now != settings.get(dest):
-            found.append(f"--{dest.replace('_', '-')} {now} (recorded: {settings.get(dest)})")
+        now = [_as_recorded(v) for v in value] if isinstance(value, list) else _as_recorded(value)
+        if dest not in MAY_CHANGE and now != settings.get(dest):
+            found.append(f"--{dest.replace('_', '-')} {_words(now)} (recorded: {_words(settings.get(dest))})")
     return found
+
+
+def _as_recorded(value):
+    return str(value) if isinstance(value, Path) else value     # config.json stores paths as text
+
+
+def _words(value):
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)

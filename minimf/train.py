@@ -269,6 +269,9 @@ def main(argv=None):
         return 130
     except TrainingDiverged as err:
         return stopped(f"error: {err}", args)
+    except CheckpointError as err:   # a checkpoint that verifies but does not fit the recorded network
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:   # a full disk, a folder made read-only during the run
         return stopped(f"error: could not write the run's files in {args.out} ({err})", args)
     except MemoryError as err:   # CuPy's OutOfMemoryError is a MemoryError, as NumPy's is
