@@ -86,10 +86,23 @@ def checkpoint_folders(out):
 
 
 def write_checkpoint(out, epoch, step, arrays, info):
-    """Save a checkpoint at ``step`` steps into ``epoch``; then remove all but the newest KEEP."""
+    """Save a checkpoint at ``step`` steps into ``epoch``; then remove all but the newest KEEP, and
+    what killed writes left behind."""
     save_checkpoint(Path(out) / CHECKPOINTS / f"epoch-{epoch:04d}-step-{step:06d}", arrays, info)
     for old in checkpoint_folders(out)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
+    remove_leftovers(out)
+
+
+def remove_leftovers(out):
+    """Delete the temporary files and folders of writes that were killed half-way (minimf's own
+    names only: ``.config.json.*.tmp`` and the like, ``checkpoints/.epoch-*.tmp``)."""
+    out = Path(out)
+    for name in RUN_FILES:
+        for leftover in out.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+    for leftover in (out / CHECKPOINTS).glob(".epoch-*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def latest_checkpoint(out):

@@ -570,6 +570,8 @@ def train(net, data, args, checkpoint=None, config=None):
     schedule = learning_rates(args, steps_per_epoch)
     progress = Progress() if checkpoint is None else restore(net, checkpoint, rng, augment_rng)
     saver = Checkpointer(net, args, config, rng, augment_rng)
+    if args.out and checkpoint is not None and progress.step == 0 and progress.history:
+        write_epoch_files(net, args, progress.history)  # a kill may have come between the checkpoint and these
     with StopRequest() as stop:
         while progress.epoch <= args.epochs:
             epoch, start = progress.epoch, time.perf_counter()
@@ -580,11 +582,16 @@ def train(net, data, args, checkpoint=None, config=None):
                       "seconds": round(time.perf_counter() - start, 3), "train_loss": train_loss}
             progress = Progress(epoch + 1, 0, progress.history + [record], None, rng.bit_generator.state)
             print(format_record(record, args.epochs))
-            if args.out:  # the checkpoint, then the model: metrics.json never names an epoch whose model is missing
+            if args.out:
                 saver.save(progress)
-                save(net, args.out / "model.npz")
-                atomic_write_json(args.out / "metrics.json", progress.history)
+                write_epoch_files(net, args, progress.history)
     return progress.history
+
+
+def write_epoch_files(net, args, history):
+    """model.npz, then metrics.json (so that metrics.json never names an epoch whose model is missing)."""
+    save(net, args.out / "model.npz")
+    atomic_write_json(args.out / "metrics.json", history)
 
 
 class Checkpointer:

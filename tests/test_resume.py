@@ -17,6 +17,7 @@ import pytest
 import minimf.train as train_module
 from fake_data import cifar_archive, install
 from minimf import MonoForwardNet
+from minimf.backend import gpu_available
 from minimf.checkpoint import (CheckpointError, load, load_checkpoint, restore_training_state, save,
                                save_checkpoint, training_state)
 from minimf.datasets import DATASETS, clear_cache
@@ -39,6 +40,8 @@ RUNS = {
     "mf-split-units": ["--algo", "mf", "--hidden", "16", "12", "--split-units", "2"],
     "bp-split-batch": ["--algo", "bp", "--hidden", "16", "--split-batch", "2", "--micro-batch", "20"],
     "mf-validation": ["--algo", "mf", "--hidden", "16", "--validation", "50"],
+    "mf-cupy-pipeline": ["--algo", "mf", "--hidden", "16", "12", "--backend", "cupy", "--pipeline"],
+    "ff-cupy": ["--algo", "ff", "--hidden", "16", "--backend", "cupy"],
 }
 
 
@@ -86,6 +89,8 @@ def reference_run(tmp_path, argv):
 @pytest.mark.parametrize("name", list(RUNS))
 def test_ctrl_c_then_resume_ends_as_the_uninterrupted_run(name, tmp_path, capsys, ctrl_c_after):
     """Stopped by Ctrl-C twice (mid-epoch, between --checkpoint-every boundaries), resumed each time."""
+    if name == "mf-cupy-pipeline" and gpu_available():
+        pytest.skip("on a GPU the pipeline's streams agree to rounding only (cuBLAS: bitwise with one stream)")
     argv = SMALL + RUNS[name]
     reference = reference_run(tmp_path, argv)
     folder = tmp_path / "stopped"
