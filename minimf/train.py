@@ -32,6 +32,7 @@ training state is written after every epoch, and every ``--checkpoint-every N`` 
     python -m minimf.train --resume runs/a                 # continue it; --epochs 20 to train further
 """
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -63,6 +64,7 @@ from minimf.rules.forward_forward import ForwardForwardNet
 from minimf.rules.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
 from minimf.parallel.batch_split import train_batch_split
 from minimf.parallel.pipeline import train_pipelined
+from minimf.parallel.ray_pipeline import RayPipeline, RayPipelineError, WorkerDied, import_ray
 from minimf.parallel.unit_split import train_unit_split
 
 DEFAULT_EPOCHS = 5
@@ -109,6 +111,16 @@ def _positive(text, kind):
         raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
     return value
 
 
@@ -193,9 +205,19 @@ def build_parser():
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="with --out: also write a checkpoint every N steps (default: after every epoch only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--pipeline", action="store_true",
-                   help="--algo mf: the layers run concurrently, one thread each (layer i on batch t while "
-                        "layer i+1 is on batch t-1); the same numbers as without (minimf/parallel/pipeline.py)")
+    p.add_argument("--pipeline", nargs="?", const="threads", default=None, choices=["threads", "ray"],
+                   help="--algo mf: the layers run concurrently (layer i on batch t while layer i+1 is on "
+                        "batch t-1), the same numbers as without: one thread each (threads, the bare flag; "
+                        "minimf/parallel/pipeline.py) or one Ray actor each, on this machine or a cluster "
+                        "(ray; minimf/parallel/ray_pipeline.py)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="--pipeline ray: join a running Ray cluster (auto, or HOST:PORT of `ray start --head`); "
+                        "default: a local Ray instance that starts and stops with the run")
+    p.add_argument("--cpus-per-layer", type=positive_float, default=1, metavar="C",
+                   help="--pipeline ray: CPUs reserved for each layer's actor, and its BLAS threads (default: 1)")
+    p.add_argument("--gpus-per-layer", type=nonnegative_float, default=0, metavar="G",
+                   help="--pipeline ray --backend cupy: each layer's share of a GPU (0.5: two layers on one "
+                        "device) (default: 0; with --backend cupy: 1)")
     p.add_argument("--split-units", type=positive_int, default=None, metavar="T",
                    help="--algo mf --arch mlp, NumPy: each layer's units shared out between T threads; the "
                         "same numbers up to float rounding (minimf/parallel/unit_split.py). Start with OPENBLAS_NUM_THREADS=1")
@@ -209,7 +231,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+RESTARTS = 3   # --pipeline ray: times a run whose worker died continues from its last checkpoint
+
+
+def main(argv=None, restarts=RESTARTS):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
@@ -272,6 +297,13 @@ def main(argv=None):
     except CheckpointError as err:   # a checkpoint that verifies but does not fit the recorded network
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except RayPipelineError as err:  # an unreachable cluster, or one without room for the layers
+        return stopped(f"error: {err}", args)
+    except WorkerDied as err:
+        if not args.out or restarts == 0:
+            return stopped(f"error: {err}" + ("" if args.out else " (no --out, so no checkpoint)"), args)
+        print(f"note: {err}; continuing from the last checkpoint in {args.out}", file=sys.stderr)
+        return main(["--resume", str(args.out)], restarts - 1)
     except OSError as err:   # a full disk, a folder made read-only during the run
         return stopped(f"error: could not write the run's files in {args.out} ({err})", args)
     except MemoryError as err:   # CuPy's OutOfMemoryError is a MemoryError, as NumPy's is
@@ -396,11 +428,32 @@ def check_parallel(parser, args):
         parser.error(f"{chosen[0]} shares work out between CPU threads: it needs --backend numpy")
     if args.micro_batch and not args.split_batch:
         parser.error("--micro-batch goes with --split-batch")
+    check_ray_options(parser, args)
     threaded = chosen[0] if chosen else None
     if threaded and "1" not in (os.environ.get(var) for var in BLAS_THREAD_VARS):
         print(f"note: {threaded} runs threads of its own; start it with OPENBLAS_NUM_THREADS=1, or every "
               "thread's BLAS uses every core and they fight over them (see the README's Benchmark section)",
               file=sys.stderr)
+
+
+def check_ray_options(parser, args):
+    """--ray-address, --cpus-per-layer and --gpus-per-layer go with --pipeline ray; Ray must import;
+    GPUs are for --backend cupy, which gets one per layer unless told otherwise."""
+    ray_options = [flag for flag, given in (("--ray-address", args.ray_address is not None),
+                                            ("--cpus-per-layer", args.cpus_per_layer != 1),
+                                            ("--gpus-per-layer", args.gpus_per_layer != 0)) if given]
+    if args.pipeline != "ray":
+        if ray_options:
+            parser.error(f"{ray_options[0]} goes with --pipeline ray")
+        return
+    if args.gpus_per_layer and args.backend != "cupy":
+        parser.error("--gpus-per-layer puts the layers on GPUs: it goes with --backend cupy")
+    if args.backend == "cupy" and not args.gpus_per_layer and not strict_cupy_requested():
+        args.gpus_per_layer = 1
+    try:
+        import_ray()
+    except RayPipelineError as err:
+        parser.error(str(err))
 
 
 def check_readout(parser, args, classes):
@@ -572,12 +625,13 @@ def train(net, data, args, checkpoint=None, config=None):
     saver = Checkpointer(net, args, config, rng, augment_rng)
     if args.out and checkpoint is not None and progress.step == 0 and progress.history:
         write_epoch_files(net, args, progress.history)  # a kill may have come between the checkpoint and these
-    with StopRequest() as stop:
+    with StopRequest() as stop, layer_workers(net, args) as trainer:
         while progress.epoch <= args.epochs:
             epoch, start = progress.epoch, time.perf_counter()
             progress.order_state = rng.bit_generator.state         # before this epoch's order is drawn
             rates = schedule[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch]
-            train_loss = train_one_epoch(net, x_train, y_train, args, rng, rates, augment_rng, progress, stop, saver)
+            train_loss = train_one_epoch(net, x_train, y_train, args, rng, rates, augment_rng, progress, stop, saver,
+                                         trainer)
             record = {"epoch": epoch, **evaluate(net, data, args),
                       "seconds": round(time.perf_counter() - start, 3), "train_loss": train_loss}
             progress = Progress(epoch + 1, 0, progress.history + [record], None, rng.bit_generator.state)
@@ -586,6 +640,14 @@ def train(net, data, args, checkpoint=None, config=None):
                 saver.save(progress)
                 write_epoch_files(net, args, progress.history)
     return progress.history
+
+
+def layer_workers(net, args):
+    """With --pipeline ray, the layers as Ray actors for the whole run (minimf/parallel/ray_pipeline.py);
+    else nothing."""
+    if args.pipeline != "ray":
+        return contextlib.nullcontext()
+    return RayPipeline(net, args.ray_address, args.cpus_per_layer, args.gpus_per_layer)
 
 
 def write_epoch_files(net, args, history):
@@ -641,7 +703,7 @@ def learning_rates(args, steps_per_epoch):
     return [args.lr * (1 + math.cos(math.pi * t / total_steps)) / 2 for t in range(total_steps)]
 
 
-def train_one_epoch(net, x, y, args, rng, rates, augment_rng, progress, stop, saver):
+def train_one_epoch(net, x, y, args, rng, rates, augment_rng, progress, stop, saver, trainer=None):
     """The rest of epoch ``progress.epoch``, from step ``progress.step``: a shuffled pass over (x, y),
     step k with learning rate ``rates[k]``; with ``augment_rng`` every batch is randomly cropped and
     flipped (see minimf/datasets/augment.py) before the step. The steps run in chunks that end at
@@ -666,7 +728,7 @@ def train_one_epoch(net, x, y, args, rng, rates, augment_rng, progress, stop, sa
 
     while progress.step < len(starts) and not stop.requested:
         end = chunk_end(progress, len(starts), args.checkpoint_every)
-        step_losses = run_steps(net, batches(starts[progress.step:end]), rates[progress.step:end], args)
+        step_losses = run_steps(net, batches(starts[progress.step:end]), rates[progress.step:end], args, trainer)
         if step_losses:
             losses = losses_to_host(net.xp, step_losses)     # (steps, L): the chunk's one transfer
             for step, row in enumerate(losses, start=progress.step + 1):
@@ -694,9 +756,12 @@ def chunk_end(progress, steps, every):
     return min(steps, progress.step + every - done % every)
 
 
-def run_steps(net, batches, rates, args):
-    """Train on ``batches`` with the trainer the options choose; the losses of every step, in order.
-    The values were checked once by prepare_data: validate=False, no host sync in a step."""
+def run_steps(net, batches, rates, args, trainer=None):
+    """Train on ``batches`` with the trainer the options choose (``trainer``: the Ray pipeline, made
+    once per run); the losses of every step, in order. The values were checked once by
+    prepare_data: validate=False, no host sync in a step."""
+    if args.pipeline == "ray":
+        return trainer.train(batches, rates, validate=False)
     if args.pipeline:   # the losses arrive after the whole chunk
         return train_pipelined(net, batches, rates, validate=False)
     if args.split_units:

@@ -49,3 +49,15 @@ def rng():
 def real_cupy_only(monkeypatch):
     """get_backend("cupy") looks for real CuPy in this test: the stand-in switch above is off."""
     monkeypatch.delenv(STRICT_CUPY_VAR, raising=False)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray instance for the whole test session (starting one takes several seconds
+    here): the Ray trainer finds it running and uses it. Skipped where Ray is not installed."""
+    ray = pytest.importorskip("ray")
+    for name, value in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_DEDUP_LOGS", "0")):
+        os.environ.setdefault(name, value)
+    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

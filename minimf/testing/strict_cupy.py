@@ -340,6 +340,10 @@ class ndarray:
             raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, got {type(arr)}")
         _run(lambda a: a.__setitem__(Ellipsis, arr), (self,), writes=(self,))
 
+    def __reduce__(self):
+        """Pickling copies to the host (a sync) and unpickling copies to the current device, as CuPy's."""
+        return asarray, (self.get(),)
+
     def item(self):
         _read_on_host(self)
         return self._data.item()

@@ -1,0 +1,247 @@
+"""Mono-Forward's layers as Ray actors: one process per layer, on one machine or on a cluster.
+
+The threaded pipeline (minimf/parallel/pipeline.py) runs layer i on batch t while layer i+1 runs on
+batch t-1, with threads in one process. Here every layer is a Ray *actor*: a worker process of its
+own (with its own CPUs, or a GPU), which holds the layer's W, b, M and its optimiser's state. The
+driver (the process running ``python -m minimf.train``) only routes references:
+
+    driver:    x_t, y_t = ray.put(batch t)
+               a1 = layer1.step(x_t, y_t, lr)      # an ObjectRef: nothing waits here
+               a2 = layer2.step(a1, y_t, lr)       # Ray hands a1 from layer 1's process to layer 2's
+               ...
+
+Each actor takes its calls in the order they were sent (one caller, one actor), so layer i trains
+on the batches in order, on the a_{i-1} that layer i-1 computed before its own update of that
+batch, exactly as in ``train_step``: the same operations on the same numbers, so on NumPy with the
+same BLAS threads the parameters are bit for bit those of the sequential run (tests/test_ray_pipeline.py).
+At most ``in_flight`` batches are under way at once, so memory stays flat. The losses stay in the
+actors (on the GPU where there is one) until the end of a chunk of steps.
+
+After every chunk (an epoch, or ``--checkpoint-every`` steps) the layers' states come back to the
+driver's network, so that evaluation, ``model.npz`` and checkpoints (minimf/checkpoint.py) work as
+for every other run, and ``--resume`` continues a Ray run.
+
+Faults: a worker that dies (its process killed, its machine lost) raises ``WorkerDied``;
+``python -m minimf.train`` then continues from the last checkpoint (minimf/train.py), so the run ends
+as if nothing had happened. Ray is an optional dependency (``pip install -e ".[ray]"``): this module
+imports it only when a pipeline starts.
+"""
+import os
+import pickle
+import socket
+
+from minimf.backend import backend_name
+
+IN_FLIGHT = 4          # batches under way at once
+READY_TIMEOUT = 60     # seconds for the actors to start (a cluster without room for them: a clear error)
+QUIET_RAY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+
+
+class RayPipelineError(RuntimeError):
+    """Ray is missing, the cluster cannot be reached, or it has no room for the layers."""
+
+
+class WorkerDied(RuntimeError):
+    """A layer's worker process died; the run can continue from its last checkpoint."""
+
+
+def import_ray():
+    """The ray module, or RayPipelineError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayPipelineError('the ray pipeline needs Ray, which is not installed: pip install -e ".[ray]" '
+                               '(or pip install "ray>=2.9")') from None
+    return ray
+
+
+class LayerWorker:
+    """One layer and its optimiser, in a worker process of its own (made a Ray actor by ``RayPipeline``).
+
+    The layer arrives pickled from the driver (CuPy arrays pickle through the host and come back on
+    this worker's GPU). ``step`` is ``train_step``'s work for this layer alone."""
+
+    def __init__(self, backend, layer_bytes, blas_threads):
+        os.environ.update({var: str(blas_threads) for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                              "OMP_NUM_THREADS")})
+        _limit_blas_threads(blas_threads)
+        from minimf.backend import get_backend
+        self.xp = get_backend(backend)
+        self.layer, self.optimizer = pickle.loads(layer_bytes)
+        self.losses = []
+
+    def step(self, x, y, lr, hand_on=True):
+        """Forward, local loss, gradients and update of this layer on one batch; returns a_i for the
+        next layer (None for the last) and keeps the loss (a 0-d array) until ``take_losses``."""
+        x, y = self.xp.asarray(x), self.xp.asarray(y)
+        a, loss, grads = self.layer.local_gradients(x, y)      # (5), (6) and the gradients
+        if lr is not None:
+            self.optimizer.lr = lr
+        self.optimizer.step(self.layer.params, grads)          # (7), (8)
+        self.losses.append(loss)
+        return a if hand_on else None
+
+    def take_losses(self):
+        """This layer's losses since the last call, as host floats (one transfer for all)."""
+        from minimf.backend import to_numpy
+        losses, self.losses = self.losses, []
+        return to_numpy(self.xp.stack(losses)).tolist() if losses else []
+
+    def state(self):
+        """(layer, optimizer), pickled: the driver copies their arrays into its network."""
+        return pickle.dumps((self.layer, self.optimizer))
+
+    def pid(self):
+        return os.getpid()
+
+
+def _limit_blas_threads(threads):
+    """The BLAS threads of this process (threadpoolctl where installed; else the variables above,
+    which a BLAS that has not started yet reads)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(threads)
+
+
+class RayPipeline:
+    """The layers of ``model`` as Ray actors for the length of a ``with`` block.
+
+    ``address``: None starts a local Ray instance (stopped again at the end; an instance already
+    running in this process is used as it is), "auto" or "HOST:PORT" joins a cluster.
+    ``cpus_per_layer``: each actor's CPUs, also its BLAS threads; ``gpus_per_layer``: each actor's
+    share of a GPU (CuPy there; 0.5 puts two layers on one device).
+    """
+
+    def __init__(self, model, address=None, cpus_per_layer=1, gpus_per_layer=0, in_flight=IN_FLIGHT):
+        self.model, self.address = model, address
+        self.cpus, self.gpus, self.in_flight = cpus_per_layer, gpus_per_layer, in_flight
+        self.ray, self.workers, self.started_ray = None, [], False
+
+    def __enter__(self):
+        self.ray = import_ray()
+        self._connect()
+        self._check_room()
+        self._start_workers()
+        return self
+
+    def __exit__(self, *exc):
+        for worker in self.workers:
+            self.ray.kill(worker)
+        self.workers = []
+        if self.started_ray:
+            self.ray.shutdown()
+        return False
+
+    def _connect(self):
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        if self.address not in (None, "auto"):
+            check_reachable(self.address)
+        os.environ.update({k: v for k, v in QUIET_RAY.items() if k not in os.environ})
+        try:
+            if self.address is None:
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        except Exception as err:  # noqa: BLE001 -- Ray raises ConnectionError, RuntimeError, ValueError ...
+            where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
+            raise RayPipelineError(f"cannot start or reach {where}: {type(err).__name__}: {err}") from None
+        self.started_ray = True
+
+    def _check_room(self):
+        """Refuse at once, rather than wait forever, a request the cluster cannot meet."""
+        layers = len(self.model.layers)
+        have = self.ray.cluster_resources()
+        for kind, each in (("CPU", self.cpus), ("GPU", self.gpus)):
+            if each and have.get(kind, 0) < layers * each:
+                raise RayPipelineError(f"{layers} layers x {each} {kind} each need {layers * each:g} {kind}s; "
+                                       f"the Ray cluster has {have.get(kind, 0):g}")
+
+    def _start_workers(self):
+        backend = backend_name(self.model.xp)
+        actor = self.ray.remote(LayerWorker)
+        env = {k: os.environ[k] for k in ("MINIMF_STRICT_CUPY", "MINIMF_STRICT_CUPY_DEVICES") if k in os.environ}
+        threads = max(1, int(self.cpus))
+        self.workers = [actor.options(num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=1,
+                                      runtime_env={"env_vars": {**env, "OPENBLAS_NUM_THREADS": str(threads)}})
+                        .remote(backend, pickle.dumps((layer, optimizer)), threads)
+                        for layer, optimizer in zip(self.model.layers, self.model.optimizers)]
+        ready, _ = self.ray.wait([w.pid.remote() for w in self.workers], num_returns=len(self.workers),
+                                 timeout=READY_TIMEOUT)
+        if len(ready) < len(self.workers):
+            raise RayPipelineError(f"only {len(ready)} of {len(self.workers)} layer workers started within "
+                                   f"{READY_TIMEOUT} s; the cluster may be busy or short of the requested resources")
+        self.pids = self._get([w.pid.remote() for w in self.workers])
+
+    def train(self, batches, rates=None, validate=True):
+        """Train on ``batches`` (as ``train_pipelined``): the losses, one list per batch with one
+        float per layer. Afterwards the driver's network holds the layers' new state."""
+        pending, last = [], len(self.workers) - 1
+        for t, (x, y) in enumerate(batches):
+            x, y = self.model._check(x, y, values=validate)
+            lr = None if rates is None else rates[t]
+            a, y_ref = self.ray.put(_host(x)), self.ray.put(_host(y))
+            for i, worker in enumerate(self.workers):
+                a = worker.step.remote(a, y_ref, lr, i < last)   # a_i goes straight to layer i+1
+            pending.append(a)
+            if len(pending) >= self.in_flight:
+                self._get(pending.pop(0))                        # bound the batches under way
+        self._get(pending)
+        per_layer = self._get([w.take_losses.remote() for w in self.workers])
+        self._copy_state_back()
+        return [list(step) for step in zip(*per_layer)]
+
+    def _copy_state_back(self):
+        """The actors' parameters and optimiser states, copied into the driver's network."""
+        for (layer, optimizer), state in zip(zip(self.model.layers, self.model.optimizers),
+                                             self._get([w.state.remote() for w in self.workers])):
+            their_layer, their_optimizer = pickle.loads(state)
+            for name, array in layer.params.items():
+                if array is not None:
+                    array[...] = self.model.xp.asarray(their_layer.params[name])
+            optimizer.__dict__.update(_on(self.model.xp, their_optimizer.__dict__))
+
+    def kill_worker(self, i):
+        """Kill layer i's worker process (for tests of what a fault does)."""
+        os.kill(self.pids[i], 9)
+
+    def _get(self, refs):
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayActorError as err:
+            raise WorkerDied(f"a layer's Ray worker died ({type(err).__name__}); the run can continue from "
+                             "its last checkpoint") from None
+        except self.ray.exceptions.RayTaskError as err:
+            raise err.as_instanceof_cause() from None
+
+
+def check_reachable(address, timeout=3.0):
+    """Refuse within seconds a HOST:PORT that accepts no connection (``ray.init`` would wait for
+    minutes): the head node of ``ray start --head`` listens there."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayPipelineError(f"--ray-address {address!r}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise RayPipelineError(f"cannot start or reach the Ray cluster at {address!r}: nothing answers there "
+                               f"({err.strerror or err}); is `ray start --head` running?") from None
+
+
+def _host(array):
+    """A host copy for the object store (the workers move it to their own device)."""
+    from minimf.backend import to_numpy
+    return to_numpy(array)
+
+
+def _on(xp, state):
+    """An optimiser's attributes with every array (also inside its m, v, velocity dicts) on ``xp``."""
+    def move(value):
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return xp.asarray(value) if hasattr(value, "shape") else value
+    return {key: move(value) for key, value in state.items()}
