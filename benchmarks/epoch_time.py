@@ -75,6 +75,7 @@ machines; in this project's sandboxed VM they are not while OpenBLAS's idle work
 allocator settings that avoid it (they change the process, PyTorch included, not minimf).
 """
 import argparse
+import atexit
 import math
 import os
 import platform
@@ -137,7 +138,8 @@ TORCH_GPU = "cuda"   # the torch device of the GPU rows
 CONFIG_NAMES = {"mf": "MF (minimf)", "mf-pipelined": "MF pipelined", "mf-unit-split": "MF unit-split",
                 "mf-batch-split": "MF batch-split", "bp": "BP (minimf)", "bp-batch-split": "BP batch-split",
                 "pytorch": "BP (PyTorch, CPU)", "mf-products": "MF products", "bp-products": "BP products",
-                "pytorch-cuda": "BP (PyTorch, CUDA)", "mf-pytorch-cuda": "MF (PyTorch, CUDA)"}
+                "pytorch-cuda": "BP (PyTorch, CUDA)", "mf-pytorch-cuda": "MF (PyTorch, CUDA)",
+                "mf-ray": "MF ray pipeline"}
 
 
 class Network(NamedTuple):
@@ -211,6 +213,9 @@ def build_parser():
                         f"remembers no one else's arrays): {', '.join(CONFIG_NAMES)}")
     p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="threads for NumPy's BLAS and PyTorch (needs threadpoolctl; default: leave as is)")
+    p.add_argument("--ray", action="store_true",
+                   help="also time MF's layers as Ray actors, one CPU and one BLAS thread each, on a local Ray "
+                        "instance (minimf/parallel/ray_pipeline.py; starting the actors is not timed)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE",
                    help="also write the measured seconds and the ratios to FILE as JSON (atomically)")
     return p
@@ -241,6 +246,8 @@ def run(args, xp):
     steps_per_epoch = math.ceil(len(y) / args.batch_size)
     steps = math.ceil(args.fraction * steps_per_epoch)
     configs = minimf_configs(xp, args.backend, net, x, y, order, args.batch_size, threads, args.micro_batch)
+    if args.ray:
+        configs.append(ray_config(xp, args.backend, net, x, y, configs[0].batches, configs[0].sync))
     configs += torch_configs(torch, gpu_torch, net, x, y, order, args.batch_size)
     configs += products_configs(xp, net, configs[0].batches, configs[0].sync)
     if args.only:
@@ -399,6 +406,24 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size, threads, micro_bat
     if backend == "numpy":
         configs.append(Config("BP batch-split", parallel(split_batches, net.bp), batches, sync))
     return configs
+
+
+def ray_config(xp, backend, net, x, y, batches, sync):
+    """MF with every layer a Ray actor (one CPU, one BLAS thread each). Each repeat gets a fresh
+    network, so fresh actors; they start in ``make_run``, before the timing, and the previous
+    repeat's are stopped then (the last at exit)."""
+    from minimf.parallel.ray_pipeline import RayPipeline
+    x, y = xp.asarray(x), xp.asarray(y)
+    running = []
+
+    def make_run():
+        while running:
+            running.pop().__exit__(None, None, None)
+        pipeline = RayPipeline(net.mf(**net.kwargs, num_classes=NUM_CLASSES, backend=backend, seed=SEED, lr=LR))
+        running.append(pipeline.__enter__())
+        atexit.register(lambda: running and running.pop().__exit__(None, None, None))
+        return lambda batches: pipeline.train((x[idx], y[idx]) for idx in batches)
+    return Config("MF ray pipeline", make_run, batches, sync)
 
 
 def products_configs(xp, net, batches, sync):
@@ -692,6 +717,8 @@ def print_ratios(seconds, flop_ratio, arch, pipeline_cores=None):
     line("BP/BP-products", "BP (minimf)", "BP products")
     line("MF-pipelined/MF", "MF pipelined", "MF (minimf)", "   (below 1: the pipeline is faster; same numbers)")
     line("MF-pipelined/MF-products", "MF pipelined", "MF products")
+    line("MF-ray/MF", "MF ray pipeline", "MF (minimf)", "   (below 1: the actors are faster; same numbers)")
+    line("MF-ray/MF-pipelined", "MF ray pipeline", "MF pipelined", "   (processes and hand-offs against threads)")
     for trainer in ("unit-split", "batch-split"):
         line(f"MF-{trainer}/MF", f"MF {trainer}", "MF (minimf)", "   (below 1: faster)")
         line(f"MF-{trainer}/MF-products", f"MF {trainer}", "MF products")

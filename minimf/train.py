@@ -65,6 +65,7 @@ from minimf.rules.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet  
 from minimf.parallel.batch_split import train_batch_split
 from minimf.parallel.pipeline import train_pipelined
 from minimf.parallel.ray_pipeline import RayPipeline, RayPipelineError, WorkerDied, import_ray
+from minimf.parallel.timeline import Timeline
 from minimf.parallel.unit_split import train_unit_split
 
 DEFAULT_EPOCHS = 5
@@ -210,6 +211,9 @@ def build_parser():
                         "batch t-1), the same numbers as without: one thread each (threads, the bare flag; "
                         "minimf/parallel/pipeline.py) or one Ray actor each, on this machine or a cluster "
                         "(ray; minimf/parallel/ray_pipeline.py)")
+    p.add_argument("--timeline", type=Path, default=None, metavar="FILE",
+                   help="--pipeline: record when each layer trained each batch, as JSON (draw it with "
+                        "python -m minimf.parallel.timeline FILE; minimf/parallel/timeline.py)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="--pipeline ray: join a running Ray cluster (auto, or HOST:PORT of `ray start --head`); "
                         "default: a local Ray instance that starts and stops with the run")
@@ -429,6 +433,8 @@ def check_parallel(parser, args):
     if args.micro_batch and not args.split_batch:
         parser.error("--micro-batch goes with --split-batch")
     check_ray_options(parser, args)
+    if args.timeline and not args.pipeline:
+        parser.error("--timeline records a pipeline's layers: it goes with --pipeline")
     threaded = chosen[0] if chosen else None
     if threaded and "1" not in (os.environ.get(var) for var in BLAS_THREAD_VARS):
         print(f"note: {threaded} runs threads of its own; start it with OPENBLAS_NUM_THREADS=1, or every "
@@ -625,7 +631,8 @@ def train(net, data, args, checkpoint=None, config=None):
     saver = Checkpointer(net, args, config, rng, augment_rng)
     if args.out and checkpoint is not None and progress.step == 0 and progress.history:
         write_epoch_files(net, args, progress.history)  # a kill may have come between the checkpoint and these
-    with StopRequest() as stop, layer_workers(net, args) as trainer:
+    timeline = Timeline(len(net.layers)) if args.timeline else None
+    with StopRequest() as stop, layer_workers(net, args, timeline) as trainer:
         while progress.epoch <= args.epochs:
             epoch, start = progress.epoch, time.perf_counter()
             progress.order_state = rng.bit_generator.state         # before this epoch's order is drawn
@@ -639,15 +646,29 @@ def train(net, data, args, checkpoint=None, config=None):
             if args.out:
                 saver.save(progress)
                 write_epoch_files(net, args, progress.history)
+            if timeline is not None:
+                timeline.save(args.timeline)
     return progress.history
 
 
-def layer_workers(net, args):
-    """With --pipeline ray, the layers as Ray actors for the whole run (minimf/parallel/ray_pipeline.py);
-    else nothing."""
-    if args.pipeline != "ray":
-        return contextlib.nullcontext()
-    return RayPipeline(net, args.ray_address, args.cpus_per_layer, args.gpus_per_layer)
+def layer_workers(net, args, timeline=None):
+    """The pipeline of --pipeline for the whole run: the layers as Ray actors (ray;
+    minimf/parallel/ray_pipeline.py), or as threads (minimf/parallel/pipeline.py); else nothing."""
+    if args.pipeline == "ray":
+        return RayPipeline(net, args.ray_address, args.cpus_per_layer, args.gpus_per_layer, timeline=timeline)
+    if args.pipeline == "threads":
+        return contextlib.nullcontext(ThreadedPipeline(net, timeline))
+    return contextlib.nullcontext()
+
+
+class ThreadedPipeline:
+    """``train_pipelined`` with the run's timeline, behind the same ``train`` as the Ray pipeline's."""
+
+    def __init__(self, net, timeline=None):
+        self.net, self.timeline = net, timeline
+
+    def train(self, batches, rates=None, validate=True):
+        return train_pipelined(self.net, batches, rates, validate, self.timeline)
 
 
 def write_epoch_files(net, args, history):
@@ -760,10 +781,8 @@ def run_steps(net, batches, rates, args, trainer=None):
     """Train on ``batches`` with the trainer the options choose (``trainer``: the Ray pipeline, made
     once per run); the losses of every step, in order. The values were checked once by
     prepare_data: validate=False, no host sync in a step."""
-    if args.pipeline == "ray":
+    if args.pipeline:   # threads or Ray actors; the losses arrive after the whole chunk
         return trainer.train(batches, rates, validate=False)
-    if args.pipeline:   # the losses arrive after the whole chunk
-        return train_pipelined(net, batches, rates, validate=False)
     if args.split_units:
         return train_unit_split(net, batches, args.split_units, rates, validate=False)
     if args.split_batch:

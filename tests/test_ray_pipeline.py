@@ -17,7 +17,10 @@ from minimf import MonoForwardCNN, MonoForwardNet
 from minimf.parallel import ray_pipeline
 from minimf.parallel.ray_pipeline import RayPipeline, RayPipelineError
 from minimf.train import main, train_step_at
+from test_timeline import check_pipeline_order
 from training_helpers import parameter_pairs
+
+from minimf.parallel.timeline import Timeline
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 STEPS = 6
@@ -53,13 +56,14 @@ def test_actors_train_bit_for_bit_as_the_sequential_run(ray_cluster, name):
     batches = make_batches(NETS[name]().input_shape)
     rates = [1e-3 * (1 + k) for k in range(STEPS)]
     expected_net, expected = sequential(NETS[name], batches, rates)
-    net = NETS[name]()
-    with RayPipeline(net) as pipeline:
+    net, timeline = NETS[name](), Timeline(len(NETS[name]().layers))
+    with RayPipeline(net, timeline=timeline) as pipeline:
         first = pipeline.train(batches[:4], rates[:4])          # two chunks: the state comes back between
         second = pipeline.train(batches[4:], rates[4:])
     assert first + second == expected                           # floats compared exactly
     assert_identical(expected_net, net)
     assert all(optimizer.t == STEPS for optimizer in net.optimizers)
+    check_pipeline_order(timeline.as_dict(), len(net.layers), STEPS)   # and it ran as a pipeline
 
 
 def test_a_different_schedule_gives_different_parameters():

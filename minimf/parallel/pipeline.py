@@ -50,18 +50,20 @@ import queue
 import threading
 
 from minimf.backend import WorkerHandoff
+from minimf.parallel.timeline import now
 
 QUEUE_SIZE = 2   # batches waiting between two layers: enough to smooth jitter, little memory
 _DONE = object()  # put after the last batch: "no more batches", passed from layer to layer
 
 
-def train_pipelined(model, batches, rates=None, validate=True):
+def train_pipelined(model, batches, rates=None, validate=True, timeline=None):
     """Train ``model`` (a MonoForwardNet or MonoForwardCNN) on ``batches`` with one thread per layer.
 
     batches: iterable of (x, y), x (N, *input_shape), y (N,) labels, checked as ``train_step``
     checks them (``validate=False``: shapes and dtypes only, for data whose values were checked
     once already). rates: None (each optimiser keeps its ``lr``) or one learning rate per batch.
     Returns the losses, one list per batch with one 0-d array per layer (as ``train_step``).
+    ``timeline``: a ``minimf.parallel.timeline.Timeline`` that gets when each layer trained each batch.
     The parameters end up exactly as after ``model.train_step`` on every batch in turn.
     An error in any layer stops every thread and is raised here.
     """
@@ -71,7 +73,7 @@ def train_pipelined(model, batches, rates=None, validate=True):
     errors = []
     workers = [threading.Thread(target=_run_layer, daemon=True,
                                 args=(layer, optimizer, inboxes[i], inboxes[i + 1] if i + 1 < len(inboxes) else None,
-                                      losses[i], errors, handoff))
+                                      losses[i], errors, handoff, i, timeline))
                for i, (layer, optimizer) in enumerate(zip(model.layers, model.optimizers))]
     for worker in workers:
         worker.start()
@@ -96,7 +98,7 @@ def _feed(model, batches, rates, inbox, handoff, validate):
             inbox.put((x, y, None if rates is None else rates[t]))
 
 
-def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff):
+def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff, index=0, timeline=None):
     """One layer's loop: batch after batch from ``inbox``, train, hand a_i on to ``outbox``.
 
     After an error the layer keeps emptying its inbox (so the layer below never waits on a full
@@ -109,12 +111,15 @@ def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff):
                 continue
             x, y, lr = item
             try:
+                start = now()
                 a, loss, grads = layer.local_gradients(x, y)   # (5), (6) and the gradients
                 if lr is not None:
                     optimizer.lr = lr
                 optimizer.step(layer.params, grads)            # (7), (8)
                 losses.append(loss)                            # on the device; read once per epoch
                 stream.synchronize()                           # a_i complete before the next layer reads it
+                if timeline is not None:
+                    timeline.add(index, start, now())
             except Exception as err:  # noqa: BLE001 -- raised again by train_pipelined
                 errors.append(err)
                 failed = True

@@ -29,6 +29,7 @@ imports it only when a pipeline starts.
 import os
 import pickle
 import socket
+import time
 
 from minimf.backend import backend_name
 
@@ -68,24 +69,27 @@ class LayerWorker:
         from minimf.backend import get_backend
         self.xp = get_backend(backend)
         self.layer, self.optimizer = pickle.loads(layer_bytes)
-        self.losses = []
+        self.losses, self.spans = [], []
 
     def step(self, x, y, lr, hand_on=True):
         """Forward, local loss, gradients and update of this layer on one batch; returns a_i for the
         next layer (None for the last) and keeps the loss (a 0-d array) until ``take_losses``."""
+        start = time.time()
         x, y = self.xp.asarray(x), self.xp.asarray(y)
         a, loss, grads = self.layer.local_gradients(x, y)      # (5), (6) and the gradients
         if lr is not None:
             self.optimizer.lr = lr
         self.optimizer.step(self.layer.params, grads)          # (7), (8)
         self.losses.append(loss)
+        self.spans.append((start, time.time()))                # for --timeline
         return a if hand_on else None
 
     def take_losses(self):
-        """This layer's losses since the last call, as host floats (one transfer for all)."""
+        """This layer's losses since the last call, as host floats (one transfer for all), and when
+        each of those steps ran: (losses, [(start, end), ...])."""
         from minimf.backend import to_numpy
-        losses, self.losses = self.losses, []
-        return to_numpy(self.xp.stack(losses)).tolist() if losses else []
+        losses, spans, self.losses, self.spans = self.losses, self.spans, [], []
+        return (to_numpy(self.xp.stack(losses)).tolist() if losses else []), spans
 
     def state(self):
         """(layer, optimizer), pickled: the driver copies their arrays into its network."""
@@ -114,8 +118,9 @@ class RayPipeline:
     share of a GPU (CuPy there; 0.5 puts two layers on one device).
     """
 
-    def __init__(self, model, address=None, cpus_per_layer=1, gpus_per_layer=0, in_flight=IN_FLIGHT):
-        self.model, self.address = model, address
+    def __init__(self, model, address=None, cpus_per_layer=1, gpus_per_layer=0, in_flight=IN_FLIGHT,
+                 timeline=None):
+        self.model, self.address, self.timeline = model, address, timeline
         self.cpus, self.gpus, self.in_flight = cpus_per_layer, gpus_per_layer, in_flight
         self.ray, self.workers, self.started_ray = None, [], False
 
@@ -192,7 +197,10 @@ class RayPipeline:
         self._get(pending)
         per_layer = self._get([w.take_losses.remote() for w in self.workers])
         self._copy_state_back()
-        return [list(step) for step in zip(*per_layer)]
+        if self.timeline is not None:
+            for i, (_, spans) in enumerate(per_layer):
+                self.timeline.add_all(i, spans)
+        return [list(step) for step in zip(*(losses for losses, _ in per_layer))]
 
     def _copy_state_back(self):
         """The actors' parameters and optimiser states, copied into the driver's network."""
