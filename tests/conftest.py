@@ -51,10 +51,11 @@ def real_cupy_only(monkeypatch):
     monkeypatch.delenv(STRICT_CUPY_VAR, raising=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A real local Ray instance for the whole test session (starting one takes several seconds
-    here): the Ray trainer finds it running and uses it. Skipped where Ray is not installed."""
+    """A real local Ray instance shared by a test module (starting one takes several seconds here;
+    it is stopped after the module, since its background processes keep a core busy): the Ray
+    trainer finds it running and uses it. Skipped where Ray is not installed."""
     ray = pytest.importorskip("ray")
     for name, value in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_DEDUP_LOGS", "0")):
         os.environ.setdefault(name, value)
