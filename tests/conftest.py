@@ -62,3 +62,18 @@ def ray_cluster():
     ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def tiny_cifar10(tmp_path, monkeypatch):
+    """CIFAR-10 of 100 training and 20 test images (random pixels and labels) in a temporary
+    $MINIMF_DATA, for runs with --augment (tests/fake_data.py; no network)."""
+    from fake_data import cifar_archive, install
+    from minimf.datasets import DATASETS, clear_cache
+    root = tmp_path / "data"
+    monkeypatch.setenv("MINIMF_DATA", str(root))
+    clear_cache()
+    data, _ = cifar_archive("cifar10", np.random.default_rng(0), n_per_batch=20)
+    install(monkeypatch, root, "cifar10", {DATASETS["cifar10"].files[0].name: data}, {"train": 100, "test": 20})
+    yield
+    clear_cache()

@@ -8,11 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from fake_data import cifar_archive, install
 import minimf.backend as backend_module
 from minimf.backend import STRICT_CUPY_VAR, get_backend, gpu_available
 from minimf.checkpoint import load
-from minimf.datasets import DATASETS, clear_cache, num_classes
+from minimf.datasets import DATASETS, num_classes
 from minimf.experiments.__main__ import main as experiments_main
 from minimf.train import build_net, build_parser, check_architecture, evaluate, main, prepare_data
 
@@ -87,17 +86,6 @@ def test_the_cupy_path_computes_the_numpy_numbers(name, tmp_path, capsys):
         for r_cupy, r_numpy in zip(cupy, numpy):
             np.testing.assert_allclose(r_cupy["train_loss"], r_numpy["train_loss"], rtol=1e-3)
             assert abs(r_cupy["test_acc"] - r_numpy["test_acc"]) <= 0.02
-
-
-@pytest.fixture
-def tiny_cifar10(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    monkeypatch.setenv("MINIMF_DATA", str(root))
-    clear_cache()
-    data, _ = cifar_archive("cifar10", np.random.default_rng(0), n_per_batch=20)
-    install(monkeypatch, root, "cifar10", {DATASETS["cifar10"].files[0].name: data}, {"train": 100, "test": 20})
-    yield
-    clear_cache()
 
 
 @pytest.mark.parametrize("algo", ["mf", "bp"])

@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 
 import minimf.train as train_module
-from fake_data import cifar_archive, install
 from minimf import MonoForwardNet
 from minimf.backend import gpu_available
 from minimf.checkpoint import (CheckpointError, load, load_checkpoint, restore_training_state, save,
                                save_checkpoint, training_state)
-from minimf.datasets import DATASETS, clear_cache
 from minimf.run_folder import checkpoint_folders
 from minimf.train import main
 
@@ -103,17 +101,6 @@ def test_ctrl_c_then_resume_ends_as_the_uninterrupted_run(name, tmp_path, capsys
     assert "interrupted at epoch 3, step 1" in capsys.readouterr().err
     assert main(["--resume", str(folder)]) == 0
     assert_same_run(folder, reference)
-
-
-@pytest.fixture
-def tiny_cifar10(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    monkeypatch.setenv("MINIMF_DATA", str(root))
-    clear_cache()
-    data, _ = cifar_archive("cifar10", np.random.default_rng(0), n_per_batch=20)
-    install(monkeypatch, root, "cifar10", {DATASETS["cifar10"].files[0].name: data}, {"train": 100, "test": 20})
-    yield
-    clear_cache()
 
 
 def test_augmented_run_resumes_with_its_crops_and_flips(tiny_cifar10, tmp_path, capsys, ctrl_c_after):
