@@ -59,7 +59,14 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     for name, value in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_DEDUP_LOGS", "0")):
         os.environ.setdefault(name, value)
-    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    for attempt in (1, 2):     # on a loaded machine a local instance's start can time out: try once more
+        try:
+            ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            break
+        except Exception:  # noqa: BLE001 -- Ray raises a plain Exception when its node times out
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray
     ray.shutdown()
 

@@ -152,14 +152,19 @@ class RayPipeline:
         if self.address not in (None, "auto"):
             check_reachable(self.address)
         os.environ.update({k: v for k, v in QUIET_RAY.items() if k not in os.environ})
-        try:
-            if self.address is None:
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            else:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        except Exception as err:  # noqa: BLE001 -- Ray raises ConnectionError, RuntimeError, ValueError ...
-            where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
-            raise RayPipelineError(f"cannot start or reach {where}: {type(err).__name__}: {err}") from None
+        tries = 2 if self.address is None else 1   # a local start can time out on a loaded machine: once more
+        for attempt in range(1, tries + 1):
+            try:
+                if self.address is None:
+                    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+                else:
+                    ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                break
+            except Exception as err:  # noqa: BLE001 -- Ray raises ConnectionError, RuntimeError, plain Exception
+                ray.shutdown()
+                if attempt == tries:
+                    where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
+                    raise RayPipelineError(f"cannot start or reach {where}: {type(err).__name__}: {err}") from None
         self.started_ray = True
 
     def _check_room(self):
