@@ -412,7 +412,7 @@ def ray_config(xp, backend, net, x, y, batches, sync):
     """MF with every layer a Ray actor (one CPU, one BLAS thread each). Each repeat gets a fresh
     network, so fresh actors; they start in ``make_run``, before the timing, and the previous
     repeat's are stopped then (the last at exit)."""
-    from minimf.parallel.ray_pipeline import RayPipeline
+    from minimf.parallel.ray_pipeline import RayPipeline, RayPipelineError
     x, y = xp.asarray(x), xp.asarray(y)
     running = []
 
@@ -420,7 +420,10 @@ def ray_config(xp, backend, net, x, y, batches, sync):
         while running:
             running.pop().__exit__(None, None, None)
         pipeline = RayPipeline(net.mf(**net.kwargs, num_classes=NUM_CLASSES, backend=backend, seed=SEED, lr=LR))
-        running.append(pipeline.__enter__())
+        try:
+            running.append(pipeline.__enter__())
+        except RayPipelineError as err:   # e.g. more layers than this machine's CPUs
+            raise SystemExit(f"error: --ray: {err}") from None
         atexit.register(lambda: running and running.pop().__exit__(None, None, None))
         return lambda batches: pipeline.train((x[idx], y[idx]) for idx in batches)
     return Config("MF ray pipeline", make_run, batches, sync)
