@@ -58,7 +58,7 @@ from minimf.datasets.augment import augment_batch
 from minimf.rules.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
 from minimf.rules.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.files import atomic_write_json
-from minimf.run_folder import (RunFolderError, contradictions, given_options, latest_checkpoint, prepare_out_folder,
+from minimf.run_folder import (MAY_CHANGE, RunFolderError, contradictions, given_options, latest_checkpoint, prepare_out_folder,
                                recorded_arguments, write_checkpoint)
 from minimf.rules.forward_forward import ForwardForwardNet
 from minimf.rules.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
@@ -333,7 +333,7 @@ def resumed_arguments(parser, args, argv):
     if wrong:
         raise RunFolderError(f"--resume {folder}: {', '.join(wrong)} contradicts the recorded run; leave "
                              "it out to resume as recorded (only --epochs may be raised)")
-    changed = [a for dest in ("epochs", "no_progress", "checkpoint_every", "data_dir") if dest in given
+    changed = [a for dest in MAY_CHANGE if dest in given and dest != "resume"
                for a in _as_argv(parser, dest, given[dest])]
     new_argv = [a for a in recorded if a not in ("--overwrite",)] + changed
     resumed = parser.parse_args(new_argv)
@@ -628,7 +628,7 @@ def train(net, data, args, checkpoint=None, config=None):
     steps_per_epoch = math.ceil(x_train.shape[0] / args.batch_size)
     schedule = learning_rates(args, steps_per_epoch)
     progress = Progress() if checkpoint is None else restore(net, checkpoint, rng, augment_rng)
-    saver = Checkpointer(net, args, config, rng, augment_rng)
+    saver = Checkpointer(net, args, config, augment_rng)
     if args.out and checkpoint is not None and progress.step == 0 and progress.history:
         write_epoch_files(net, args, progress.history)  # a kill may have come between the checkpoint and these
     timeline = Timeline(len(net.layers)) if args.timeline else None
@@ -678,12 +678,11 @@ def write_epoch_files(net, args, history):
 
 
 class Checkpointer:
-    """Writes this run's checkpoints (with --out): the network's whole training state, the batch
-    order's and the augmentation's random states, and ``Progress``."""
+    """Writes this run's checkpoints (with --out): the network's whole training state, the
+    augmentation's random state, and ``Progress`` (which holds the batch order's)."""
 
-    def __init__(self, net, args, config, order_rng, augment_rng):
-        self.net, self.args, self.config = net, args, config
-        self.order_rng, self.augment_rng = order_rng, augment_rng
+    def __init__(self, net, args, config, augment_rng):
+        self.net, self.args, self.config, self.augment_rng = net, args, config, augment_rng
 
     def save(self, progress):
         arrays, net_info = training_state(self.net)
@@ -701,7 +700,7 @@ def restore(net, checkpoint, order_rng, augment_rng):
     """Put a checkpoint's state back into ``net`` and the two generators; return its Progress."""
     arrays, info, folder = checkpoint
     try:
-        restore_training_state(net, {k: v for k, v in arrays.items() if not k.startswith("progress/")}, info["net"])
+        restore_training_state(net, arrays, info["net"])     # it reads its own keys; progress/ is ours
         order_rng.bit_generator.state = info["order_rng"]
         if augment_rng is not None:
             augment_rng.bit_generator.state = info["augment_rng"]

@@ -51,6 +51,7 @@ import threading
 
 from minimf.backend import WorkerHandoff
 from minimf.parallel.timeline import now
+from minimf.rules.mono_forward import train_layer
 
 QUEUE_SIZE = 2   # batches waiting between two layers: enough to smooth jitter, little memory
 _DONE = object()  # put after the last batch: "no more batches", passed from layer to layer
@@ -112,10 +113,7 @@ def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff, index=0
             x, y, lr = item
             try:
                 start = now()
-                a, loss, grads = layer.local_gradients(x, y)   # (5), (6) and the gradients
-                if lr is not None:
-                    optimizer.lr = lr
-                optimizer.step(layer.params, grads)            # (7), (8)
+                a, loss = train_layer(layer, optimizer, x, y, lr)   # (5)-(8) for this layer
                 losses.append(loss)                            # on the device; read once per epoch
                 stream.synchronize()                           # a_i complete before the next layer reads it
                 if timeline is not None:

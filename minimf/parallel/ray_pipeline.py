@@ -38,6 +38,7 @@ import socket
 import time
 
 from minimf.backend import backend_name
+from minimf.rules.mono_forward import train_layer
 
 IN_FLIGHT = 4          # batches under way at once
 READY_TIMEOUT = 60     # seconds for the actors to start (a cluster without room for them: a clear error)
@@ -81,11 +82,7 @@ class LayerWorker:
         """Forward, local loss, gradients and update of this layer on one batch; returns a_i for the
         next layer (None for the last) and keeps the loss (a 0-d array) until ``take_losses``."""
         start = time.time()
-        x, y = self.xp.asarray(x), self.xp.asarray(y)
-        a, loss, grads = self.layer.local_gradients(x, y)      # (5), (6) and the gradients
-        if lr is not None:
-            self.optimizer.lr = lr
-        self.optimizer.step(self.layer.params, grads)          # (7), (8)
+        a, loss = train_layer(self.layer, self.optimizer, self.xp.asarray(x), self.xp.asarray(y), lr)  # (5)-(8)
         self.losses.append(loss)
         self.spans.append((start, time.time()))                # for --timeline
         return a if hand_on else None
@@ -98,8 +95,11 @@ class LayerWorker:
         return (to_numpy(self.xp.stack(losses)).tolist() if losses else []), spans
 
     def state(self):
-        """(layer, optimizer), pickled: the driver copies their arrays into its network."""
-        return pickle.dumps((self.layer, self.optimizer))
+        """({name: host array} of the layer's parameters, the optimiser's ``state_dict()``): what
+        the driver copies into its network."""
+        from minimf.backend import to_numpy
+        params = {name: to_numpy(p) for name, p in self.layer.params.items() if p is not None}
+        return params, self.optimizer.state_dict()
 
     def pid(self):
         return os.getpid()
@@ -215,13 +215,12 @@ class RayPipeline:
 
     def _copy_state_back(self):
         """The actors' parameters and optimiser states, copied into the driver's network."""
-        for (layer, optimizer), state in zip(zip(self.model.layers, self.model.optimizers),
-                                             self._get([w.state.remote() for w in self.workers])):
-            their_layer, their_optimizer = pickle.loads(state)
-            for name, array in layer.params.items():
-                if array is not None:
-                    array[...] = self.model.xp.asarray(their_layer.params[name])
-            optimizer.__dict__.update(_on(self.model.xp, their_optimizer.__dict__))
+        xp = self.model.xp
+        states = self._get([w.state.remote() for w in self.workers])
+        for layer, optimizer, (params, (scalars, arrays)) in zip(self.model.layers, self.model.optimizers, states):
+            for name, array in params.items():
+                layer.params[name][...] = xp.asarray(array)
+            optimizer.load_state_dict(scalars, arrays, xp)
 
     def kill_worker(self, i):
         """Kill layer i's worker process (for tests of what a fault does)."""
@@ -255,12 +254,3 @@ def _host(array):
     """A host copy for the object store (the workers move it to their own device)."""
     from minimf.backend import to_numpy
     return to_numpy(array)
-
-
-def _on(xp, state):
-    """An optimiser's attributes with every array (also inside its m, v, velocity dicts) on ``xp``."""
-    def move(value):
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        return xp.asarray(value) if hasattr(value, "shape") else value
-    return {key: move(value) for key, value in state.items()}

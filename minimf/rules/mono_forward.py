@@ -87,6 +87,19 @@ class MonoForwardLayer:
         return a, loss, {"W": dW, "b": db, "M": dM}
 
 
+def train_layer(layer, optimizer, x, y, lr=None):
+    """One layer's share of a training step on one batch: forward, local loss (5)-(6), gradients,
+    and its optimiser's step (7)-(8), at learning rate ``lr`` (None: the optimiser's own).
+    Returns (a, loss): a, computed before the update, for the next layer; loss a 0-d array.
+    ``train_step`` runs it layer after layer; the pipelines (minimf/parallel/) run it in a thread or
+    a process per layer."""
+    a, loss, grads = layer.local_gradients(x, y)
+    if lr is not None:
+        optimizer.lr = lr
+    optimizer.step(layer.params, grads)           # (7) M update, (8) W and b update
+    return a, loss
+
+
 class ProjectionReadout:
     """Goodness of a conv block by projection: G = flat(a) M^T, with M: (C, n) and n = F*H'*W'.
 
@@ -227,10 +240,8 @@ class MonoForwardModel:
         x, y = self._check(x, y, values=validate)
         losses = []
         for layer, optimizer in zip(self.layers, self.optimizers):
-            a, loss, grads = layer.local_gradients(x, y)
-            optimizer.step(layer.params, grads)       # (7) M update, (8) W and b update
+            x, loss = train_layer(layer, optimizer, x, y)
             losses.append(loss)
-            x = a
         return losses
 
     def layer_inputs(self, x):
