@@ -91,8 +91,9 @@ def train_layer(layer, optimizer, x, y, lr=None):
     """One layer's share of a training step on one batch: forward, local loss (5)-(6), gradients,
     and its optimiser's step (7)-(8), at learning rate ``lr`` (None: the optimiser's own).
     Returns (a, loss): a, computed before the update, for the next layer; loss a 0-d array.
-    ``train_step`` runs it layer after layer; the pipelines (minimf/parallel/) run it in a thread or
-    a process per layer."""
+    The pipelines (minimf/parallel/) run it in a thread or a process per layer; ``train_step`` does
+    the same work inline, so that the memory trace of lesson 11 (tests/test_experiments.py) sees
+    the gradients held while the next layer starts, as it measures."""
     a, loss, grads = layer.local_gradients(x, y)
     if lr is not None:
         optimizer.lr = lr
@@ -240,8 +241,10 @@ class MonoForwardModel:
         x, y = self._check(x, y, values=validate)
         losses = []
         for layer, optimizer in zip(self.layers, self.optimizers):
-            x, loss = train_layer(layer, optimizer, x, y)
+            a, loss, grads = layer.local_gradients(x, y)
+            optimizer.step(layer.params, grads)       # (7) M update, (8) W and b update
             losses.append(loss)
+            x = a
         return losses
 
     def layer_inputs(self, x):
