@@ -9,17 +9,20 @@ The other rules have the same interface: ``ForwardForwardNet`` (Forward-Forward,
 ``FeedbackAlignmentNet``/``FeedbackAlignmentCNN`` and ``DirectFeedbackAlignmentNet``/
 ``DirectFeedbackAlignmentCNN``; from the forward-only family ``PepitaNet`` (PEPITA, MLP) and
 ``ScalableForwardForwardCNN`` (Scalable FF); DeeperForward's goodness is MF's
-``MonoForwardCNN(readout="channel-group")``.
+``MonoForwardCNN(readout="channel-group")``. ``MonoForwardGlobalNet`` and ``ForwardForwardGlobalNet``
+keep MF's and FF's objectives but backpropagate the sum of the layers' losses (global credit).
 """
 from minimf.rules.backprop import BackpropCNN, BackpropNet
 from minimf.rules.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
 from minimf.rules.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.rules.forward_forward import ForwardForwardNet
+from minimf.rules.global_credit import ForwardForwardGlobalNet, MonoForwardGlobalNet
 from minimf.rules.mono_forward import MonoForwardCNN, MonoForwardNet
 from minimf.rules.pepita import PepitaNet
 from minimf.rules.scalable_forward_forward import ScalableForwardForwardCNN
 
 __all__ = ["MonoForwardNet", "BackpropNet", "MonoForwardCNN", "BackpropCNN", "ForwardForwardNet",
            "FeedbackAlignmentNet", "FeedbackAlignmentCNN", "DirectFeedbackAlignmentNet",
-           "DirectFeedbackAlignmentCNN", "PepitaNet", "ScalableForwardForwardCNN"]
+           "DirectFeedbackAlignmentCNN", "PepitaNet", "ScalableForwardForwardCNN", "MonoForwardGlobalNet",
+           "ForwardForwardGlobalNet"]
 __version__ = "0.1.0"

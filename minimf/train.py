@@ -61,6 +61,7 @@ from minimf.files import atomic_write_json
 from minimf.run_folder import (MAY_CHANGE, RunFolderError, contradictions, given_options, latest_checkpoint, prepare_out_folder,
                                recorded_arguments, write_checkpoint)
 from minimf.rules.forward_forward import ForwardForwardNet
+from minimf.rules.global_credit import ForwardForwardGlobalNet, MonoForwardGlobalNet
 from minimf.rules.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
 from minimf.parallel.batch_split import train_batch_split
 from minimf.parallel.pipeline import train_pipelined
@@ -77,6 +78,9 @@ NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, Backprop
             "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
             "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN),
             "pepita": (PepitaNet, None), "sff": (None, ScalableForwardForwardCNN)}
+# --credit global: the rule's objective with every layer's loss backpropagated to all layers below
+# (minimf/rules/global_credit.py); MLPs only. --credit local (the default) is the rule of NETWORKS.
+GLOBAL_CREDIT = {"mf": MonoForwardGlobalNet, "ff": ForwardForwardGlobalNet}
 # What each rule does (its losses, its evaluation modes, the trainers it supports) its network class
 # says (LOSSES, EVALUATION_MODES, BATCH_SPLIT, PIPELINE, UNIT_SPLIT): a new rule is one module in
 # minimf/rules/ and one entry above. MODE_NAMES only words the headline accuracy's mode.
@@ -84,7 +88,9 @@ MODE_NAMES = {"bp": "BP mode", "ff": "FF mode", "all_labels": "all labels", "one
 
 
 def network_class(args):
-    """The network class of --algo and --arch (None where the rule has no such network)."""
+    """The network class of --algo, --arch and --credit (None where the rule has no such network)."""
+    if args.credit == "global":
+        return GLOBAL_CREDIT.get(args.algo) if args.arch == "mlp" else None
     return NETWORKS[args.algo][0 if args.arch == "mlp" else 1]
 
 
@@ -143,6 +149,11 @@ def build_parser():
                    help="learning rule: Mono-Forward, backprop, Forward-Forward (MLP only), Feedback "
                         "Alignment, Direct Feedback Alignment, PEPITA (MLP only), Scalable Forward-Forward "
                         "(CNN only) (default: mf)")
+    p.add_argument("--credit", choices=["local", "global"], default="local",
+                   help="--algo mf or ff, --arch mlp: where each layer's loss sends its error; local: to its "
+                        "own layer only (the rule as published), global: also down through all layers below, "
+                        "the sum of the layers' losses backpropagated (minimf/rules/global_credit.py) "
+                        "(default: local)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
     p.add_argument("--device", type=nonnegative_int, default=None, metavar="N",
                    help="--backend cupy: the number of the GPU to train on (default: CuPy's current device, 0)")
@@ -399,7 +410,9 @@ def check_dataset(parser, args, info):
 
 
 def check_architecture(parser, args, info):
-    """--hidden belongs to the MLP and --channels to the CNN; fill in the default of the one in use."""
+    """--hidden belongs to the MLP and --channels to the CNN; fill in the default of the one in use;
+    --credit global needs a network that has it (``check_credit``)."""
+    check_credit(parser, args)
     if args.arch == "cnn" and info.kind != "image":
         parser.error(f"--arch cnn needs images; {info.name} is {info.kind} data (use --arch mlp)")
     if args.arch == "mlp":
@@ -414,6 +427,31 @@ def check_architecture(parser, args, info):
         block_shapes(info.input_shape, args.channels)
     except ValueError as err:
         parser.error(f"--channels: {err}")
+
+
+# Why a --credit global network refuses a trainer (its class sets the flag named here to False)
+WHY_NOT_GLOBAL = {"PIPELINE": "every layer waits for the error of all the layers above it, so the layers cannot "
+                              "run concurrently",
+                  "UNIT_SPLIT": "a unit's error comes down through every unit of the layer above, so the units "
+                                "cannot learn apart",
+                  "BATCH_SPLIT": "not checked for this network"}
+
+
+def check_credit(parser, args):
+    """--credit global: only --algo mf and ff with --arch mlp (GLOBAL_CREDIT), and only with the
+    trainers its network class allows (PIPELINE, UNIT_SPLIT, BATCH_SPLIT)."""
+    if args.credit == "local":
+        return
+    if args.algo not in GLOBAL_CREDIT or args.arch != "mlp":
+        parser.error(f"--credit global is for --algo {' or '.join(GLOBAL_CREDIT)} with --arch mlp, not --algo "
+                     f"{args.algo} --arch {args.arch}")
+    net_class = GLOBAL_CREDIT[args.algo]
+    for flag, value, attr in (("--pipeline", args.pipeline, "PIPELINE"),
+                              ("--split-units", args.split_units, "UNIT_SPLIT"),
+                              ("--split-batch", args.split_batch, "BATCH_SPLIT")):
+        if value and not getattr(net_class, attr):
+            parser.error(f"{flag} does not go with --algo {args.algo} --credit global ({net_class.__name__}): "
+                         f"{WHY_NOT_GLOBAL[attr]}; use --credit local")
 
 
 def check_parallel(parser, args):
@@ -529,12 +567,12 @@ def _first(split, n):
 
 
 def build_net(args, input_shape, num_classes=10):
-    """The network of --algo and --arch for examples of ``input_shape``: (D,) or (C, H, W)."""
+    """The network of --algo, --arch and --credit for examples of ``input_shape``: (D,) or (C, H, W)."""
     common = dict(num_classes=num_classes, backend=args.backend, seed=args.seed, bias=not args.no_bias,
                   optimizer=args.optimizer, lr=args.lr)
-    mlp, cnn = NETWORKS[args.algo]
     if args.arch == "mlp":
-        return mlp(sizes=[input_shape[0]] + list(args.hidden), **common)
+        return network_class(args)(sizes=[input_shape[0]] + list(args.hidden), **common)
+    cnn = network_class(args)
     if args.algo == "mf":
         common["readout"] = args.readout
     return cnn(input_shape=input_shape, channels=args.channels, **common)

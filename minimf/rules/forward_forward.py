@@ -25,7 +25,8 @@ and -1 for a negative example, its gradient is
     dz = dL/dh * 1[z > 0],   dW_i = x^T dz,   db_i = sum_n dz
 
 and it STOPS at x^: nothing flows back through the normalisation or into the layer below (the
-layers are trained greedily, each on its own loss, all in the same pass over a batch, as in MF).
+layers are trained greedily, each on its own loss, all in the same pass over a batch, as in MF;
+``ForwardForwardGlobalNet`` in minimf/rules/global_credit.py sums the layers' losses and backpropagates).
 Why normalise: layer i's goodness is the squared length of its output h; dividing by that length
 hands layer i+1 only the direction of h, so layer i+1 cannot pass by just reading off layer i's
 goodness and has to find features of its own.
@@ -144,6 +145,15 @@ class ForwardForwardLayer:
         x_hat = normalize(xp.concatenate([x_pos, x_neg]), self.normalization)   # (2N, D)
         z, _ = dense_forward(x_hat, self.W, self.b)
         h, relu_cache = relu_forward(z)
+        loss, dh = self.goodness_loss(h, n)
+        dz = relu_backward(dh, relu_cache)
+        dW, db = dense_param_grads(dz, x_hat, self.b is not None)     # stops at x^
+        return h[:n], h[n:], loss, {"W": dW, "b": db}
+
+    def goodness_loss(self, h, n):
+        """This layer's loss L_i and its gradient dL_i/dh, from the activities h: (2N, H) of n
+        positive examples (the first n rows) and n negative ones. Returns (loss 0-d, dh (2N, H))."""
+        xp = get_array_module(h)
         g = self.goodness(h)                                          # (2N,)
         sign = xp.concatenate([xp.ones(n, dtype=h.dtype), -xp.ones(n, dtype=h.dtype)])
         margin = sign * (g - self.threshold)                          # > 0 where the layer is right
@@ -152,9 +162,7 @@ class ForwardForwardLayer:
         dh = dg[:, None] * 2 * h                                      # dg/dh = 2h ("sum") ...
         if self.goodness_kind == "mean":
             dh /= h.shape[1]                                          # ... or 2h / H ("mean")
-        dz = relu_backward(dh, relu_cache)
-        dW, db = dense_param_grads(dz, x_hat, self.b is not None)     # stops at x^
-        return h[:n], h[n:], loss, {"W": dW, "b": db}
+        return loss, dh
 
 
 class ForwardForwardNet:
@@ -181,6 +189,7 @@ class ForwardForwardNet:
     BATCH_SPLIT = False                         # negative labels are drawn per batch: not checked
     PIPELINE = False                            # not wired up for FF's layers
     UNIT_SPLIT = False
+    CREDIT = "local"                            # no error between layers (global: minimf/rules/global_credit.py)
 
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32", threshold=2.0,
@@ -255,13 +264,19 @@ class ForwardForwardNet:
             losses.append(loss)
             all_grads.append(grads)
             pos, neg = h_pos, h_neg
+        loss, grads = self._readout_loss_and_gradients(activities, y)
+        if update:
+            self.optimizers[-1].step(self.readout.params, grads)
+        return losses + [loss], all_grads + [grads]
+
+    def _readout_loss_and_gradients(self, activities, y):
+        """The one-pass read-out's cross-entropy (0-d) and gradients {"W", "b"}, from every layer's
+        activities (N, H_i) with the neutral label; its gradient stops at the features."""
         features = self._features(activities)
         logits, _ = dense_forward(features, self.readout.W, self.readout.b)
         loss, dlogits = softmax_cross_entropy(logits, y)
         dW, db = dense_param_grads(dlogits, features, self.readout.b is not None)   # stops at the features
-        if update:
-            self.optimizers[-1].step(self.readout.params, {"W": dW, "b": db})
-        return losses + [loss], all_grads + [{"W": dW, "b": db}]
+        return loss, {"W": dW, "b": db}
 
     def _features(self, activities):
         """The read-out's input: every layer's normalised activities side by side, (N, sum H_i)."""

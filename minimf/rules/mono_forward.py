@@ -12,6 +12,7 @@ Layer i holds W_i (D_i, H_i), b_i (H_i,) and a projection matrix M_i (C, H_i). F
 reaches W_i through M_i and the ReLU and STOPS at a_{i-1}: the next layer receives a_i as a
 plain array, and no error ever travels from one layer to another. M_i reads the layer's
 activations out as class scores, a "future projection" of what the layers above would do.
+(``MonoForwardGlobalNet``, minimf/rules/global_credit.py, keeps these losses and backpropagates their sum.)
 
 Prediction: "bp" mode takes the argmax of the last layer's goodness; "ff" mode the argmax of
 the sum of all layers' goodness.
@@ -203,6 +204,7 @@ class MonoForwardModel:
     BATCH_SPLIT = True              # each layer's batch gradient is the mean of its parts'
     PIPELINE = True                 # no error travels between layers: they can run concurrently
     UNIT_SPLIT = False              # MonoForwardNet's dense layers only
+    CREDIT = "local"                # each layer's loss reaches that layer only (global: minimf/rules/global_credit.py)
 
     def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
         self.layers = layers
