@@ -3,6 +3,7 @@
     python -m minimf.experiments layerwise --quick            # Table 1 on a CPU in minutes
     python -m minimf.experiments memory --quick --out runs/mem
     python -m minimf.experiments mlp --seeds 0 1 2 --epochs 20   # the whole data sets
+    python -m minimf.experiments tune --quick --trials 4           # choose lr, schedule, epochs on validation
 
 --quick trains on 5,000 examples and tests on 2,000 for a few epochs (see common.SCALES); without it
 the runs use the whole data sets and the paper's sizes. MINIMF_EXPERIMENTS_TINY=1 (or the hidden
@@ -17,10 +18,12 @@ from pathlib import Path
 from minimf.backend import BACKENDS, BackendError, get_backend
 from minimf.datasets import DatasetError
 from minimf.experiments import EXPERIMENTS
-from minimf.experiments.common import SCALES, Context, write_report
+from minimf.experiments.common import SCALES, Context, algorithms, write_report
 from minimf.train import positive_int
 
 TINY_ENV = "MINIMF_EXPERIMENTS_TINY"
+DEFAULT_SEEDS = [0, 1, 2]
+SEEDS_OF = {"tune": [0, 1, 2, 3, 4]}     # experiments whose default is not DEFAULT_SEEDS
 
 
 def build_parser():
@@ -32,8 +35,8 @@ def build_parser():
     p.add_argument("--quick", action="store_true",
                    help="a CPU-sized run: 5,000 training and 2,000 test examples, few epochs, narrower CNN")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)   # the tests' setting
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
-                   help="one run per seed, mean ± std over them (default: 0 1 2)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="one run per seed, mean ± std over them (default: 0 1 2; tune: 0 1 2 3 4)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: runs/experiments/NAME)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
@@ -42,6 +45,10 @@ def build_parser():
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where downloaded data sets live (default: $MINIMF_DATA, else ~/.cache/minimf)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--trials", type=positive_int, default=None, metavar="N",
+                   help="tune: random-search trials per rule (default: 10; --quick 6)")
+    p.add_argument("--rules", nargs="+", choices=algorithms("mlp"), default=None, metavar="ALGO",
+                   help="tune: the rules tuned, each compared with the first (default: mf bp)")
     return p
 
 
@@ -49,8 +56,13 @@ def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.seeds = args.seeds or SEEDS_OF.get(args.name, DEFAULT_SEEDS)
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be different from one another, got {' '.join(map(str, args.seeds))}")
+    if args.rules and len(set(args.rules)) != len(args.rules):
+        parser.error(f"--rules must be different from one another, got {' '.join(args.rules)}")
+    if args.name != "tune" and (args.trials or args.rules):
+        parser.error("--trials and --rules are options of tune")
     tiny = args.tiny or os.environ.get(TINY_ENV) == "1"
     if tiny and args.quick:
         parser.error("--quick and the tiny setting exclude each other")
@@ -61,7 +73,7 @@ def main(argv=None):
     scale = SCALES["tiny" if tiny else "quick" if args.quick else "full"]
     out = args.out or Path("runs") / "experiments" / args.name
     ctx = Context(name=args.name, scale=scale, seeds=args.seeds, backend=args.backend, epochs=args.epochs,
-                  progress=not args.no_progress, data_dir=args.data_dir,
+                  progress=not args.no_progress, data_dir=args.data_dir, trials=args.trials, rules=args.rules,
                   command=" ".join(["python -m minimf.experiments", *argv]))
     start = time.perf_counter()
     try:

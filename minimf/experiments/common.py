@@ -69,6 +69,8 @@ class Context:
     progress: bool = True
     command: str = ""
     data_dir: str | None = None
+    trials: int | None = None      # tune: --trials, random-search trials per rule (None: the scale's)
+    rules: list | None = None      # tune: --rules, the rules tuned and compared (None: mf bp)
 
     @property
     def xp(self):
@@ -102,10 +104,11 @@ _DATA = {}   # (dataset, arch, subsets, backend) -> prepared data: loaded once p
 
 
 def train_run(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
-              extra=()):
+              extra=(), data=None):
     """Train ``algo`` (a key of minimf.train.NETWORKS) exactly as ``python -m minimf.train`` would,
-    with the subsets of ``ctx.scale``. Returns (net, history): history is train.train's list of
-    per-epoch records (``test_acc``, ``test_acc_bp``, ``layer_test_acc``, ``seconds``, ...)."""
+    with the subsets of ``ctx.scale``, or on ``data`` (splits as minimf.train.prepare_data returns
+    them) where given. Returns (net, history): history is train.train's list of per-epoch records
+    (``test_acc``, ``test_acc_bp``, ``layer_test_acc``, ``seconds``, ...)."""
     argv = ["--algo", algo, "--dataset", dataset, "--arch", arch, "--epochs", str(epochs),
             "--seed", str(seed), "--backend", ctx.backend, "--no-progress", *extra]
     if hidden is not None:
@@ -122,10 +125,11 @@ def train_run(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=N
     info = DATASETS[dataset]
     train_cli.check_dataset(parser, args, info)
     train_cli.check_architecture(parser, args, info)
-    key = (dataset, arch, args.train_subset, args.test_subset, ctx.backend, args.no_normalize)
-    if key not in _DATA:
-        _DATA[key] = train_cli.prepare_data(args, ctx.xp)
-    data = _DATA[key]
+    if data is None:
+        key = (dataset, arch, args.train_subset, args.test_subset, ctx.backend, args.no_normalize)
+        if key not in _DATA:
+            _DATA[key] = train_cli.prepare_data(args, ctx.xp)
+        data = _DATA[key]
     net = train_cli.build_net(args, data["train"][0].shape[1:], num_classes(dataset))
     with redirect_stdout(io.StringIO()):          # minimf.train's per-epoch lines: the history has them
         history = train_cli.train(net, data, args)
