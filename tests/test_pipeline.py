@@ -200,3 +200,20 @@ def test_command_line_pipeline_is_for_mono_forward_only(capsys):
     with pytest.raises(SystemExit):
         main(["--algo", "bp", "--pipeline"])
     assert "--pipeline is for --algo mf" in capsys.readouterr().err
+
+
+def test_a_global_credit_network_is_refused_by_every_layer_parallel_trainer():
+    """Its layers need the error from above: run on their own losses they would quietly train
+    the local rule. The pipelines and the unit split refuse it; plain MF passes the same check."""
+    from minimf import MonoForwardGlobalNet, MonoForwardNet
+    from minimf.parallel.ray_pipeline import RayPipeline
+    from minimf.parallel.unit_split import train_unit_split
+    x, y = np.zeros((4, 6), dtype="float32"), np.arange(4)
+    net = MonoForwardGlobalNet(sizes=[6, 5, 5], num_classes=4, seed=0)
+    with pytest.raises(ValueError, match="MonoForwardGlobalNet cannot be trained by the pipeline"):
+        train_pipelined(net, [(x, y)])
+    with pytest.raises(ValueError, match="cannot be trained by the Ray pipeline"):
+        RayPipeline(net)
+    with pytest.raises(ValueError, match="cannot be trained by the unit split"):
+        train_unit_split(net, [(x, y)], threads=2)
+    train_pipelined(MonoForwardNet(sizes=[6, 5, 5], num_classes=4, seed=0), [(x, y)])   # the local rule passes

@@ -51,13 +51,15 @@ def assert_identical(net_a, net_b):
         np.testing.assert_array_equal(b, a, err_msg=label)
 
 
-@pytest.mark.parametrize("name", list(NETS))
-def test_actors_train_bit_for_bit_as_the_sequential_run(ray_cluster, name):
+@pytest.mark.parametrize("name, per_call", [("mlp", 4), ("mlp", 1), ("mlp", 3), ("cnn-channel-group", 4)])
+def test_actors_train_bit_for_bit_as_the_sequential_run(ray_cluster, name, per_call):
+    """Every layer trains the same batches in the same order at the same rates, whether the batches
+    travel one per call or in groups (3: a group of 3 and one of 1 in the first chunk)."""
     batches = make_batches(NETS[name]().input_shape)
     rates = [1e-3 * (1 + k) for k in range(STEPS)]
     expected_net, expected = sequential(NETS[name], batches, rates)
     net, timeline = NETS[name](), Timeline(len(NETS[name]().layers))
-    with RayPipeline(net, timeline=timeline) as pipeline:
+    with RayPipeline(net, timeline=timeline, batches_per_call=per_call) as pipeline:
         first = pipeline.train(batches[:4], rates[:4])          # two chunks: the state comes back between
         second = pipeline.train(batches[4:], rates[4:])
     assert first + second == expected                           # floats compared exactly

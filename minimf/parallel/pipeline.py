@@ -50,6 +50,7 @@ import queue
 import threading
 
 from minimf.backend import WorkerHandoff
+from minimf.parallel.threads import check_supports
 from minimf.parallel.timeline import now
 from minimf.rules.mono_forward import train_layer
 
@@ -68,6 +69,7 @@ def train_pipelined(model, batches, rates=None, validate=True, timeline=None):
     The parameters end up exactly as after ``model.train_step`` on every batch in turn.
     An error in any layer stops every thread and is raised here.
     """
+    check_supports(model, "PIPELINE", "pipeline")
     handoff = WorkerHandoff(model.xp)   # the caller's device, and an event after its copies
     inboxes = [queue.Queue(maxsize=QUEUE_SIZE) for _ in model.layers]   # inboxes[i] feeds layer i
     losses = [[] for _ in model.layers]                                  # losses[i][t]: layer i, batch t

@@ -5,10 +5,21 @@ Threads help NumPy because its matrix products (BLAS) and element-wise loops rel
 two threads can keep two cores busy. Each thread should then call a ONE-threaded BLAS
 (``OPENBLAS_NUM_THREADS=1``, or threadpoolctl), or the threads' BLAS threads fight over the cores.
 Used by minimf/parallel/unit_split.py (a layer's units shared out) and minimf/parallel/batch_split.py (a batch's
-examples shared out); minimf/parallel/pipeline.py (one thread per layer) needs none of it.
+examples shared out); minimf/parallel/pipeline.py (one thread per layer) and ray_pipeline.py use
+only ``check_supports``.
 """
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+
+
+def check_supports(model, flag, trainer):
+    """Refuse a network whose class says it cannot be trained by ``trainer``: its ``flag``
+    (PIPELINE, UNIT_SPLIT, BATCH_SPLIT) is False. A global-credit network
+    (minimf/rules/global_credit.py), for one, has layers that need the error of the layers above:
+    run one after the other on their own losses, they would quietly train the local rule instead."""
+    if not getattr(model, flag, False):
+        raise ValueError(f"{type(model).__name__} cannot be trained by the {trainer}: its class says "
+                         f"{flag} = False")
 
 
 def check_threaded(model, threads, trainer):

@@ -38,7 +38,7 @@ from minimf.backend import get_array_module
 from minimf.nn.layers import relu_backward, relu_forward
 from minimf.nn.losses import softmax_cross_entropy
 from minimf.rules.mono_forward import MonoForwardLayer
-from minimf.parallel.threads import check_threaded, in_parallel, split, train_batches, update_in_parallel
+from minimf.parallel.threads import check_supports, check_threaded, in_parallel, split, train_batches, update_in_parallel
 
 
 def train_unit_split(model, batches, threads=2, rates=None, validate=True):
@@ -68,6 +68,7 @@ def check_unit_split(model, threads):
         for name, p in layer.params.items():
             if p is not None and not p.flags.c_contiguous:
                 raise ValueError(f"layer {i}: parameter {name} is not C-contiguous")
+    check_supports(model, "UNIT_SPLIT", "unit split")    # e.g. a global-credit net of dense layers
 
 
 def unit_split_step(model, x, y, pool, threads):
