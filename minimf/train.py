@@ -261,6 +261,7 @@ def main(argv=None, restarts=RESTARTS):
     info = DATASETS[args.dataset]
     check_dataset(parser, args, info)
     check_architecture(parser, args, info)
+    check_credit(parser, args)            # before the checks below, which know only the local rules
     if args.arch == "cnn" and network_class(args) is None:
         parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
     if args.arch == "mlp" and network_class(args) is None:
@@ -296,7 +297,8 @@ def main(argv=None, restarts=RESTARTS):
         atomic_write_json(args.out / "config.json", config)
     shape = "x".join(map(str, info.input_shape))
     layers = f"sizes {net.sizes}" if args.arch == "mlp" else f"CNN channels {net.channels} on {shape}"
-    print(f"minimf {__version__}: {args.algo.upper()} on {info.title}, {layers} -> {classes} classes, "
+    credit = " (global credit)" if args.credit == "global" else ""
+    print(f"minimf {__version__}: {args.algo.upper()}{credit} on {info.title}, {layers} -> {classes} classes, "
           f"{args.backend}, {len(data['train'][1])} training examples, {args.epochs} epochs")
     if checkpoint is not None:
         print(f"resuming from {checkpoint[2]}")
@@ -410,9 +412,7 @@ def check_dataset(parser, args, info):
 
 
 def check_architecture(parser, args, info):
-    """--hidden belongs to the MLP and --channels to the CNN; fill in the default of the one in use;
-    --credit global needs a network that has it (``check_credit``)."""
-    check_credit(parser, args)
+    """--hidden belongs to the MLP and --channels to the CNN; fill in the default of the one in use."""
     if args.arch == "cnn" and info.kind != "image":
         parser.error(f"--arch cnn needs images; {info.name} is {info.kind} data (use --arch mlp)")
     if args.arch == "mlp":
