@@ -62,7 +62,8 @@ from minimf.run_folder import (MAY_CHANGE, RunFolderError, contradictions, given
                                recorded_arguments, write_checkpoint)
 from minimf.rules.forward_forward import ForwardForwardNet
 from minimf.rules.global_credit import ForwardForwardGlobalNet, MonoForwardGlobalNet
-from minimf.rules.mono_forward import READOUTS, MonoForwardCNN, MonoForwardNet   # READOUTS: what --readout chooses from
+from minimf.rules.mono_forward import (INPUT_NORMS, READOUTS, MonoForwardCNN,   # what --input-norm, --readout
+                                       MonoForwardNet)                          # choose from
 from minimf.parallel.batch_split import train_batch_split
 from minimf.parallel.pipeline import train_pipelined
 from minimf.parallel.ray_pipeline import RayPipeline, RayPipelineError, WorkerDied, import_ray
@@ -177,6 +178,10 @@ def build_parser():
                    help="--algo mf --arch cnn: each block's goodness read-out, a projection M of the "
                         "flattened block (MF v1) or DeeperForward's channel groups (channels divisible "
                         "by the number of classes) (default: projection)")
+    p.add_argument("--input-norm", choices=list(INPUT_NORMS), default="none",
+                   help="--algo mf --arch mlp: layer-normalise every layer's input (per example, mean 0 and "
+                        "variance 1 over its features, as DeeperForward does between blocks) before its dense "
+                        "map; a remedy for deep MF, whose upper layers start on tiny inputs (default: none)")
     p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                    help=f"passes over the training set (default: {DEFAULT_EPOCHS})")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per step (default: 256)")
@@ -262,6 +267,7 @@ def main(argv=None, restarts=RESTARTS):
     check_dataset(parser, args, info)
     check_architecture(parser, args, info)
     check_credit(parser, args)            # before the checks below, which know only the local rules
+    check_input_norm(parser, args)
     if args.arch == "cnn" and network_class(args) is None:
         parser.error(f"--algo {args.algo} has no convolutional network in minimf; use --arch mlp")
     if args.arch == "mlp" and network_class(args) is None:
@@ -454,6 +460,19 @@ def check_credit(parser, args):
                          f"{WHY_NOT_GLOBAL[attr]}; use --credit local")
 
 
+def check_input_norm(parser, args):
+    """--input-norm other than none: MF's MLP with local credit only (the global rule would have to
+    differentiate the normalisation; MF's CNN has --readout channel-group for DeeperForward's)."""
+    if args.input_norm == "none":
+        return
+    if args.algo != "mf" or args.arch != "mlp":
+        parser.error(f"--input-norm {args.input_norm} is for --algo mf --arch mlp, not --algo {args.algo} "
+                     f"--arch {args.arch}")
+    if args.input_norm not in network_class(args).INPUT_NORMS:
+        parser.error(f"--input-norm {args.input_norm} does not go with --credit {args.credit}: the summed loss "
+                     "would have to be differentiated through the normalisation; use --credit local")
+
+
 def check_parallel(parser, args):
     """At most one of --pipeline, --split-units, --split-batch, each for the rules and networks it
     supports, on NumPy; --micro-batch only with --split-batch."""
@@ -571,6 +590,8 @@ def build_net(args, input_shape, num_classes=10):
     common = dict(num_classes=num_classes, backend=args.backend, seed=args.seed, bias=not args.no_bias,
                   optimizer=args.optimizer, lr=args.lr)
     if args.arch == "mlp":
+        if args.algo == "mf":
+            common["input_norm"] = args.input_norm
         return network_class(args)(sizes=[input_shape[0]] + list(args.hidden), **common)
     cnn = network_class(args)
     if args.algo == "mf":

@@ -89,6 +89,7 @@ def layer_step(layer, optimizer, x, y, pool, threads):
     update, for the next layer; loss a 0-d array.
     """
     xp = get_array_module(x)
+    x = layer.dense_input(x)                          # input_norm "layer": once, over all D inputs; a constant
     units = split(layer.W.shape[1], threads)          # the unit columns of each part
     a = xp.empty((x.shape[0], layer.W.shape[1]), dtype=x.dtype)
     shares = in_parallel(pool, [lambda u=u: forward_part(layer, x, a, u) for u in units])

@@ -70,6 +70,7 @@ class MonoForwardGlobalNet(MonoForwardNet):
     PIPELINE = False      # layer i waits for the error of every layer above it
     UNIT_SPLIT = False    # a unit's error comes down through every unit of the layer above
     BATCH_SPLIT = True    # every L_i is a mean over the batch, so their sum is too (minimf/parallel/batch_split.py)
+    INPUT_NORMS = ("none",)   # "layer" would need the normalisation's backward (minimf/rules/mono_forward.py)
 
     def gradients(self, x, y):
         """Gradients of the summed loss sum_i L_i on this batch: one dict {"W", "b", "M"} per
