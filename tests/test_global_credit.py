@@ -24,7 +24,7 @@ from minimf.rules import global_credit
 from minimf.rules.forward_forward import EPS, embed_label, normalize
 from minimf.rules.global_credit import normalize_backward
 from minimf.train import main
-from training_helpers import parameter_pairs, sequential_run
+from training_helpers import assert_usage_error, parameter_pairs, sequential_run
 
 CLASSES = 3
 SIZES = [6, 7, 6, 5]          # three layers, widths 5-7
@@ -445,10 +445,7 @@ def test_cli_ff_global_credit_runs(tmp_path, capsys):
     (["--credit", "both"], "invalid choice"),
 ])
 def test_cli_credit_usage_errors(args, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_usage_error(main, args, message, capsys)
 
 
 def test_resume_keeps_the_recorded_credit_and_refuses_another(tmp_path, capsys):

@@ -20,7 +20,7 @@ from minimf.parallel.batch_split import train_batch_split
 from minimf.parallel.pipeline import train_pipelined
 from minimf.parallel.unit_split import train_unit_split
 from minimf.train import main
-from training_helpers import make_batches, parameter_pairs, sequential_run
+from training_helpers import assert_usage_error, make_batches, parameter_pairs, sequential_run
 
 CLASSES = 3
 SIZES = [6, 7, 6, 5]
@@ -209,7 +209,4 @@ def test_cli_records_input_norm_and_resume_refuses_another(tmp_path, capsys):
     (["--input-norm", "batch"], "invalid choice"),
 ])
 def test_cli_input_norm_usage_errors(args, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_usage_error(main, args, message, capsys)

@@ -11,6 +11,7 @@ from minimf import (BackpropCNN, DirectFeedbackAlignmentCNN, DirectFeedbackAlign
                     FeedbackAlignmentNet, ForwardForwardNet, MonoForwardCNN, MonoForwardNet)
 from minimf.checkpoint import load
 from minimf.datasets import DATASETS, clear_cache
+from training_helpers import assert_usage_error
 from minimf.train import build_parser, learning_rates, main
 
 QUICK = ["--train-subset", "2000", "--test-subset", "1000", "--hidden", "64", "64", "--epochs", "2",
@@ -157,10 +158,7 @@ def test_cnn_run_on_images(tmp_path, capsys, algo):
     (["--lr-schedule", "step", "--lr-steps", "0"], "positive"),
 ])
 def test_bad_arguments_are_usage_errors(args, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_usage_error(main, args, message, capsys)
 
 
 def test_cupy_backend_without_gpu_is_a_usage_error(capsys, real_cupy_only):

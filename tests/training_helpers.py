@@ -2,6 +2,7 @@
 random batches, the sequential run they are compared with, and the parameters of two networks
 side by side."""
 import numpy as np
+import pytest
 
 
 def make_batches(example_shape, n, size, seed=0, classes=5):
@@ -29,3 +30,11 @@ def parameter_pairs(net_a, net_b):
         for name, value in a.params.items():
             if value is not None:
                 yield f"layer {i + 1} {name}", value, b.params[name]
+
+
+def assert_usage_error(main, args, message, capsys):
+    """``main(args)`` stops as argparse does for a usage error (exit 2) with ``message`` on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
