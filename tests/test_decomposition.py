@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minimf import train as train_cli
-from minimf.experiments import decomposition as dec
+from minimf.experiments import EXPERIMENTS, decomposition as dec
 from minimf.experiments.__main__ import main
 from minimf.experiments.common import SCALES, Context
 from minimf.experiments.stats import paired_interval
@@ -164,3 +164,16 @@ def test_locality_plus_objective_is_the_gap(tiny_run):
         for local, glob in dec.FAMILIES:
             mean = lambda a, b: paired_interval(*dec.paired(cells[a], cells[b])).mean
             assert mean(local.name, glob.name) + mean(glob.name, "BP") == pytest.approx(mean(local.name, "BP"))
+
+
+def test_decomposition_defaults_to_five_seeds(monkeypatch, tmp_path):
+    """Five seeds by default, as `tune`: with three, a paired t interval has 2 degrees of freedom."""
+    class Started(Exception):
+        pass
+
+    def record_seeds(ctx):
+        raise Started(ctx.seeds)
+    monkeypatch.setitem(EXPERIMENTS, "decomposition", record_seeds)
+    with pytest.raises(Started) as started:
+        main(["decomposition", "--tiny", "--out", str(tmp_path), "--no-progress"])
+    assert started.value.args[0] == [0, 1, 2, 3, 4]

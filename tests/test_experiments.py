@@ -93,10 +93,10 @@ def test_a_rule_added_to_networks_appears_in_the_table(monkeypatch):
     assert report.raw["mnist"]["BP-COPY"] == report.raw["mnist"]["BP"]
 
 
-def test_train_run_is_minimf_train():
+def test_train_run_is_minimf_train_with_the_papers_setting():
     _, history = train_run(tiny_context(), "mf", hidden=[16], epochs=1, seed=3)
     argv = ["--hidden", "16", "--epochs", "1", "--seed", "3", "--train-subset", "512", "--test-subset", "256",
-            "--no-progress"]
+            "--no-progress", "--lr", "1e-3", "--lr-schedule", "constant"]
     parser = train_cli.build_parser()
     args = parser.parse_args(argv)
     train_cli.check_architecture(parser, args, DATASETS["mnist"])
@@ -105,6 +105,17 @@ def test_train_run_is_minimf_train():
     expected = train_cli.train(net, data, args)
     assert history[0]["test_acc_bp"] == expected[0]["test_acc_bp"]
     assert history[0]["train_loss"] == expected[0]["train_loss"]
+
+
+def test_experiments_keep_the_papers_setting_whatever_the_cli_defaults(monkeypatch):
+    """minimf.train's defaults moved to `tune`'s choice; the experiments' tables were measured with the
+    paper's Adam 1e-3 at a constant rate and must stay so. An experiment's own --lr still wins."""
+    seen = []
+    monkeypatch.setattr(train_cli, "train", lambda net, data, args: seen.append(args) or [{}])
+    train_run(tiny_context(), "mf", hidden=[16], epochs=1)
+    train_run(tiny_context(), "mf", hidden=[16], epochs=1, extra=("--lr", "0.005", "--lr-schedule", "cosine"))
+    assert train_cli.build_parser().parse_args([]).lr != 1e-3            # the defaults did move
+    assert [(args.lr, args.lr_schedule) for args in seen] == [(1e-3, "constant"), (0.005, "cosine")]
 
 
 def test_downloadable_data_sets_count_only_when_their_files_are_there(tmp_path):

@@ -449,7 +449,8 @@ def test_cli_credit_usage_errors(args, message, capsys):
 
 
 def test_resume_keeps_the_recorded_credit_and_refuses_another(tmp_path, capsys):
-    tiny = ["--train-subset", "256", "--test-subset", "128", "--hidden", "16", "--batch-size", "64", "--no-progress"]
+    tiny = ["--train-subset", "256", "--test-subset", "128", "--hidden", "16", "--batch-size", "64", "--no-progress",
+            "--lr-schedule", "constant"]       # resumed with more epochs: a cosine decay would be stretched
     assert run(["--credit", "global", *tiny, "--epochs", "1", "--out", str(tmp_path / "a")], capsys)[0] == 0
     with pytest.raises(SystemExit) as exit_info:
         main(["--resume", str(tmp_path / "a"), "--credit", "local"])

@@ -181,7 +181,7 @@ def test_both_backends_and_no_host_sync_in_a_step(backend):
 # --- the command line ------------------------------------------------------------------------------
 
 TINY = ["--train-subset", "256", "--test-subset", "128", "--hidden", "16", "16", "--batch-size", "64",
-        "--no-progress"]
+        "--no-progress", "--lr-schedule", "constant"]    # resumed with more epochs: no cosine to stretch
 
 
 def test_cli_records_input_norm_and_resume_refuses_another(tmp_path, capsys):

@@ -23,8 +23,10 @@ from minimf.run_folder import checkpoint_folders
 from minimf.train import main
 
 SMALL = ["--train-subset", "300", "--test-subset", "100", "--batch-size", "50", "--epochs", "3", "--no-progress"]
+# Runs that are resumed with a raised --epochs take a constant rate: a cosine decay (the default) is
+# laid over all the epochs, so a run stretched from 3 to 4 is not the 4-epoch run from its start.
 RUNS = {
-    "mf-mlp": ["--algo", "mf", "--hidden", "16", "12"],
+    "mf-mlp": ["--algo", "mf", "--hidden", "16", "12", "--lr-schedule", "constant"],
     "mf-cnn": ["--algo", "mf", "--arch", "cnn", "--channels", "3", "4"],
     "bp-mlp-cosine": ["--algo", "bp", "--hidden", "16", "--lr-schedule", "cosine"],
     "bp-cnn-step": ["--algo", "bp", "--arch", "cnn", "--channels", "3", "4", "--lr-schedule", "step",
@@ -146,7 +148,7 @@ def test_overwrite_replaces_only_the_run_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--resume", "{folder}", "--lr", "0.5"], "--lr 0.5 (recorded: 0.001) contradicts the recorded run"),
+    (["--resume", "{folder}", "--lr", "0.5"], "--lr 0.5 (recorded: 0.00188) contradicts the recorded run"),
     (["--resume", "{folder}", "--hidden", "8"], "--hidden 8 (recorded: 16 12)"),
     (["--resume", "{folder}", "--out", "{folder}"], "leave --out and --overwrite out"),
     (["--resume", "{folder}", "--epochs", "1"], "has already finished 3 epochs"),
@@ -167,6 +169,26 @@ def test_resume_accepts_options_that_agree_with_the_record(tmp_path, capsys):
     folder = tmp_path / "run"
     assert main(SMALL + RUNS["mf-mlp"] + ["--epochs", "1", "--out", str(folder)]) == 0
     assert main(["--resume", str(folder), "--hidden", "16", "12", "--algo", "mf", "--epochs", "2"]) == 0
+
+
+def test_a_run_recorded_under_older_defaults_resumes_with_them(tmp_path, capsys):
+    """Defaults change (--lr, --lr-schedule and --epochs did, to the settings `tune` chose): a run
+    recorded before keeps its numbers. Its config.json's argv lacks the options that were defaults
+    then; its settings hold their values, and those are what the resumed run must use."""
+    old_defaults = ["--lr", "0.001", "--lr-schedule", "constant"]
+    folder = tmp_path / "old"
+    assert main(SMALL + RUNS["mf-mlp"] + old_defaults + ["--epochs", "1", "--out", str(folder)]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    argv = config["argv"]
+    for option in ("--lr", "--lr-schedule"):          # as the older minimf recorded it: not given
+        while option in argv:
+            del argv[argv.index(option):argv.index(option) + 2]
+    (folder / "config.json").write_text(json.dumps(config))
+    reference = reference_run(tmp_path, SMALL + RUNS["mf-mlp"] + old_defaults + ["--epochs", "2"])
+    assert main(["--resume", str(folder), "--epochs", "2"]) == 0
+    assert_same_run(folder, reference)
+    settings = json.loads((folder / "config.json").read_text())["settings"]
+    assert (settings["lr"], settings["lr_schedule"]) == (0.001, "constant")
 
 
 @pytest.mark.parametrize("where, message", [("file", "is a file, not a folder"),
@@ -257,6 +279,7 @@ def test_a_checkpoint_of_another_network_is_refused(tmp_path, capsys):
     folder, _ = run_with_checkpoints(tmp_path)
     config = json.loads((folder / "config.json").read_text())
     config["argv"] = [a if a != "12" else "13" for a in config["argv"]]        # a wider second layer
+    config["settings"]["hidden"] = [16, 13]
     (folder / "config.json").write_text(json.dumps(config))
     assert main(["--resume", str(folder), "--epochs", "3"]) == 1
     assert "does not fit this run's network" in capsys.readouterr().err

@@ -100,7 +100,7 @@ def test_feedback_alignment_runs(tmp_path, capsys, algo, kind):
 
 
 CNN_QUICK = ["--arch", "cnn", "--channels", "4", "8", "--train-subset", "1000", "--test-subset", "500",
-             "--epochs", "1", "--lr", "5e-3", "--no-progress"]
+             "--epochs", "1", "--lr", "5e-3", "--lr-schedule", "constant", "--no-progress"]
 
 
 @pytest.mark.parametrize("algo", ["mf", "bp", "fa", "dfa"])
@@ -154,7 +154,7 @@ def test_cnn_run_on_images(tmp_path, capsys, algo):
     (["--dataset", "digits", "--arch", "cnn"], "--arch cnn needs images; digits is tabular"),
     (["--dataset", "cifar10", "--arch", "cnn", "--channels", "8"] + ["8"] * 5, "too small for 6 conv blocks"),
     (["--lr-schedule", "step"], "--lr-schedule step needs --lr-steps"),
-    (["--lr-steps", "3"], "--lr-steps is for --lr-schedule step, not constant"),
+    (["--lr-steps", "3"], "--lr-steps is for --lr-schedule step, not cosine"),
     (["--lr-schedule", "step", "--lr-steps", "0"], "positive"),
 ])
 def test_bad_arguments_are_usage_errors(args, message, capsys):
@@ -300,7 +300,7 @@ def test_step_schedule_divides_by_ten_after_each_named_epoch():
 
 
 def test_constant_and_cosine_schedules():
-    args = build_parser().parse_args(["--epochs", "2", "--lr", "0.5"])
+    args = build_parser().parse_args(["--epochs", "2", "--lr", "0.5", "--lr-schedule", "constant"])
     assert learning_rates(args, steps_per_epoch=2) == [0.5] * 4
     args = build_parser().parse_args(["--epochs", "2", "--lr", "0.5", "--lr-schedule", "cosine"])
     np.testing.assert_allclose(learning_rates(args, steps_per_epoch=2), [0.5, 0.25 * (1 + math.cos(math.pi / 4)),

@@ -30,6 +30,10 @@ from minimf.datasets import DATASETS, data_home, num_classes
 from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
+# Every experiment trains with the paper's optimiser setting (MF v1: Adam 1e-3, a constant rate), not
+# minimf.train's defaults, which `tune` chose later: the tables of docs/results.md stay reproducible.
+# An experiment's own options (``extra``) come after these and win.
+PAPER_SETTING = ("--lr", "1e-3", "--lr-schedule", "constant")
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,11 @@ _DATA = {}   # (dataset, arch, subsets, backend) -> prepared data: loaded once p
 def train_run(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
               extra=(), data=None):
     """Train ``algo`` (a key of minimf.train.NETWORKS) exactly as ``python -m minimf.train`` would,
-    with the subsets of ``ctx.scale``, or on ``data`` (splits as minimf.train.prepare_data returns
+    with PAPER_SETTING and the subsets of ``ctx.scale``, or on ``data`` (splits as minimf.train.prepare_data returns
     them) where given. Returns (net, history): history is train.train's list of per-epoch records
     (``test_acc``, ``test_acc_bp``, ``layer_test_acc``, ``seconds``, ...)."""
     argv = ["--algo", algo, "--dataset", dataset, "--arch", arch, "--epochs", str(epochs),
-            "--seed", str(seed), "--backend", ctx.backend, "--no-progress", *extra]
+            "--seed", str(seed), "--backend", ctx.backend, "--no-progress", *PAPER_SETTING, *extra]
     if hidden is not None:
         argv += ["--hidden", *map(str, hidden)]
     if channels is not None:

@@ -26,8 +26,8 @@ layer-normalised as DeeperForward does; see minimf/rules/mono_forward.py for why
 late without it), against BP and against plain MF with the same epochs.
 
 The grid: 784-H-...-H ReLU MLPs with 2, 4 and 8 hidden layers of the scale's width (1000 unless --tiny),
-MNIST, every cell trained through minimf.train (common.train_run) with its defaults (Adam 1e-3, batch 256,
-constant rate) for the same epochs. Seed s gives every cell the same batch order (minimf.train draws it
+MNIST, every cell trained through minimf.train (common.train_run) with the paper's setting (Adam 1e-3, batch 256,
+constant rate; common.PAPER_SETTING) for the same epochs. Seed s gives every cell the same batch order (minimf.train draws it
 from the seed alone) and the same initial weights where the cells share layers: MF, MF-global and MF +
 layer norm start from the same W_i, b_i, M_i, and FF and FF-global from the same W_i, b_i (the
 constructors draw the same numbers; tests/test_decomposition.py checks it). BP shares the first layer's
@@ -144,7 +144,7 @@ def objective_against_locality(ctx):
     report.settings = {
         "networks": ", ".join(f"{d} x {s.width}" for d in depths) + " ReLU",
         "cells": ", ".join(cell.name for cell in CELLS), "epochs": epochs,
-        "training": "minimf.train's defaults (Adam 1e-3, batch 256, constant rate), the same for every cell",
+        "training": "the paper's setting (Adam 1e-3, batch 256, constant rate), the same for every cell",
         "train/test examples": f"{s.train_subset or 60000}/{s.test_subset or 10000}",
         "equivalence margin": f"±{100 * MARGIN:g} points"}
     runs, seconds = run_grid(ctx, depths, epochs)
