@@ -25,6 +25,17 @@ per call took 0.81x the sequential run's time, the driver and Ray's raylet using
 a 3.15 s run (0.55 s with groups of 4); groups of 2 or 4 took 0.66x-0.67x (benchmarks/ray_depth.py models it). The
 price: the pipeline fills and drains in groups, k (L - 1) batches per chunk instead of L - 1.
 
+Why not Ray's compiled graphs (``ray.dag``, ``experimental_compile``: shared-memory channels in
+place of per-call tasks and the object store): tried with Ray 2.60, they made it slower on 2 cores.
+Same setting, 60 batches in groups of 4, 3 under way, quiet machine, medians of 3: threads 0.61x the
+sequential run, tasks (as here) 0.66x, a compiled graph 1.81x (1.79x compiled for every chunk), with
+the same numbers bit for bit. Why: a channel's reader waits by polling. The driver, waiting for a
+group's result, used 2.1-2.7 s of CPU in a 2.6-3.0 s run (0.1 s with tasks), and an actor waiting
+for input about a third of a core, so on 2 cores the waiting takes the cores the layers need. Also,
+each compile starts a proxy actor (a process), and arrays read from a channel are views of its
+buffer that block the channel while they live. Worth trying again where every process has a core
+to spare, or to move CuPy arrays between GPUs.
+
 After every chunk (an epoch, or ``--checkpoint-every`` steps) the layers' states come back to the
 driver's network, so that evaluation, ``model.npz`` and checkpoints (minimf/checkpoint.py) work as
 for every other run, and ``--resume`` continues a Ray run.
