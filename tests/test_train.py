@@ -11,8 +11,8 @@ from minimf import (BackpropCNN, DirectFeedbackAlignmentCNN, DirectFeedbackAlign
                     FeedbackAlignmentNet, ForwardForwardNet, MonoForwardCNN, MonoForwardNet)
 from minimf.checkpoint import load
 from minimf.datasets import DATASETS, clear_cache
-from training_helpers import assert_usage_error
 from minimf.train import build_parser, learning_rates, main
+from training_helpers import assert_usage_error
 
 QUICK = ["--train-subset", "2000", "--test-subset", "1000", "--hidden", "64", "64", "--epochs", "2",
          "--lr", "5e-3", "--no-progress"]
