@@ -101,7 +101,8 @@ from minimf.files import atomic_write_json
 from minimf.parallel.pipeline import train_pipelined
 from minimf.parallel.unit_split import train_unit_split
 from minimf.parallel.batch_split import train_batch_split
-from minimf.train import DEFAULT_CHANNELS, DEFAULT_HIDDEN, check_architecture, positive_int
+from minimf.argtypes import positive_int
+from minimf.training.config import DEFAULT_CHANNELS, DEFAULT_HIDDEN, ConfigError, architecture_widths
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 
@@ -224,7 +225,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_architecture(parser, args, DATASETS["mnist"])  # --hidden only with mlp, --channels only with cnn; fills defaults
+    try:   # --hidden only with mlp, --channels only with cnn; the defaults filled in
+        args.hidden, args.channels = architecture_widths(args.arch, args.hidden, args.channels, MNIST_IMAGE)
+    except ConfigError as err:
+        parser.error(str(err))
     try:
         xp = get_backend(args.backend)
     except BackendError as err:

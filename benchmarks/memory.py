@@ -43,7 +43,8 @@ from minimf.nn.cnn import block_shapes
 from minimf.datasets import DATASETS
 from minimf.experiments.measure import (MIB, TracemallocMeter, line_fit, memory_meter, random_batch,
                                         step_peak_bytes)
-from minimf.train import DEFAULT_CHANNELS, positive_int
+from minimf.argtypes import positive_int
+from minimf.training.config import DEFAULT_CHANNELS
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape   # (1, 28, 28)
 

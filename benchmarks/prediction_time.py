@@ -41,7 +41,8 @@ import numpy as np
 from minimf.backend import BACKENDS, BackendError, get_backend
 from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
 from minimf.experiments.measure import device_sync, prediction_methods, time_interleaved
-from minimf.train import DEFAULT_HIDDEN, positive_int
+from minimf.argtypes import positive_int
+from minimf.training.config import DEFAULT_HIDDEN
 
 from blas_threads import blas_kernel, blas_threads, kernel_warning, run_with_threads  # benchmarks/blas_threads.py, beside this script
 

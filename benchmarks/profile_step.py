@@ -40,7 +40,7 @@ from minimf.checks import check_features, check_labels
 from minimf.nn.layers import dense_forward, relu_backward, relu_forward
 from minimf.nn.losses import softmax_cross_entropy
 from minimf.nn.optim import Adam
-from minimf.train import positive_int
+from minimf.argtypes import positive_int
 
 NUM_CLASSES = 10
 

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 import training_helpers
-from training_helpers import parameter_pairs, sequential_run
+from training_helpers import parameter_pairs, sequential_run, use_rates
 
 from minimf import BackpropCNN, BackpropNet, DirectFeedbackAlignmentNet, FeedbackAlignmentCNN, MonoForwardCNN, MonoForwardNet
 from minimf.parallel import batch_split
@@ -85,7 +85,7 @@ def test_threads_and_micro_batches_equal_train_step_up_to_rounding(name, threads
     rates = [1e-3 * (1 + k) for k in range(STEPS)]
     sequential, split_net = make_net("float64"), make_net("float64")
     expected = sequential_run(sequential, batches, rates)
-    losses = train_batch_split(split_net, batches, threads=threads, micro_batch=micro_batch, rates=rates)
+    losses = train_batch_split(use_rates(split_net, rates), batches, threads=threads, micro_batch=micro_batch)
     np.testing.assert_allclose(losses, expected, rtol=1e-12)
     for label, a, b in parameter_pairs(sequential, split_net):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=label)

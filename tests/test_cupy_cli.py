@@ -11,9 +11,10 @@ import pytest
 import minimf.backend as backend_module
 from minimf.backend import STRICT_CUPY_VAR, get_backend, gpu_available
 from minimf.checkpoint import load
-from minimf.datasets import DATASETS, num_classes
+from minimf.datasets import num_classes
 from minimf.experiments.__main__ import main as experiments_main
-from minimf.train import build_net, build_parser, check_architecture, evaluate, main, prepare_data
+from minimf.train import build_parser, configuration, main
+from minimf.training import build_network, data_for, evaluate, validate
 
 ON_STAND_IN = not gpu_available()
 SMALL = ["--train-subset", "300", "--test-subset", "100", "--epochs", "2", "--batch-size", "64", "--no-progress"]
@@ -47,13 +48,12 @@ def metrics_of(folder):
 def accuracy_of_saved_model(argv, folder):
     """Load ``folder/model.npz`` into a fresh NumPy network built as ``argv`` builds it, and
     evaluate it on the same test examples, as the command line does."""
-    parser = build_parser()
-    args = parser.parse_args([*argv, "--backend", "numpy"])
-    check_architecture(parser, args, DATASETS[args.dataset])
-    data = prepare_data(args, np)
-    net = build_net(args, data["train"][0].shape[1:], num_classes(args.dataset, args.labels))
+    argv = [*argv, "--backend", "numpy"]
+    config = validate(configuration(build_parser().parse_args(argv), argv))
+    data = data_for(config, np)
+    net = build_network(config, data["train"][0].shape[1:], num_classes(config.dataset, config.labels))
     load(net, folder / "model.npz")
-    return evaluate(net, data, args)["test_acc"]
+    return evaluate(net, data, config.predict)["test_acc"]
 
 
 @pytest.mark.parametrize("name", list(RUNS))
@@ -119,13 +119,13 @@ def test_a_quick_experiment_runs_on_cupy(tmp_path):
 def test_out_of_memory_names_the_batch_size_and_keeps_the_last_epoch(tmp_path, capsys, monkeypatch):
     if not ON_STAND_IN:
         pytest.skip("the stand-in's allocation limit makes the device run out of memory on cue")
-    import minimf.train as train_module
-    real_save = train_module.save
+    import minimf.training.loop as loop_module
+    real_save = loop_module.save
 
     def save_then_shrink_the_device(net, path):   # after epoch 1's model, allocations above 10 kB fail
         real_save(net, path)
         monkeypatch.setenv("MINIMF_STRICT_CUPY_MAX_BYTES", "10000")
-    monkeypatch.setattr(train_module, "save", save_then_shrink_the_device)
+    monkeypatch.setattr(loop_module, "save", save_then_shrink_the_device)
     code, out = run(SMALL + RUNS["mf-mlp"] + ["--backend", "cupy", "--out", str(tmp_path)], capsys)
     assert code == 1 and "Traceback" not in out.err
     assert "out of memory on the GPU with --batch-size 64" in out.err and "e.g. 32" in out.err

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from minimf import train as train_cli
 from minimf.experiments import EXPERIMENTS, decomposition as dec
 from minimf.experiments.__main__ import main
+from minimf.experiments import common
 from minimf.experiments.common import SCALES, Context
 from minimf.experiments.stats import paired_interval
 
@@ -89,19 +89,19 @@ def test_one_layer_global_credit_is_the_local_rule(tiny_run):
 # --- the same start and the same batches --------------------------------------------------------
 
 def test_cells_that_share_layers_start_from_the_same_weights_and_batches(monkeypatch):
-    """Every run of the grid, caught as minimf.train starts it: per seed and depth, MF, MF-global and
+    """Every run of the grid, caught as it starts: per seed and depth, MF, MF-global and
     MF + layer norm hold the same initial weights, FF and FF-global too; BP shares layer 1 with MF;
     every cell gets the same data and the seed that draws the batch order."""
     started = []
-    original = train_cli.train
+    original = common.fit_config
 
-    def catch(net, data, args, *rest, **kwargs):
-        started.append({"flags": (args.algo, args.credit, args.input_norm), "depth": len(args.hidden),
-                        "seed": args.seed, "batch_size": args.batch_size, "data": data,
+    def catch(net, data, config, *rest, **kwargs):
+        started.append({"flags": (config.algo, config.credit, config.input_norm), "depth": len(config.hidden),
+                        "seed": config.seed, "batch_size": config.batch_size, "data": data,
                         "state": {k: v.copy() for k, v in net.state_dict().items()}})
-        return original(net, data, args, *rest, **kwargs)
+        return original(net, data, config, *rest, **kwargs)
 
-    monkeypatch.setattr(train_cli, "train", catch)
+    monkeypatch.setattr(common, "fit_config", catch)
     ctx = Context(name="decomposition", scale=SCALES["tiny"], seeds=[0, 1], progress=False)
     runs, seconds = dec.run_grid(ctx, DEPTHS, epochs=1)
     assert runs.keys() == seconds.keys() == set(DEPTHS)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from minimf import train as train_cli
+from minimf.experiments import common
+from minimf.training import NETWORKS, RunConfig, train_run, validate
 from minimf.backend import gpu_available, get_backend
 from minimf.rules.backprop import BackpropNet
 from minimf.datasets import DATASETS
@@ -15,7 +16,7 @@ from minimf.datasets.tabular import sklearn_version
 from minimf.experiments import EXPERIMENTS, accuracy, hotplug
 from minimf.experiments.__main__ import main
 from minimf.experiments.common import (SCALES, Context, algorithms, image_datasets_present, markdown_table,
-                                       mean_std, pm, train_run)
+                                       mean_std, pm, train_rule)
 from minimf.experiments.measure import (MIB, TracemallocMeter, epoch_times, memory_meter, mf_layer_trace,
                                         random_batch, step_peak_bytes, time_epoch)
 from minimf.rules.mono_forward import MonoForwardNet
@@ -76,16 +77,16 @@ def test_cupy_without_gpu_is_a_clear_error(capsys, real_cupy_only):
 # --- the rules come from minimf.train.NETWORKS -----------------------------------------------------
 
 def test_rules_are_taken_from_train_networks(monkeypatch):
-    with_mlp = [name for name, (mlp_class, _) in train_cli.NETWORKS.items() if mlp_class is not None]
+    with_mlp = [name for name, (mlp_class, _) in NETWORKS.items() if mlp_class is not None]
     assert algorithms("mlp") == with_mlp and "mf" in with_mlp and "bp" in with_mlp
     assert "ff" not in algorithms("cnn")          # FF has no CNN in minimf
     assert "sff" in algorithms("cnn") and "sff" not in algorithms("mlp")   # SFF has only a CNN
-    monkeypatch.setitem(train_cli.NETWORKS, "bp-copy", (BackpropNet, None))
+    monkeypatch.setitem(NETWORKS, "bp-copy", (BackpropNet, None))
     assert "bp-copy" in algorithms("mlp") and "bp-copy" not in algorithms("cnn")
 
 
 def test_a_rule_added_to_networks_appears_in_the_table(monkeypatch):
-    monkeypatch.setitem(train_cli.NETWORKS, "bp-copy", (BackpropNet, None))
+    monkeypatch.setitem(NETWORKS, "bp-copy", (BackpropNet, None))
     report = accuracy.mlp(tiny_context())
     table = report.tables[0][1]
     assert "| BP-COPY |" in table
@@ -94,15 +95,10 @@ def test_a_rule_added_to_networks_appears_in_the_table(monkeypatch):
 
 
 def test_train_run_is_minimf_train_with_the_papers_setting():
-    _, history = train_run(tiny_context(), "mf", hidden=[16], epochs=1, seed=3)
-    argv = ["--hidden", "16", "--epochs", "1", "--seed", "3", "--train-subset", "512", "--test-subset", "256",
-            "--no-progress", "--lr", "1e-3", "--lr-schedule", "constant"]
-    parser = train_cli.build_parser()
-    args = parser.parse_args(argv)
-    train_cli.check_architecture(parser, args, DATASETS["mnist"])
-    data = train_cli.prepare_data(args, np)
-    net = train_cli.build_net(args, (784,))
-    expected = train_cli.train(net, data, args)
+    _, history = train_rule(tiny_context(), "mf", hidden=[16], epochs=1, seed=3)
+    config = validate(RunConfig(hidden=[16], epochs=1, seed=3, train_subset=512, test_subset=256, no_progress=True,
+                                lr=1e-3, lr_schedule="constant"))
+    _, expected = train_run(config, log=lambda line: None)
     assert history[0]["test_acc_bp"] == expected[0]["test_acc_bp"]
     assert history[0]["train_loss"] == expected[0]["train_loss"]
 
@@ -111,11 +107,11 @@ def test_experiments_keep_the_papers_setting_whatever_the_cli_defaults(monkeypat
     """minimf.train's defaults moved to `tune`'s choice; the experiments' tables were measured with the
     paper's Adam 1e-3 at a constant rate and must stay so. An experiment's own --lr still wins."""
     seen = []
-    monkeypatch.setattr(train_cli, "train", lambda net, data, args: seen.append(args) or [{}])
-    train_run(tiny_context(), "mf", hidden=[16], epochs=1)
-    train_run(tiny_context(), "mf", hidden=[16], epochs=1, extra=("--lr", "0.005", "--lr-schedule", "cosine"))
-    assert train_cli.build_parser().parse_args([]).lr != 1e-3            # the defaults did move
-    assert [(args.lr, args.lr_schedule) for args in seen] == [(1e-3, "constant"), (0.005, "cosine")]
+    monkeypatch.setattr(common, "fit_config", lambda net, data, config: seen.append(config) or [{}])
+    train_rule(tiny_context(), "mf", hidden=[16], epochs=1)
+    train_rule(tiny_context(), "mf", hidden=[16], epochs=1, options={"lr": 0.005, "lr_schedule": "cosine"})
+    assert RunConfig().lr != 1e-3            # the defaults did move
+    assert [(config.lr, config.lr_schedule) for config in seen] == [(1e-3, "constant"), (0.005, "cosine")]
 
 
 def test_downloadable_data_sets_count_only_when_their_files_are_there(tmp_path):

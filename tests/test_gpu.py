@@ -50,7 +50,8 @@ from minimf import (BackpropCNN, BackpropNet, DirectFeedbackAlignmentCNN, Direct
 from minimf.backend import STRICT_CUPY_VAR, get_array_module, get_backend, to_numpy
 from minimf.checkpoint import load, save
 from minimf.parallel.pipeline import train_pipelined
-from minimf.train import main, train_step_at
+from minimf.nn.schedules import Cosine
+from minimf.train import main
 
 STEPS = 10
 BATCH = 8
@@ -294,8 +295,11 @@ def epoch_batches(xp, x, y, order, batch_size=BATCH):
     return ((x[order[s:s + batch_size]], y[order[s:s + batch_size]]) for s in range(0, x.shape[0], batch_size))
 
 
-def cosine_rates(steps, lr=1e-3):
-    return [lr * (1 + math.cos(math.pi * t / steps)) / 2 for t in range(steps)]
+def with_cosine(net, steps, lr=1e-3):
+    """``net`` with every optimiser on the cosine schedule over ``steps`` steps (as train.py sets it)."""
+    for optimizer in net.optimizers:
+        optimizer.schedule = Cosine(lr, steps)
+    return net
 
 
 def epoch_data(example_shape, n=5 * BATCH - 3, dtype="float32"):
@@ -305,27 +309,28 @@ def epoch_data(example_shape, n=5 * BATCH - 3, dtype="float32"):
     return x, rng.integers(0, CLASSES, n), rng.permutation(n)
 
 
-def sequential_epoch(net, batches, rates):
-    """What train.py runs without --pipeline: train_step_at on every batch, at its rate."""
-    return [host_losses(train_step_at(net, xb, yb, rate)) for (xb, yb), rate in zip(batches, rates)]
+def sequential_epoch(net, batches):
+    """What train.py runs without --pipeline: train_step on every batch, at its schedule's rate."""
+    return [host_losses(net.train_step(xb, yb, validate=False)) for xb, yb in batches]
 
 
 @pytest.mark.parametrize("name", PIPELINED)
 def test_pipeline_fed_from_device_arrays_equals_sequential_steps(name):
     """train_pipelined on batches gathered on the device, with a schedule and validate=False (the
-    command line checks the data once), against train_step_at on the same batches on cupy and on
+    command line checks the data once), against train_step on the same batches on cupy and on
     NumPy (float32, as the command line trains)."""
     make = PIPELINED[name]
     xp = get_backend("cupy")
-    reference = {"numpy": make("numpy", "float32"), "cupy": make("cupy", "float32")}
-    x, y, order = epoch_data(reference["numpy"].input_shape)
-    rates = cosine_rates(math.ceil(len(y) / BATCH))
-    expected = {backend: sequential_epoch(net, epoch_batches(get_backend(backend), x, y, order), rates)
+    x, y, order = epoch_data(make("numpy", "float32").input_shape)
+    steps = math.ceil(len(y) / BATCH)
+    reference = {"numpy": with_cosine(make("numpy", "float32"), steps),
+                 "cupy": with_cosine(make("cupy", "float32"), steps)}
+    expected = {backend: sequential_epoch(net, epoch_batches(get_backend(backend), x, y, order))
                 for backend, net in reference.items()}
-    pipelined = make("cupy", "float32")
+    pipelined = with_cosine(make("cupy", "float32"), steps)
     batches = epoch_batches(xp, x, y, order)
-    losses = [host_losses(step) for step in train_pipelined(pipelined, batches, rates, validate=False)]
-    assert len(losses) == len(rates)
+    losses = [host_losses(step) for step in train_pipelined(pipelined, batches, validate=False)]
+    assert len(losses) == steps
     tol = TOLERANCE["float32"]
     for backend, want in expected.items():
         for step, (got, wanted) in enumerate(zip(losses, want), start=1):
@@ -365,13 +370,13 @@ def test_command_line_pipeline_on_cupy_gives_the_same_run(tmp_path, capsys):
 def check_pipeline_on_device_1(xp, make):
     """Build the network inside ``with Device(1):``, move the data there, train it with the
     pipeline; the parameters stay on device 1 and equal a sequential NumPy run's."""
-    reference = make("numpy", "float32")
-    x, y, order = epoch_data(reference.input_shape)
-    rates = cosine_rates(math.ceil(len(y) / BATCH))
-    sequential_epoch(reference, epoch_batches(np, x, y, order), rates)
+    x, y, order = epoch_data(make("numpy", "float32").input_shape)
+    steps = math.ceil(len(y) / BATCH)
+    reference = with_cosine(make("numpy", "float32"), steps)
+    sequential_epoch(reference, epoch_batches(np, x, y, order))
     with xp.cuda.Device(1):
-        net = make("cupy", "float32")
-        train_pipelined(net, epoch_batches(xp, x, y, order), rates, validate=False)
+        net = with_cosine(make("cupy", "float32"), steps)
+        train_pipelined(net, epoch_batches(xp, x, y, order), validate=False)
         for label, value in named_parameters(net).items():
             assert value is None or value.device.id == 1, f"{label} left device 1"
     assert xp.cuda.Device().id == 0

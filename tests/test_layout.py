@@ -4,7 +4,9 @@
     nn        building blocks: may import the ground
     rules     one learning rule a module: may import nn and the ground (and other rules)
     parallel  trainers that share a rule's work out: may import rules, nn and the ground
-Nothing below train, experiments or the data sets' downloads imports them. The check reads every
+    training  the loop, its configuration and data: may import the tiers above, the data sets and the run folder
+Nothing below train, experiments or the data sets' downloads imports them; the training package
+imports neither the command line nor the experiments. The check reads every
 module's import statements (``ast``), so it needs no import to run and catches a lazy import too.
 """
 import ast
@@ -15,9 +17,11 @@ import pytest
 import minimf
 
 PACKAGE = Path(minimf.__file__).parent
-GROUND = {"backend", "checks", "files", "checkpoint", "testing"}
+GROUND = {"backend", "checks", "files", "checkpoint", "testing", "__version__"}   # (and the version number)
 ALLOWED = {"ground": {"ground"}, "nn": {"ground", "nn"}, "rules": {"ground", "nn", "rules"},
-           "parallel": {"ground", "nn", "rules", "parallel"}}
+           "parallel": {"ground", "nn", "rules", "parallel"},
+           "training": {"ground", "nn", "rules", "parallel", "datasets", "run_folder", "training"}}
+BELOW_TRAINING = ("ground", "nn", "rules", "parallel")
 
 
 def tier_of(module):
@@ -62,9 +66,17 @@ def test_each_tier_imports_only_the_tiers_below_it():
 
 
 def test_nothing_below_imports_the_command_line_experiments_or_downloads():
-    low = [p for p in PACKAGE.rglob("*.py") if tier_of(module_name(p)) in ALLOWED]
+    low = [p for p in PACKAGE.rglob("*.py") if tier_of(module_name(p)) in BELOW_TRAINING]
     bad = [f"{module_name(p)} imports {name}" for p in low for name in minimf_imports(p)
            if name.startswith(("minimf.train", "minimf.experiments", "minimf.datasets"))]
+    assert bad == []
+
+
+def test_the_training_package_imports_neither_the_command_line_nor_the_experiments():
+    files = [p for p in PACKAGE.rglob("*.py") if tier_of(module_name(p)) == "training"]
+    assert files, "no training package found"
+    bad = [f"{module_name(p)} imports {name}" for p in files for name in minimf_imports(p)
+           if name.startswith(("minimf.train.", "minimf.experiments")) or name == "minimf.train"]
     assert bad == []
 
 

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 import training_helpers
-from training_helpers import parameter_pairs
+from training_helpers import parameter_pairs, sequential_run, use_rates
 
 from minimf import MonoForwardCNN, MonoForwardNet
 from minimf.backend import get_backend, to_numpy
@@ -43,12 +43,8 @@ def test_pipeline_equals_sequential_bit_for_bit(make_net, example_shape):
     batches = make_batches(example_shape)
     rates = [1e-3 * (1 + k) for k in range(STEPS)]    # a schedule: every batch its own lr
     sequential, pipelined = make_net(), make_net()
-    expected = []
-    for (x, y), lr in zip(batches, rates):
-        for optimizer in sequential.optimizers:
-            optimizer.lr = lr
-        expected.append(sequential.train_step(x, y))
-    losses = train_pipelined(pipelined, batches, rates)
+    expected = sequential_run(sequential, batches, rates)
+    losses = train_pipelined(use_rates(pipelined, rates), batches)
     assert losses == expected                         # floats compared exactly
     assert_identical_parameters(sequential, pipelined)
     assert all(opt.t == STEPS for opt in pipelined.optimizers)

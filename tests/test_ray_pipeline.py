@@ -16,9 +16,9 @@ import pytest
 from minimf import MonoForwardCNN, MonoForwardNet
 from minimf.parallel import ray_pipeline
 from minimf.parallel.ray_pipeline import RayPipeline, RayPipelineError
-from minimf.train import main, train_step_at
+from minimf.train import main
 from test_timeline import check_pipeline_order
-from training_helpers import parameter_pairs
+from training_helpers import parameter_pairs, use_rates
 
 from minimf.parallel.timeline import Timeline
 
@@ -40,9 +40,9 @@ NETS = {
 
 
 def sequential(make_net, batches, rates):
-    net = make_net()
+    net = use_rates(make_net(), rates)
     with threadpoolctl.threadpool_limits(1):
-        losses = [train_step_at(net, x, y, lr) for (x, y), lr in zip(batches, rates)]
+        losses = [net.train_step(x, y, validate=False) for x, y in batches]
     return net, [[float(v) for v in step] for step in losses]
 
 
@@ -58,10 +58,10 @@ def test_actors_train_bit_for_bit_as_the_sequential_run(ray_cluster, name, per_c
     batches = make_batches(NETS[name]().input_shape)
     rates = [1e-3 * (1 + k) for k in range(STEPS)]
     expected_net, expected = sequential(NETS[name], batches, rates)
-    net, timeline = NETS[name](), Timeline(len(NETS[name]().layers))
+    net, timeline = use_rates(NETS[name](), rates), Timeline(len(NETS[name]().layers))
     with RayPipeline(net, timeline=timeline, batches_per_call=per_call) as pipeline:
-        first = pipeline.train(batches[:4], rates[:4])          # two chunks: the state comes back between
-        second = pipeline.train(batches[4:], rates[4:])
+        first = pipeline.train(batches[:4])          # two chunks: the state comes back between
+        second = pipeline.train(batches[4:])
     assert first + second == expected                           # floats compared exactly
     assert_identical(expected_net, net)
     assert all(optimizer.t == STEPS for optimizer in net.optimizers)
@@ -123,7 +123,7 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, tmp_
         assert main(QUICK + ["--out", str(tmp_path / "sequential")]) == 0
     real_train, calls = RayPipeline.train, {"n": 0}
 
-    def train_then_kill(self, batches, rates=None, validate=True):
+    def train_then_kill(self, batches, validate=True):
         calls["n"] += 1
         if calls["n"] == 4:                        # epoch 2, after its first --checkpoint-every chunk
             def killing(batches):
@@ -132,7 +132,7 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, tmp_
                         self.kill_worker(1)
                     yield batch
             batches = killing(batches)
-        return real_train(self, batches, rates, validate)
+        return real_train(self, batches, validate)
     monkeypatch.setattr(RayPipeline, "train", train_then_kill)
     code = main(QUICK + ["--pipeline", "ray", "--checkpoint-every", "5", "--out", str(tmp_path / "ray")])
     err = capsys.readouterr().err

@@ -8,13 +8,16 @@ process at random moments (tests/test_resume_kill.py).
 """
 import json
 import re
+import shutil
 import signal
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import minimf.train as train_module
+import minimf.training.loop as loop_module
+import minimf.training.run as run_module
 from minimf import MonoForwardNet
 from minimf.backend import gpu_available
 from minimf.checkpoint import (CheckpointError, load, load_checkpoint, restore_training_state, save,
@@ -62,7 +65,7 @@ def assert_same_run(folder, reference):
 @pytest.fixture
 def ctrl_c_after(monkeypatch):
     """``ctrl_c_after(k)``: a real SIGINT to this process when the k-th batch (of the run) is handed out."""
-    real_tqdm = train_module.tqdm
+    real_tqdm = loop_module.tqdm
     counter = {"left": None}
 
     class CountingBar(real_tqdm):
@@ -73,7 +76,7 @@ def ctrl_c_after(monkeypatch):
                 if counter["left"] == 0:
                     signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(train_module, "tqdm", CountingBar)
+    monkeypatch.setattr(loop_module, "tqdm", CountingBar)
 
     def arm(k):
         counter["left"] = k
@@ -205,7 +208,7 @@ def test_out_that_cannot_hold_a_run_is_a_clear_error(where, message, tmp_path, c
 
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_files(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "run"
-    real_write = train_module.atomic_write_json
+    real_write = loop_module.atomic_write_json
     calls = {"n": 0}
 
     def write_until_the_disk_fills(path, obj):
@@ -213,12 +216,14 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_files(tmp_path, capsy
         if calls["n"] > 2:                              # config.json, epoch 1's metrics.json; then full
             raise OSError(28, "No space left on device")
         real_write(path, obj)
-    monkeypatch.setattr(train_module, "atomic_write_json", write_until_the_disk_fills)
+    for module in (run_module, loop_module):                # config.json, then metrics.json
+        monkeypatch.setattr(module, "atomic_write_json", write_until_the_disk_fills)
     assert main(SMALL + RUNS["mf-mlp"] + ["--out", str(folder)]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "hold the last finished epoch" in err
     assert [r["epoch"] for r in json.loads((folder / "metrics.json").read_text())] == [1]
-    monkeypatch.setattr(train_module, "atomic_write_json", real_write)
+    for module in (run_module, loop_module):
+        monkeypatch.setattr(module, "atomic_write_json", real_write)
     assert main(["--resume", str(folder)]) == 0                        # and it continues from there
     assert len(json.loads((folder / "metrics.json").read_text())) == 3
 
@@ -356,16 +361,38 @@ def test_the_comparison_catches_a_resume_that_loses_state(breakage, tmp_path, ca
         monkeypatch.setattr(Adam, "load_state_dict", forgetful)
         name = "mf-mlp"
     elif breakage == "batch order stream moved":
-        real_restore = train_module.restore
+        real_restore = loop_module.restore
 
-        def one_draw_off(net, checkpoint, order_rng, augment_rng):
-            progress = real_restore(net, checkpoint, order_rng, augment_rng)
+        def one_draw_off(net, checkpoint, order_rng, augment_rng, steps_per_epoch):
+            progress = real_restore(net, checkpoint, order_rng, augment_rng, steps_per_epoch)
             order_rng.random()
             return progress
-        monkeypatch.setattr(train_module, "restore", one_draw_off)
+        monkeypatch.setattr(loop_module, "restore", one_draw_off)
         name = "bp-mlp-cosine"
     else:
         monkeypatch.setattr(ForwardForwardNet, "random_streams", lambda self: {})
         name = "ff-mlp"
     with pytest.raises(AssertionError):
         test_ctrl_c_then_resume_ends_as_the_uninterrupted_run(name, tmp_path, capsys, ctrl_c_after)
+
+
+# --- a run folder written before the training API --------------------------------------------------
+
+OLD_RUN = Path(__file__).parent / "data" / "run_made_before_the_training_api"
+# made by minimf at 9e8b0e5 (before RunConfig): interrupted by Ctrl-C at epoch 2, step 2, with
+OLD_RUN_OPTIONS = ["--hidden", "8", "--train-subset", "256", "--test-subset", "100", "--batch-size", "64",
+                   "--epochs", "2", "--checkpoint-every", "3", "--no-progress"]
+
+
+def test_a_run_folder_written_before_the_training_api_resumes_bit_for_bit(tmp_path, capsys):
+    """Its config.json records argv and settings the old way (with resume and overwrite among them)
+    and its Adam states the rate beside t; resumed now, it ends as the same run started now."""
+    old = tmp_path / "old"
+    shutil.copytree(OLD_RUN, old)
+    assert main(["--resume", str(old)]) == 0
+    assert main(OLD_RUN_OPTIONS + ["--out", str(tmp_path / "new")]) == 0
+    assert_same_run(old, tmp_path / "new")
+    assert main(OLD_RUN_OPTIONS + ["--seed", "1", "--out", str(tmp_path / "other")]) == 0
+    with pytest.raises(AssertionError):                 # must fail: the comparison sees another run
+        assert_same_run(old, tmp_path / "other")
+    capsys.readouterr()

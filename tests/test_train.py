@@ -11,7 +11,8 @@ from minimf import (BackpropCNN, DirectFeedbackAlignmentCNN, DirectFeedbackAlign
                     FeedbackAlignmentNet, ForwardForwardNet, MonoForwardCNN, MonoForwardNet)
 from minimf.checkpoint import load
 from minimf.datasets import DATASETS, clear_cache
-from minimf.train import build_parser, learning_rates, main
+from minimf.nn.schedules import make_schedule
+from minimf.train import main
 from training_helpers import assert_usage_error
 
 QUICK = ["--train-subset", "2000", "--test-subset", "1000", "--hidden", "64", "64", "--epochs", "2",
@@ -284,8 +285,8 @@ def test_missing_data_offline_exits_with_the_manual_download_help(data_root, mon
 def test_step_schedule_divides_by_ten_after_each_named_epoch():
     """Three steps per epoch, 5 epochs, --lr-steps 2 4: epochs 1-2 at lr, 3-4 at lr/10, 5 at lr/100
     (PyTorch's MultiStepLR with milestones [2, 4])."""
-    args = build_parser().parse_args(["--epochs", "5", "--lr", "0.1", "--lr-schedule", "step", "--lr-steps", "2", "4"])
-    rates = learning_rates(args, steps_per_epoch=3)
+    schedule = make_schedule("step", 0.1, steps_per_epoch=3, epochs=5, lr_steps=[2, 4])
+    rates = [schedule(t) for t in range(15)]
     expected = [0.1] * 6 + [0.01] * 6 + [0.001] * 3
     np.testing.assert_allclose(rates, expected, rtol=1e-12)
     torch = pytest.importorskip("torch")
@@ -300,8 +301,8 @@ def test_step_schedule_divides_by_ten_after_each_named_epoch():
 
 
 def test_constant_and_cosine_schedules():
-    args = build_parser().parse_args(["--epochs", "2", "--lr", "0.5", "--lr-schedule", "constant"])
-    assert learning_rates(args, steps_per_epoch=2) == [0.5] * 4
-    args = build_parser().parse_args(["--epochs", "2", "--lr", "0.5", "--lr-schedule", "cosine"])
-    np.testing.assert_allclose(learning_rates(args, steps_per_epoch=2), [0.5, 0.25 * (1 + math.cos(math.pi / 4)),
+    constant = make_schedule("constant", 0.5, steps_per_epoch=2, epochs=2)
+    assert [constant(t) for t in range(4)] == [0.5] * 4
+    cosine = make_schedule("cosine", 0.5, steps_per_epoch=2, epochs=2)
+    np.testing.assert_allclose([cosine(t) for t in range(4)], [0.5, 0.25 * (1 + math.cos(math.pi / 4)),
                                                                           0.25, 0.25 * (1 + math.cos(3 * math.pi / 4))])

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from minimf import train as train_cli
+import minimf.training.data as data_module
+from minimf.training import RunConfig
 from minimf.datasets import carve_validation, load
 from minimf.experiments import common, tune as tune_module
 from minimf.experiments.__main__ import main
@@ -85,8 +86,8 @@ def test_the_drawn_settings_stay_in_the_search_space():
 
 def test_settings_reach_minimf_train_as_drawn():
     settings = Settings(0.00123, "cosine", 7)
-    args = train_cli.build_parser().parse_args([*settings.flags(), "--epochs", str(settings.epochs)])
-    assert (args.lr, args.lr_schedule, args.epochs) == (0.00123, "cosine", 7)
+    config = RunConfig(epochs=settings.epochs, **settings.options())
+    assert (config.lr, config.lr_schedule, config.epochs) == (0.00123, "cosine", 7)
 
 
 def test_the_choice_is_the_argmax_of_validation_accuracy():
@@ -112,13 +113,13 @@ def test_poisoned_test_labels_leave_the_trials_and_the_choice_unchanged(monkeypa
     """Must fail if a trial read the test set: with every test label shifted by one the test
     accuracies of the final runs change, and the trials and the choice stay as they were."""
     clean = tune(tiny_context())
-    real_load = train_cli.load
+    real_load = data_module.load
 
     def poisoned_load(name, split="train", **options):
         x, y = real_load(name, split, **options)
         return (x, (y + 1) % 10) if split == "test" else (x, y)
 
-    monkeypatch.setattr(train_cli, "load", poisoned_load)
+    monkeypatch.setattr(data_module, "load", poisoned_load)
     monkeypatch.setattr(common, "_DATA", {})
     poisoned = tune(tiny_context())
     assert poisoned.raw["final_test_acc"] != clean.raw["final_test_acc"], "the poison did not reach the test split"
@@ -130,12 +131,12 @@ def test_the_trials_do_not_train_on_the_final_data(monkeypatch):
     """Every trial's data come from search_data (the held-out split in the test split's place), never
     from the scale's cache that the final runs use."""
     seen = []
-    real_train_run = tune_module.train_run
+    real_train_run = tune_module.train_rule
 
     def spy(ctx, algo, **kwargs):
         seen.append(kwargs.get("data") is not None)
         return real_train_run(ctx, algo, **kwargs)
 
-    monkeypatch.setattr(tune_module, "train_run", spy)
+    monkeypatch.setattr(tune_module, "train_rule", spy)
     tune(tiny_context(seeds=[0], trials=2))
     assert seen == [True] * 4 + [False] * 4      # 2 trials x 2 rules, then chosen and defaults x 2 rules

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 import training_helpers
-from training_helpers import parameter_pairs, sequential_run
+from training_helpers import parameter_pairs, sequential_run, use_rates
 
 from minimf import MonoForwardCNN, MonoForwardNet
 from minimf.parallel import unit_split
@@ -50,7 +50,7 @@ def test_threads_equal_train_step_up_to_rounding(threads, optimizer):
     rates = [1e-3 * (1 + k) for k in range(STEPS)] if optimizer == "adam" else None
     sequential, split_net = mlp("float64", optimizer=optimizer), mlp("float64", optimizer=optimizer)
     expected = sequential_run(sequential, batches, rates)
-    np.testing.assert_allclose(train_unit_split(split_net, batches, threads=threads, rates=rates), expected, rtol=1e-12)
+    np.testing.assert_allclose(train_unit_split(use_rates(split_net, rates), batches, threads=threads), expected, rtol=1e-12)
     for label, a, b in parameter_pairs(sequential, split_net):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=label)
     assert all(opt.t == STEPS for opt in split_net.optimizers if isinstance(opt, Adam))

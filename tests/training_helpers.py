@@ -4,6 +4,8 @@ side by side."""
 import numpy as np
 import pytest
 
+from minimf.nn.schedules import Listed
+
 
 def make_batches(example_shape, n, size, seed=0, classes=5):
     """n host batches of ``size`` examples: float32 x (size, *example_shape), labels in [0, classes)."""
@@ -12,16 +14,19 @@ def make_batches(example_shape, n, size, seed=0, classes=5):
             for _ in range(n)]
 
 
+def use_rates(net, rates):
+    """Every optimiser of ``net`` takes step t at rate ``rates[t]`` (a ``Listed`` schedule); returns net."""
+    if rates is not None:
+        for optimizer in net.optimizers:
+            optimizer.schedule = Listed(rates)
+    return net
+
+
 def sequential_run(net, batches, rates=None):
     """``net.train_step`` on every batch in turn (with learning rate ``rates[t]`` for batch t);
     returns what each step returned."""
-    losses = []
-    for t, (x, y) in enumerate(batches):
-        if rates is not None:
-            for optimizer in net.optimizers:
-                optimizer.lr = rates[t]
-        losses.append(net.train_step(x, y))
-    return losses
+    use_rates(net, rates)
+    return [net.train_step(x, y) for x, y in batches]
 
 
 def parameter_pairs(net_a, net_b):

@@ -19,7 +19,7 @@ from minimf.backend import BACKENDS, BackendError, get_backend
 from minimf.datasets import DatasetError
 from minimf.experiments import EXPERIMENTS
 from minimf.experiments.common import SCALES, Context, algorithms, write_report
-from minimf.train import positive_int
+from minimf.argtypes import positive_int
 
 TINY_ENV = "MINIMF_EXPERIMENTS_TINY"
 DEFAULT_SEEDS = [0, 1, 2]

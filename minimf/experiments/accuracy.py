@@ -6,24 +6,24 @@
     convergence   Figures 4-5: test error against epochs (4 x 1000 MLP) and against depth, MF and BP
     tabular       Table 6: MF against BP on Breast Cancer and Digits (needs scikit-learn)
 
-Every run is ``python -m minimf.train`` with the same settings (common.train_run): Adam 1e-3, batch
+Every run is ``python -m minimf.train`` with the same settings (common.train_rule): Adam 1e-3, batch
 256, the data set's standardisation; one run per seed, mean +- std over seeds.
 """
 from minimf.datasets import DATASETS
 from minimf.datasets.tabular import sklearn_version
 from minimf.experiments.common import (NOT_CHECKED, Report, accuracies, algorithms, image_datasets_present,
-                                       markdown_table, mean_std, method_name, pm, train_run)
+                                       markdown_table, mean_std, method_name, pm, train_rule)
 
 # Numbers of MF v1 that minimf's README quotes (MNIST, 784-1000-1000). Anything else: NOT_CHECKED.
 PAPER_MNIST_MLP = {"MF (bp mode)": "98.76", "BP": "98.75"}
 
 
 def run_seeds(ctx, bar, algo, **kwargs):
-    """One train_run per seed; returns the list of histories (one list of epoch records per seed)."""
+    """One train_rule per seed; returns the list of histories (one list of epoch records per seed)."""
     histories = []
     for seed in ctx.seeds:
         bar.set_postfix_str(f"{algo} seed {seed}")
-        histories.append(train_run(ctx, algo, seed=seed, **kwargs)[1])
+        histories.append(train_rule(ctx, algo, seed=seed, **kwargs)[1])
         bar.update(1)
     return histories
 

@@ -1,4 +1,4 @@
-"""What every experiment shares: the size settings, one training run through minimf.train, the data
+"""What every experiment shares: the size settings, one training run, the data
 sets present here, mean +- std over seeds, Markdown tables, plots and the output folder.
 
 An experiment is a function ``run(ctx) -> Report``. ``ctx`` (a ``Context``) carries the command-line
@@ -17,23 +17,24 @@ import platform
 import statistics
 import sys
 import time
-from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from minimf import __version__, train as train_cli
+from minimf import __version__
 from minimf.backend import get_backend, timing_environment
 from minimf.datasets import DATASETS, data_home, num_classes
+from minimf.training import NETWORKS, RunConfig, build_network, data_for, validate
+from minimf.training.run import fit_config
 from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
 # Every experiment trains with the paper's optimiser setting (MF v1: Adam 1e-3, a constant rate), not
 # minimf.train's defaults, which `tune` chose later: the tables of docs/results.md stay reproducible.
-# An experiment's own options (``extra``) come after these and win.
-PAPER_SETTING = ("--lr", "1e-3", "--lr-schedule", "constant")
+# An experiment's own options (``options``) are applied after these and win.
+PAPER_SETTING = {"lr": 1e-3, "lr_schedule": "constant"}
 
 
 @dataclass(frozen=True)
@@ -102,59 +103,46 @@ class Report:
     settings: dict = field(default_factory=dict)
 
 
-# --- one training run through minimf.train ---------------------------------------------------------
+# --- one training run -----------------------------------------------------------------------------
 
-_DATA = {}   # (dataset, arch, subsets, backend) -> prepared data: loaded once per process
+_DATA = {}   # (dataset, arch, subsets, backend, no_normalize) -> prepared data: loaded once per process
 
 
-def train_run(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
-              extra=(), data=None):
-    """Train ``algo`` (a key of minimf.train.NETWORKS) exactly as ``python -m minimf.train`` would,
-    with PAPER_SETTING and the subsets of ``ctx.scale``, or on ``data`` (splits as minimf.train.prepare_data returns
-    them) where given. Returns (net, history): history is train.train's list of per-epoch records
-    (``test_acc``, ``test_acc_bp``, ``layer_test_acc``, ``seconds``, ...)."""
-    argv = ["--algo", algo, "--dataset", dataset, "--arch", arch, "--epochs", str(epochs),
-            "--seed", str(seed), "--backend", ctx.backend, "--no-progress", *PAPER_SETTING, *extra]
-    if hidden is not None:
-        argv += ["--hidden", *map(str, hidden)]
-    if channels is not None:
-        argv += ["--channels", *map(str, channels)]
-    for flag, n in (("--train-subset", ctx.scale.train_subset), ("--test-subset", ctx.scale.test_subset)):
-        if n is not None:
-            argv += [flag, str(n)]
-    if ctx.data_dir:
-        argv += ["--data-dir", ctx.data_dir]
-    parser = train_cli.build_parser()
-    args = parser.parse_args(argv)
-    info = DATASETS[dataset]
-    train_cli.check_dataset(parser, args, info)
-    train_cli.check_architecture(parser, args, info)
+def train_rule(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
+               options=None, data=None):
+    """Train ``algo`` (a key of minimf.training.NETWORKS) as ``python -m minimf.train`` would, with
+    PAPER_SETTING, the subsets of ``ctx.scale`` and ``options`` (further RunConfig fields, which win),
+    on ``data`` (splits as minimf.training.prepare_data returns them) where given. Returns (net,
+    history): history is ``fit``'s list of per-epoch records (``test_acc``, ``test_acc_bp``,
+    ``layer_test_acc``, ``seconds``, ...)."""
+    config = validate(RunConfig(algo=algo, dataset=dataset, arch=arch, hidden=hidden, channels=channels,
+                                epochs=epochs, seed=seed, backend=ctx.backend, no_progress=True,
+                                train_subset=ctx.scale.train_subset, test_subset=ctx.scale.test_subset,
+                                data_dir=ctx.data_dir, **{**PAPER_SETTING, **(options or {})}))
     if data is None:
-        key = (dataset, arch, args.train_subset, args.test_subset, ctx.backend, args.no_normalize)
+        key = (dataset, arch, config.train_subset, config.test_subset, ctx.backend, config.no_normalize)
         if key not in _DATA:
-            _DATA[key] = train_cli.prepare_data(args, ctx.xp)
+            _DATA[key] = data_for(config, ctx.xp)
         data = _DATA[key]
-    net = train_cli.build_net(args, data["train"][0].shape[1:], num_classes(dataset))
-    with redirect_stdout(io.StringIO()):          # minimf.train's per-epoch lines: the history has them
-        history = train_cli.train(net, data, args)
-    return net, history
+    net = build_network(config, data["train"][0].shape[1:], num_classes(dataset))
+    return net, fit_config(net, data, config)
 
 
 def prepared_data(ctx, dataset="mnist", arch="mlp"):
-    """The data of an earlier ``train_run`` of ``ctx`` (the same backend and the subsets of its
+    """The data of an earlier ``train_rule`` of ``ctx`` (the same backend and the subsets of its
     scale) on this data set and architecture, for extra evaluations."""
     wanted = (dataset, arch, ctx.scale.train_subset, ctx.scale.test_subset, ctx.backend)
     for key, data in _DATA.items():
         if key[:5] == wanted:   # not another backend's arrays, nor another scale's subsets
             return data
-    raise KeyError(f"no prepared data for {dataset} {arch} on {ctx.backend}: call train_run first")
+    raise KeyError(f"no prepared data for {dataset} {arch} on {ctx.backend}: call train_rule first")
 
 
 def algorithms(arch):
-    """The rules minimf.train can train with this architecture, in its NETWORKS order (so a rule
+    """The rules minimf can train with this architecture, in the NETWORKS order (so a rule
     added there appears in every table by itself)."""
     column = 0 if arch == "mlp" else 1
-    return [algo for algo, classes in train_cli.NETWORKS.items() if classes[column] is not None]
+    return [algo for algo, classes in NETWORKS.items() if classes[column] is not None]
 
 
 def accuracies(record):

@@ -26,7 +26,7 @@ layer-normalised as DeeperForward does; see minimf/rules/mono_forward.py for why
 late without it), against BP and against plain MF with the same epochs.
 
 The grid: 784-H-...-H ReLU MLPs with 2, 4 and 8 hidden layers of the scale's width (1000 unless --tiny),
-MNIST, every cell trained through minimf.train (common.train_run) with the paper's setting (Adam 1e-3, batch 256,
+MNIST, every cell trained through minimf.train (common.train_rule) with the paper's setting (Adam 1e-3, batch 256,
 constant rate; common.PAPER_SETTING) for the same epochs. Seed s gives every cell the same batch order (minimf.train draws it
 from the seed alone) and the same initial weights where the cells share layers: MF, MF-global and MF +
 layer norm start from the same W_i, b_i, M_i, and FF and FF-global from the same W_i, b_i (the
@@ -47,7 +47,7 @@ Student t 95% interval, and the equivalence test (TOST) at +-0.25 points; the pa
 import statistics
 from dataclasses import asdict, dataclass
 
-from minimf.experiments.common import Report, markdown_table, mean_std, pm, train_run
+from minimf.experiments.common import Report, markdown_table, mean_std, pm, train_rule
 from minimf.experiments.stats import paired_interval, tost
 from minimf.experiments.tune import MARGIN, compare
 
@@ -57,21 +57,21 @@ ENOUGH_SEEDS = 5        # below this the intervals are wide (t with n - 1 degree
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of the grid: a row label, minimf.train's --algo and further options, the evaluation
+    """One cell of the grid: a row label, the rule (RunConfig.algo) and further RunConfig fields, the evaluation
     mode it is scored by ("" for a network with one accuracy) and a second mode shown beside it."""
     name: str
     algo: str
-    flags: tuple = ()
+    options: dict = None
     mode: str = ""
     other: str = ""
 
 
 BP = Cell("BP", "bp")
 MF = Cell("MF", "mf", (), "bp", "ff")
-MF_GLOBAL = Cell("MF-global", "mf", ("--credit", "global"), "bp", "ff")
+MF_GLOBAL = Cell("MF-global", "mf", {"credit": "global"}, "bp", "ff")
 FF = Cell("FF", "ff", (), "all_labels", "one_pass")
-FF_GLOBAL = Cell("FF-global", "ff", ("--credit", "global"), "all_labels", "one_pass")
-MF_REMEDY = Cell("MF + layer norm", "mf", ("--input-norm", "layer"), "bp", "ff")
+FF_GLOBAL = Cell("FF-global", "ff", {"credit": "global"}, "all_labels", "one_pass")
+MF_REMEDY = Cell("MF + layer norm", "mf", {"input_norm": "layer"}, "bp", "ff")
 CELLS = (BP, MF, MF_GLOBAL, FF, FF_GLOBAL, MF_REMEDY)
 # (local, global) pairs whose gaps to BP are split into locality and objective
 FAMILIES = ((MF, MF_GLOBAL), (FF, FF_GLOBAL))
@@ -96,8 +96,8 @@ def run_grid(ctx, depths, epochs):
             for seed in ctx.seeds:
                 for cell in CELLS:
                     bar.set_postfix_str(f"{depth} layers, {cell.name}, seed {seed}")
-                    _, history = train_run(ctx, cell.algo, hidden=[width] * depth, epochs=epochs, seed=seed,
-                                           extra=cell.flags)
+                    _, history = train_rule(ctx, cell.algo, hidden=[width] * depth, epochs=epochs, seed=seed,
+                                           options=cell.options)
                     runs[depth][cell.name][seed] = history[-1]
                     seconds[depth][cell.name][seed] = round(sum(record["seconds"] for record in history), 2)
                     bar.update(1)

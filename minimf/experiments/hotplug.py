@@ -14,7 +14,7 @@ the layer cannot learn again (a dead layer, not a damaged one).
 import numpy as np
 
 from minimf.backend import make_rng, to_numpy
-from minimf.experiments.common import NOT_CHECKED, Report, markdown_table, pm, prepared_data, train_run
+from minimf.experiments.common import NOT_CHECKED, Report, markdown_table, pm, prepared_data, train_rule
 from minimf.rules.mono_forward import MonoForwardLayer
 from minimf.nn.optim import make_optimizer
 
@@ -76,7 +76,7 @@ def assert_unchanged(before, after, layers, stage):
 
 def one_seed(ctx, seed, epochs, width):
     """The four stages for one seed: {stage: net.evaluate(...) on the test set}."""
-    net, _ = train_run(ctx, "mf", hidden=[width, width], epochs=epochs, seed=seed)
+    net, _ = train_rule(ctx, "mf", hidden=[width, width], epochs=epochs, seed=seed)
     data = prepared_data(ctx, "mnist", "mlp")
     (x, y), (x_test, y_test) = data["train"], data["test"]
     stages = {"2 layers trained": net.evaluate(x_test, y_test)}

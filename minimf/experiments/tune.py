@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minimf import train as train_cli
-from minimf.experiments.common import Report, markdown_table, pm, train_run
+from minimf.training import RunConfig, prepare_data
+from minimf.experiments.common import Report, markdown_table, pm, train_rule
 from minimf.experiments.stats import paired_interval, tost
 
 LR_RANGE = (1e-4, 1e-2)             # log-uniform
@@ -71,17 +71,18 @@ class Settings:
     schedule: str
     epochs: int
 
-    def flags(self):
-        return ["--lr", repr(self.lr), "--lr-schedule", self.schedule]
+    def options(self):
+        """The RunConfig fields this setting fixes (the epochs are given apart)."""
+        return {"lr": self.lr, "lr_schedule": self.schedule}
 
     def __str__(self):
         return f"lr {self.lr:.3g}, {self.schedule}, {self.epochs} epoch{'s' * (self.epochs != 1)}"
 
 
 def cli_defaults():
-    """minimf.train's own defaults (its DEFAULT_LR, DEFAULT_SCHEDULE, DEFAULT_EPOCHS), read from its parser."""
-    args = train_cli.build_parser().parse_args([])
-    return Settings(args.lr, args.lr_schedule, args.epochs)
+    """minimf.train's own defaults (RunConfig's lr, lr_schedule and epochs)."""
+    defaults = RunConfig()
+    return Settings(defaults.lr, defaults.lr_schedule, defaults.epochs)
 
 
 def draw_settings(n, epochs, seed):
@@ -96,24 +97,20 @@ def draw_settings(n, epochs, seed):
 # --- 1. the search: validation accuracy only ------------------------------------------------------
 
 def search_data(ctx, validation, seed):
-    """The search's data, as minimf.train.prepare_data makes them for ``--validation N --seed S``, with
+    """The search's data, as minimf.training.prepare_data makes them with ``validation`` and ``seed``, with
     the held-out images in the test split's place: {"train": the training split less ``validation``
     images (then --train-subset of the scale), "test": the held-out images, "validation": None}. The
     test images are not in them: a trial cannot read them."""
-    argv = ["--validation", str(validation), "--seed", str(seed), "--backend", ctx.backend, "--no-progress"]
-    if ctx.scale.train_subset is not None:
-        argv += ["--train-subset", str(ctx.scale.train_subset)]
-    if ctx.data_dir:
-        argv += ["--data-dir", ctx.data_dir]
-    data = train_cli.prepare_data(train_cli.build_parser().parse_args(argv), ctx.xp)
+    data = prepare_data("mnist", ctx.xp, validation=validation, seed=seed, train_subset=ctx.scale.train_subset,
+                        data_dir=ctx.data_dir, progress=False)
     return {"train": data["train"], "test": data["validation"], "validation": None}
 
 
 def validation_accuracy(ctx, algo, settings, data, hidden, seed):
     """Train one trial through minimf.train on ``search_data`` and return its accuracy on the held-out
     images after the last epoch (for MF: its bp mode, minimf.train's headline)."""
-    _, history = train_run(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed,
-                           extra=settings.flags(), data=data)
+    _, history = train_rule(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed,
+                           options=settings.options(), data=data)
     return history[-1]["test_acc"]     # the held-out validation images sat in the test split's place
 
 
@@ -148,7 +145,7 @@ def test_accuracies(ctx, bar, algo, settings, hidden):
     accs = []
     for seed in ctx.seeds:
         bar.set_postfix_str(f"{algo} final seed {seed}")
-        _, history = train_run(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed, extra=settings.flags())
+        _, history = train_rule(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed, options=settings.options())
         accs.append(history[-1]["test_acc"])
         bar.update(1)
     return accs

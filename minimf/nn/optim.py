@@ -1,7 +1,12 @@
 """Optimisers that update parameter arrays in place from gradients of the same names.
 
-    opt = Adam(lr=1e-3)
+    opt = Adam(lr=1e-3)                          # or Adam(schedule=Cosine(1e-3, total_steps))
     opt.step(params, grads)      # params, grads: dicts {"W": array, "b": array, ...}
+
+Every optimiser owns its learning-rate schedule (minimf/nn/schedules.py) and counts its steps t:
+step t is taken at rate ``schedule(t)`` (``lr`` alone means a constant rate). Nothing outside the
+optimiser sets its rate, so a pipeline's layer, a Ray actor and a resumed run take the rate the
+uninterrupted run takes, from the step count in the optimiser's state.
 
 A gradient that is ``None`` (a layer without bias, say) is skipped. Each optimiser keeps its
 own state, so in Mono-Forward every layer has its own optimiser, as it has its own loss.
@@ -22,6 +27,7 @@ import types
 import numpy
 
 from minimf.backend import get_array_module, to_numpy
+from minimf.nn.schedules import Constant
 
 
 class SGD:
@@ -34,12 +40,12 @@ class SGD:
     in one fused kernel per parameter (module docstring).
     """
 
-    def __init__(self, lr=0.01, momentum=0.0):
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
+    def __init__(self, lr=0.01, momentum=0.0, schedule=None):
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.lr = lr
+        self.schedule = Constant(lr) if schedule is None else schedule
+        self.t = 0                          # steps taken
+        self.lr = self.schedule(0)          # the rate of the step in progress (set by start_step)
         self.momentum = momentum
         self.velocity = {}
 
@@ -52,18 +58,22 @@ class SGD:
 
     def state_dict(self):
         """(scalars, arrays): what a checkpoint needs to continue exactly (minimf/checkpoint.py):
-        the learning rate and momentum, and the velocity of every parameter as host arrays."""
-        return ({"kind": "sgd", "lr": self.lr, "momentum": self.momentum},
+        the step count t and the momentum, and the velocity of every parameter as host arrays.
+        (The rate of step t is the schedule's, which the run's configuration gives.)"""
+        return ({"kind": "sgd", "t": self.t, "momentum": self.momentum},
                 {f"velocity.{name}": to_numpy(v).copy() for name, v in self.velocity.items()})
 
     def load_state_dict(self, scalars, arrays, xp):
         """Restore ``state_dict``'s state; the arrays go to ``xp``."""
         _check_kind(scalars, "sgd")
-        self.lr, self.momentum = scalars["lr"], scalars["momentum"]
+        self.t, self.momentum = scalars.get("t"), scalars["momentum"]   # t: None in states saved before it was
         self.velocity = {key.split(".", 1)[1]: xp.asarray(a) for key, a in arrays.items()}
 
     def start_step(self, grads):
-        """Begin a step: make the velocity of every parameter in ``grads`` (once, zeros)."""
+        """Begin a step: this step's rate, schedule(t), then t <- t + 1; and the velocity of every
+        parameter in ``grads`` (once, zeros)."""
+        self.lr = self.schedule(self.t)
+        self.t += 1
         if self.momentum:
             for name, g in grads.items():
                 if g is not None and name not in self.velocity:   # made once, not every step
@@ -126,13 +136,13 @@ class Adam:
     float32), and no scratch array is needed there.
     """
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, schedule=None):
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise ValueError(f"betas must be in [0, 1), got {beta1}, {beta2}")
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.t = 0
+        self.schedule = Constant(lr) if schedule is None else schedule
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.t = 0                          # steps taken
+        self.lr = self.schedule(0)          # the rate of the step in progress (set by start_step)
         self.m = {}
         self.v = {}
         self.scratch = {}
@@ -147,9 +157,8 @@ class Adam:
     def state_dict(self):
         """(scalars, arrays): what a checkpoint needs to continue exactly (minimf/checkpoint.py):
         the step count t and the hyper-parameters, and m and v of every parameter as host arrays.
-        (The scratch arrays hold nothing between steps.)"""
-        scalars = {"kind": "adam", "t": self.t, "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
-                   "eps": self.eps}
+        (The scratch arrays hold nothing between steps; the rate of step t is the schedule's.)"""
+        scalars = {"kind": "adam", "t": self.t, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
         arrays = {f"{which}.{name}": to_numpy(a).copy()
                   for which, state in (("m", self.m), ("v", self.v)) for name, a in state.items()}
         return scalars, arrays
@@ -157,7 +166,7 @@ class Adam:
     def load_state_dict(self, scalars, arrays, xp):
         """Restore ``state_dict``'s state; the arrays go to ``xp`` (and the scratch arrays are made again)."""
         _check_kind(scalars, "adam")
-        self.t, self.lr, self.beta1, self.beta2, self.eps = (scalars[k] for k in ("t", "lr", "beta1", "beta2", "eps"))
+        self.t, self.beta1, self.beta2, self.eps = (scalars[k] for k in ("t", "beta1", "beta2", "eps"))
         self.m, self.v, self.scratch = {}, {}, {}
         for key, a in arrays.items():
             which, name = key.split(".", 1)
@@ -166,9 +175,11 @@ class Adam:
             self.scratch = {name: xp.empty_like(m) for name, m in self.m.items()}
 
     def start_step(self, grads):
-        """Begin a step: t <- t + 1, this step's two scalars, and m, v (zeros) and, on NumPy, the
-        scratch array of every parameter in ``grads`` that has none yet (made once, here, so that
-        threads sharing out one parameter's update never race to make them; minimf/parallel/threads.py)."""
+        """Begin a step: this step's rate, schedule(t), then t <- t + 1, this step's two scalars, and
+        m, v (zeros) and, on NumPy, the scratch array of every parameter in ``grads`` that has none
+        yet (made once, here, so that threads sharing out one parameter's update never race to make
+        them; minimf/parallel/threads.py)."""
+        self.lr = self.schedule(self.t)
         self.t += 1
         root_c2 = (1 - self.beta2 ** self.t) ** 0.5                      # sqrt(c2)
         self.step_size = self.lr * root_c2 / (1 - self.beta1 ** self.t)  # lr * sqrt(c2) / c1
@@ -270,10 +281,10 @@ def _check_kind(scalars, kind):
         raise ValueError(f"the saved optimiser state is {scalars.get('kind')!r}, this optimiser is {kind!r}")
 
 
-def make_optimizer(name, lr):
-    """``"adam"`` or ``"sgd"`` by name, with learning rate ``lr``."""
+def make_optimizer(name, lr, schedule=None):
+    """``"adam"`` or ``"sgd"`` by name, with learning rate ``lr`` (or the rate of ``schedule``)."""
     if name == "adam":
-        return Adam(lr=lr)
+        return Adam(lr=lr, schedule=schedule)
     if name == "sgd":
-        return SGD(lr=lr)
+        return SGD(lr=lr, schedule=schedule)
     raise ValueError(f"unknown optimizer {name!r}: choose adam or sgd")

@@ -36,17 +36,17 @@ from minimf.nn.optim import flat_parts
 from minimf.parallel.threads import check_threaded, in_parallel, is_positive_int, split, train_batches, update_in_parallel
 
 
-def train_batch_split(model, batches, threads=2, micro_batch=None, rates=None, validate=True):
+def train_batch_split(model, batches, threads=2, micro_batch=None, validate=True):
     """Train ``model`` (backprop or Mono-Forward, on NumPy) on ``batches``, every batch's examples
     shared out between ``threads`` threads in parts of at most ``micro_batch`` examples.
 
     batches: iterable of (x, y), checked as ``train_step`` checks them (``validate=False``: shapes
-    and dtypes only). rates: None (each optimiser keeps its ``lr``) or one learning rate per batch.
+    and dtypes only).
     Returns one entry per batch: the loss (backprop) or the list of every layer's loss
     (Mono-Forward), as Python floats (on the CPU, where this trainer runs, reading them costs nothing).
     """
     check_batch_split(model, threads, micro_batch)
-    return train_batches(model, batches, rates, threads,
+    return train_batches(model, batches, threads,
                          lambda x, y, pool: batch_split_step(model, x, y, pool, threads, micro_batch),
                          validate)
 

@@ -58,12 +58,12 @@ QUEUE_SIZE = 2   # batches waiting between two layers: enough to smooth jitter, 
 _DONE = object()  # put after the last batch: "no more batches", passed from layer to layer
 
 
-def train_pipelined(model, batches, rates=None, validate=True, timeline=None):
+def train_pipelined(model, batches, validate=True, timeline=None):
     """Train ``model`` (a MonoForwardNet or MonoForwardCNN) on ``batches`` with one thread per layer.
 
     batches: iterable of (x, y), x (N, *input_shape), y (N,) labels, checked as ``train_step``
     checks them (``validate=False``: shapes and dtypes only, for data whose values were checked
-    once already). rates: None (each optimiser keeps its ``lr``) or one learning rate per batch.
+    once already).
     Returns the losses, one list per batch with one 0-d array per layer (as ``train_step``).
     ``timeline``: a ``minimf.parallel.timeline.Timeline`` that gets when each layer trained each batch.
     The parameters end up exactly as after ``model.train_step`` on every batch in turn.
@@ -81,7 +81,7 @@ def train_pipelined(model, batches, rates=None, validate=True, timeline=None):
     for worker in workers:
         worker.start()
     try:
-        _feed(model, batches, rates, inboxes[0], handoff, validate)
+        _feed(model, batches, inboxes[0], handoff, validate)
     finally:                      # also after a bad batch: stop the workers before raising
         inboxes[0].put(_DONE)
         for worker in workers:
@@ -91,14 +91,14 @@ def train_pipelined(model, batches, rates=None, validate=True, timeline=None):
     return [list(per_layer) for per_layer in zip(*losses)]
 
 
-def _feed(model, batches, rates, inbox, handoff, validate):
-    """Check every batch (shapes, dtype and, with ``validate``, NaN and labels) and put (x, y, lr)
+def _feed(model, batches, inbox, handoff, validate):
+    """Check every batch (shapes, dtype and, with ``validate``, NaN and labels) and put (x, y)
     into layer 1's inbox."""
     with handoff.worker_stream() as stream:
-        for t, (x, y) in enumerate(batches):
+        for x, y in batches:
             x, y = model._check(x, y, values=validate)
             stream.synchronize()
-            inbox.put((x, y, None if rates is None else rates[t]))
+            inbox.put((x, y))
 
 
 def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff, index=0, timeline=None):
@@ -112,10 +112,10 @@ def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff, index=0
         while (item := inbox.get()) is not _DONE:
             if failed:
                 continue
-            x, y, lr = item
+            x, y = item
             try:
                 start = now()
-                a, loss = train_layer(layer, optimizer, x, y, lr)   # (5)-(8) for this layer
+                a, loss = train_layer(layer, optimizer, x, y)   # (5)-(8) for this layer
                 losses.append(loss)                            # on the device; read once per epoch
                 stream.synchronize()                           # a_i complete before the next layer reads it
                 if timeline is not None:
@@ -125,6 +125,6 @@ def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff, index=0
                 failed = True
                 continue
             if outbox is not None:
-                outbox.put((a, y, lr))
+                outbox.put((a, y))
     if outbox is not None:
         outbox.put(_DONE)

@@ -6,8 +6,8 @@ own (with its own CPUs, or a GPU), which holds the layer's W, b, M and its optim
 driver (the process running ``python -m minimf.train``) only routes references:
 
     driver:    xs = ray.put([x_t, ..., x_t+k-1])       # a group of k batches (BATCHES_PER_CALL)
-               a1 = layer1.steps(xs, ys, lrs)          # an ObjectRef: nothing waits here
-               a2 = layer2.steps(a1, ys, lrs)          # Ray hands a1 from layer 1's process to layer 2's
+               a1 = layer1.steps(xs, ys)          # an ObjectRef: nothing waits here
+               a2 = layer2.steps(a1, ys)          # Ray hands a1 from layer 1's process to layer 2's
                ...
 
 Each actor takes its calls in the order they were sent (one caller, one actor), and inside a call
@@ -99,14 +99,15 @@ class LayerWorker:
         self.layer, self.optimizer = pickle.loads(layer_bytes)
         self.losses, self.spans = [], []
 
-    def steps(self, xs, ys, lrs, hand_on=True):
+    def steps(self, xs, ys, hand_on=True):
         """Forward, local loss, gradients and update of this layer on a group of batches, in order;
         returns their a_i for the next layer (None for the last) and keeps the losses (0-d arrays)
-        until ``take_losses``. xs: k inputs (N, ...), ys: k label arrays (N,), lrs: k rates."""
+        until ``take_losses``. xs: k inputs (N, ...), ys: k label arrays (N,); each step at the
+        rate of the optimiser's own schedule."""
         outputs = []
-        for x, y, lr in zip(xs, ys, lrs):
+        for x, y in zip(xs, ys):
             start = time.time()
-            a, loss = train_layer(self.layer, self.optimizer, self.xp.asarray(x), self.xp.asarray(y), lr)  # (5)-(8)
+            a, loss = train_layer(self.layer, self.optimizer, self.xp.asarray(x), self.xp.asarray(y))  # (5)-(8)
             self.losses.append(loss)
             self.spans.append((start, time.time()))            # for --timeline
             outputs.append(a)
@@ -219,22 +220,20 @@ class RayPipeline:
                                    f"{READY_TIMEOUT} s; the cluster may be busy or short of the requested resources")
         self.pids = self._get([w.pid.remote() for w in self.workers])
 
-    def train(self, batches, rates=None, validate=True):
+    def train(self, batches, validate=True):
         """Train on ``batches`` (as ``train_pipelined``): the losses, one list per batch with one
         float per layer. Afterwards the driver's network holds the layers' new state.
 
         The batches travel in groups of ``batches_per_call``: one call per layer per group, so
         that Ray's cost per call (the driver's submission, the object store's bookkeeping) is
         paid once for k batches; inside a group each layer still trains batch after batch."""
-        pending, last, t = [], len(self.workers) - 1, 0
+        pending, last = [], len(self.workers) - 1
         for group in _groups(batches, self.batches_per_call):
             checked = [self.model._check(x, y, values=validate) for x, y in group]
-            lrs = [None] * len(group) if rates is None else list(rates[t:t + len(group)])
-            t += len(group)
             a = self.ray.put([_host(x) for x, _ in checked])    # the group's inputs, once
             ys = [_host(y) for _, y in checked]                 # small: sent with every call
             for i, worker in enumerate(self.workers):
-                a = worker.steps.remote(a, ys, lrs, i < last)   # a_i goes straight to layer i+1
+                a = worker.steps.remote(a, ys, i < last)   # a_i goes straight to layer i+1
             pending.append(a)
             if len(pending) >= self.in_flight:
                 self._get(pending.pop(0))                       # bound the groups under way

@@ -36,19 +36,15 @@ def is_positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def train_batches(model, batches, rates, threads, step, validate=True):
+def train_batches(model, batches, threads, step, validate=True):
     """The epoch loop of a threaded trainer: every batch checked as ``train_step`` checks it (with
-    ``validate=False`` shapes and dtypes only, for data checked once already), the
-    optimisers' learning rate set to ``rates[t]`` (unless ``rates`` is None), then
+    ``validate=False`` shapes and dtypes only, for data checked once already), then
     ``step(x, y, pool)`` with a pool of ``threads - 1`` helper threads (the calling thread is the
     T-th). Returns the list of what ``step`` returned, one entry per batch."""
     results = []
     with ThreadPoolExecutor(max_workers=max(threads - 1, 1)) as pool:
-        for t, (x, y) in enumerate(batches):
+        for x, y in batches:
             x, y = model._check(x, y, values=validate)
-            if rates is not None:
-                for optimizer in model.optimizers:
-                    optimizer.lr = rates[t]
             results.append(step(x, y, pool))
     return results
 

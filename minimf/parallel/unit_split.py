@@ -41,17 +41,16 @@ from minimf.rules.mono_forward import MonoForwardLayer
 from minimf.parallel.threads import check_supports, check_threaded, in_parallel, split, train_batches, update_in_parallel
 
 
-def train_unit_split(model, batches, threads=2, rates=None, validate=True):
+def train_unit_split(model, batches, threads=2, validate=True):
     """Train ``model`` (a MonoForwardNet on NumPy) on ``batches`` with every layer's units shared
     out between ``threads`` threads.
 
     batches: iterable of (x, y), x (N, D), y (N,) labels, checked as ``train_step`` checks them
-    (``validate=False``: shapes and dtypes only). rates: None (each optimiser keeps its ``lr``) or
-    one learning rate per batch. Returns the losses, one list per batch with one float per layer
+    (``validate=False``: shapes and dtypes only). Returns the losses, one list per batch with one float per layer
     (on the CPU, where this trainer runs, reading a loss costs nothing).
     """
     check_unit_split(model, threads)
-    return train_batches(model, batches, rates, threads,
+    return train_batches(model, batches, threads,
                          lambda x, y, pool: unit_split_step(model, x, y, pool, threads), validate)
 
 

@@ -74,6 +74,7 @@ class BackpropModel:
     BATCH_SPLIT = True          # the batch gradient is the mean of its parts' (minimf/parallel/batch_split.py)
     PIPELINE = False            # no backward pass between layers (minimf/parallel/pipeline.py)
     UNIT_SPLIT = False          # dense layers whose units learn apart (minimf/parallel/unit_split.py)
+    OPTIONS = ()                # constructor options beyond the common ones (minimf/training/registry.py)
 
     def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
         self.layers = layers

@@ -190,6 +190,7 @@ class ForwardForwardNet:
     PIPELINE = False                            # not wired up for FF's layers
     UNIT_SPLIT = False
     CREDIT = "local"                            # no error between layers (global: minimf/rules/global_credit.py)
+    OPTIONS = ()
 
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32", threshold=2.0,

@@ -123,16 +123,14 @@ class MonoForwardLayer:
         return a, loss, {"W": dW, "b": db, "M": dM}
 
 
-def train_layer(layer, optimizer, x, y, lr=None):
+def train_layer(layer, optimizer, x, y):
     """One layer's share of a training step on one batch: forward, local loss (5)-(6), gradients,
-    and its optimiser's step (7)-(8), at learning rate ``lr`` (None: the optimiser's own).
+    and its optimiser's step (7)-(8), at the rate of the optimiser's schedule.
     Returns (a, loss): a, computed before the update, for the next layer; loss a 0-d array.
     The pipelines (minimf/parallel/) run it in a thread or a process per layer; ``train_step`` does
     the same work inline, so that the memory trace of lesson 11 (tests/test_experiments.py) sees
     the gradients held while the next layer starts, as it measures."""
     a, loss, grads = layer.local_gradients(x, y)
-    if lr is not None:
-        optimizer.lr = lr
     optimizer.step(layer.params, grads)           # (7) M update, (8) W and b update
     return a, loss
 
@@ -240,6 +238,7 @@ class MonoForwardModel:
     PIPELINE = True                 # no error travels between layers: they can run concurrently
     UNIT_SPLIT = False              # MonoForwardNet's dense layers only
     CREDIT = "local"                # each layer's loss reaches that layer only (global: minimf/rules/global_credit.py)
+    OPTIONS = ()                    # constructor options beyond the common ones (minimf/training/registry.py)
 
     def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
         self.layers = layers
@@ -367,6 +366,7 @@ class MonoForwardNet(MonoForwardModel):
 
     UNIT_SPLIT = True    # each unit's columns of W, b, M need only G from the others (minimf/parallel/unit_split.py)
     INPUT_NORMS = INPUT_NORMS   # the input_norm values this class trains correctly
+    OPTIONS = ("input_norm",)
 
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32", input_norm="none"):
@@ -393,6 +393,8 @@ class MonoForwardCNN(MonoForwardModel):
     with layer normalisation between blocks; minimf/rules/deeper_forward.py). All methods come from ``MonoForwardModel``; ``layers[i]`` has W (F_i, C_i,
     3, 3), b (F_i,) and M (C, F_i * H_i * W_i).
     """
+
+    OPTIONS = ("readout",)
 
     def __init__(self, input_shape=(1, 28, 28), channels=(64, 128, 256, 512), num_classes=10,
                  backend="numpy", seed=0, bias=True, optimizer="adam", lr=1e-3, dtype="float32",
