@@ -7,10 +7,9 @@ The kernel matters as much as the threads. OpenBLAS picks the matrix-product cod
 CPU it finds (threadpoolctl calls that choice its "architecture"), unless ``OPENBLAS_CORETYPE``
 names one. Some machines set that variable to an older type (with ``OPENBLAS_L2_SIZE``) because
 old OpenBLAS builds crashed on their CPUs; NumPy's current OpenBLAS then runs, say, the AVX2
-"Haswell" kernel on an AVX-512 CPU, at about half the speed, while PyTorch's MKL still picks its
-AVX-512 code. So every benchmark prints the kernel, and ``kernel_warning`` says when it is forced.
-Measured on this project's 2-core AMD EPYC (AVX-512): a (256, 1000) @ (1000, 1000) product at
-130 GFLOP/s with "Haswell", 240 with the kernel OpenBLAS picks itself ("SkylakeX").
+"Haswell" kernel on an AVX-512 CPU (vectors of half the width: down to half the speed of a
+product), while PyTorch's MKL still picks its AVX-512 code. So every benchmark prints the kernel, and
+``kernel_warning`` says when it is forced.
 """
 import contextlib
 import os

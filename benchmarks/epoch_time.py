@@ -60,19 +60,18 @@ How to read it: the RATIOS at the end are the result; the seconds depend on the 
 whatever else it is doing. "MF/BP (minimf)" below 1 means MF trains faster than BP in the same
 library. Compare it with the FLOP ratio printed above it (matrix products and convolutions): MF
 skips every input gradient but pays for a projection M in each layer. "minimf-BP/PyTorch-BP" says
-how far the NumPy teaching code is from a production library on the same arithmetic (for the CNN
-the target is 2 or below). "MF/MF-products" is the distance from the arithmetic lower bound: the
-epoch against its matrix products alone, measured at the same shapes in the same run, i.e. the
-epoch's FLOPs divided by this machine's GFLOP/s at those shapes (printed too). What MF does beside
-its products (ReLU, softmax, Adam, batching, checks, Python) is the difference.
+how far the NumPy teaching code is from a production library on the same arithmetic (TARGETS: at
+most 1 for the MLP, 1.5 for the CNN). "MF/MF-products" is the distance from the arithmetic lower
+bound: the epoch against its matrix products alone, measured at the same shapes in the same run,
+i.e. the epoch's FLOPs divided by this machine's GFLOP/s at those shapes (printed too). What MF
+does beside its products (ReLU, softmax, Adam, batching, checks, Python) is the difference.
 
 The table's last column counts minor page faults per step: first touches of memory the allocator
 had to get fresh from the OS instead of reusing a freed block (glibc returns freed blocks above its
 mmap threshold, at most 32 MiB, straight to the OS, so the CNN's im2col matrices come fresh every
-step). They are cheap on most
-machines; in this project's sandboxed VM they are not while OpenBLAS's idle worker thread spins
-(two or more BLAS threads). See the README's Benchmark section for what that costs and the
-allocator settings that avoid it (they change the process, PyTorch included, not minimf).
+step). They are cheap on most machines, but not on every one: in a virtual machine they can cost time
+while OpenBLAS's idle worker thread spins (two or more BLAS threads). The README's Benchmark section
+gives the allocator settings that avoid them (they change the process, PyTorch included, not minimf).
 """
 import argparse
 import atexit
@@ -81,7 +80,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -96,7 +94,8 @@ except ImportError:
 from minimf import BackpropCNN, BackpropNet, MonoForwardCNN, MonoForwardNet
 from minimf.backend import BACKENDS, BackendError, get_backend, make_rng
 from minimf.nn.cnn import KERNEL, block_shapes
-from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load_mnist
+from minimf.datasets import DATASETS, MNIST_MEAN, MNIST_STD, load
+from minimf.experiments.measure import device_sync, interleaved, seconds_of
 from minimf.files import atomic_write_json
 from minimf.parallel.pipeline import train_pipelined
 from minimf.parallel.unit_split import train_unit_split
@@ -113,7 +112,7 @@ NUM_CLASSES = 10
 LR = 1e-3
 SEED = 0
 WARMUP_STEPS = 3
-# the goals of issue 9, "ratio: at most this", per architecture
+# the targets, "ratio: at most this", per architecture
 TARGETS = {"mlp": {"MF/PyTorch-BP": 0.65, "minimf-BP/PyTorch-BP": 1.0, "MF/MF-products": 1.5,
                    "MF-unit-split/MF-products": 1.5, "MF-unit-split/PyTorch-BP": 0.65,
                    "MF-pipelined/MF-products": 1.5, "MF-pipelined/PyTorch-BP": 0.65,
@@ -258,7 +257,7 @@ def run(args, xp):
         configs = only(configs, args.only)
 
     print_header(args, net, threads, threads_source, torch, steps, steps_per_epoch, gpu_torch)
-    seconds, faults = time_interleaved(configs, steps, args.repeats)
+    seconds, faults = time_configs(configs, steps, args.repeats)
     print_table(seconds, faults, steps, args.fraction)
     mf_flops, bp_flops = net.flops
     print_flops(mf_flops * len(y), bp_flops * len(y), len(y), net.arch)
@@ -357,7 +356,7 @@ def torch_cnn_layers(torch, shapes):
 def standardised_mnist(flatten=True):
     """The 60000 MNIST training examples as host arrays: x float32 with mean 0 and std 1
     (MNIST_MEAN, MNIST_STD), (N, 784) or, with ``flatten=False``, (N, 1, 28, 28); y (N,) int64."""
-    train = load_mnist(flatten=flatten).train
+    train = load("mnist", "train", flatten=flatten)
     x = (train.x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
     return x.astype(np.float32, copy=False), train.y
 
@@ -373,7 +372,7 @@ def minimf_configs(xp, backend, net, x, y, order, batch_size, threads, micro_bat
     once, before any timing. On CuPy the steps run as ``python -m minimf.train`` runs them: the
     values checked once, here, then ``validate=False`` (no host sync per step for the checks)."""
     x, y, order = xp.asarray(x), xp.asarray(y), xp.asarray(order)
-    sync = xp.cuda.Device().synchronize if backend == "cupy" else (lambda: None)
+    sync = device_sync(xp)
     validate = backend != "cupy"
     if not validate and not (bool(xp.isfinite(x).all()) and 0 <= int(y.min()) and int(y.max()) < NUM_CLASSES):
         raise ValueError("the MNIST arrays hold NaN or labels out of range")
@@ -551,10 +550,7 @@ def time_once(config, steps):
     run(config.batches[:WARMUP_STEPS])
     config.sync()
     faults = minor_faults()
-    start = time.perf_counter()
-    run(config.batches[:steps])
-    config.sync()  # a GPU may still be working when the last call returns
-    seconds = time.perf_counter() - start
+    seconds = seconds_of(lambda: run(config.batches[:steps]), config.sync)
     return seconds, None if faults is None else minor_faults() - faults
 
 
@@ -563,18 +559,14 @@ def minor_faults():
     return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_interleaved(configs, steps, repeats):
-    """({name: [seconds, one per repeat]}, {name: [minor page faults, one per repeat]}),
-    taking the configurations in turn in every repeat."""
-    seconds = {config.name: [] for config in configs}
-    faults = {config.name: [] for config in configs}
-    for repeat in range(1, repeats + 1):
-        for config in configs:
-            print(f"  repeat {repeat}/{repeats}: {config.name} ...", file=sys.stderr, flush=True)
-            took, faulted = time_once(config, steps)
-            seconds[config.name].append(took)
-            faults[config.name].append(faulted)
-    return seconds, faults
+def time_configs(configs, steps, repeats):
+    """({name: [seconds, one per repeat]}, {name: [minor page faults, one per repeat]}): ``time_once``
+    of every configuration, ``interleaved`` (minimf/experiments/measure.py)."""
+    def say(repeat, name):
+        print(f"  repeat {repeat}/{repeats}: {name} ...", file=sys.stderr, flush=True)
+    times = interleaved({config.name: partial(time_once, config, steps) for config in configs}, repeats, say)
+    return ({name: [s for s, _ in runs] for name, runs in times.items()},
+            {name: [f for _, f in runs] for name, runs in times.items()})
 
 
 # --- arithmetic ------------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ import sys
 import numpy as np
 
 from minimf.backend import BACKENDS, BackendError, get_backend
-from minimf.datasets import MNIST_MEAN, MNIST_STD, load_mnist
-from minimf.experiments.measure import device_sync, prediction_methods, time_interleaved
+from minimf.datasets import MNIST_MEAN, MNIST_STD, load
+from minimf.experiments.measure import device_sync, prediction_methods, prediction_times
 from minimf.argtypes import positive_int
 from minimf.training.config import DEFAULT_HIDDEN
 
@@ -80,12 +80,12 @@ def main(argv=None):
 
 
 def run(args, xp):
-    test = load_mnist().test
+    test = load("mnist", "test", flatten=True)
     x = xp.asarray((test.x[:args.batch] - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD), dtype="float32")
     sizes = [x.shape[1]] + list(args.hidden)
     methods = prediction_methods(sizes, args.backend, NUM_CLASSES, SEED)
     print_header(args, sizes)
-    single, batch = time_interleaved(methods, x, args.single, args.repeats, device_sync(xp))
+    single, batch = prediction_times(methods, x, args.single, args.repeats, device_sync(xp))
     print_table(methods, single, batch, args.batch)
     return 0
 

@@ -29,7 +29,6 @@ Read the shares, not the milliseconds: the machine is shared.
 import argparse
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -37,6 +36,7 @@ from blas_threads import blas_kernel, kernel_warning, run_with_threads  # benchm
 from epoch_time import standardised_mnist
 from minimf import MonoForwardNet
 from minimf.checks import check_features, check_labels
+from minimf.experiments.measure import seconds_of
 from minimf.nn.layers import dense_forward, relu_backward, relu_forward
 from minimf.nn.losses import softmax_cross_entropy
 from minimf.nn.optim import Adam
@@ -67,12 +67,7 @@ def main(argv=None):
 def median_seconds(fn, repeats):
     """The median wall time of ``repeats`` calls of ``fn()``, after one call to warm up."""
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median([seconds_of(fn) for _ in range(repeats)])
 
 
 def step_operations(net, x_all, y_all, idx):
@@ -81,7 +76,7 @@ def step_operations(net, x_all, y_all, idx):
     ``kind`` groups them: product, relu, softmax, bias, adam, data, check. ``flops`` is 2*m*n*k
     for a product (m, k) @ (k, n), else 0.
     """
-    x, y = net._check(x_all[idx], y_all[idx])
+    x, y = net.check_batch(x_all[idx], y_all[idx])
     n = x.shape[0]
     ops = [("gather x[idx], y[idx]", "data", lambda: (x_all[idx], y_all[idx]), 0),
            ("check_features", "check", lambda x=x: check_features(x, net.input_shape, net.xp, net.dtype), 0),

@@ -45,7 +45,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # minimf from this checkout
@@ -53,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # minimf from thi
 import numpy as np
 
 from minimf import MonoForwardNet
+from minimf.experiments.measure import seconds_of
 from minimf.parallel.ray_pipeline import BATCHES_PER_CALL, RayPipeline, RayPipelineError, import_ray
 from minimf.rules.mono_forward import train_layer
 
@@ -69,7 +69,8 @@ def build_parser():
     return p
 
 
-def batches(fraction, seed=0):
+def random_batches(fraction, seed=0):
+    """Batches of BATCH random inputs (N, 784) and labels (N,), ``fraction`` of a 60,000-example epoch."""
     rng = np.random.default_rng(seed)
     n = max(BATCH, int(EPOCH * fraction))
     x = rng.standard_normal((n, INPUT)).astype("float32")
@@ -83,9 +84,9 @@ def layer_work(depth, width, data):
     times = [[] for _ in net.layers]
     for x, y in data:
         for i, (layer, optimizer) in enumerate(zip(net.layers, net.optimizers)):
-            start = time.perf_counter()
-            x, _ = train_layer(layer, optimizer, x, y)
-            times[i].append(time.perf_counter() - start)
+            out = []
+            times[i].append(seconds_of(lambda: out.append(train_layer(layer, optimizer, x, y))))
+            x, _, _ = out[0]                                               # a_i, the next layer's input
     return [statistics.median(t) for t in times]
 
 
@@ -94,9 +95,7 @@ def ray_epoch(depth, width, data, cores):
     net = MonoForwardNet(sizes=[INPUT] + [width] * depth, num_classes=CLASSES, seed=0)
     with RayPipeline(net, cpus_per_layer=min(1.0, cores / depth)) as pipeline:
         pipeline.train(data[:2 * BATCHES_PER_CALL], validate=False)         # warm-up
-        start = time.perf_counter()
-        pipeline.train(data, validate=False)
-        return time.perf_counter() - start
+        return seconds_of(lambda: pipeline.train(data, validate=False))
 
 
 def predicted(work, h, d, cores, steps, k=BATCHES_PER_CALL):
@@ -122,7 +121,7 @@ def main(argv=None):
         print("note: set OPENBLAS_NUM_THREADS=1 so that the inline steps use one BLAS thread, as the actors do",
               file=sys.stderr)
     cores = os.cpu_count()
-    data = batches(args.fraction)
+    data = random_batches(args.fraction)
     steps = len(data)
     ray = import_ray()
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)

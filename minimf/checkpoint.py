@@ -48,26 +48,37 @@ def layers_state(layers):
 
 
 def load_layers_state(layers, state, xp):
-    """Copy a state made by ``layers_state`` into the layers' arrays, in place.
-
-    Raises ValueError naming the array when one is missing or has another shape.
-    """
-    for i, layer in enumerate(layers):
-        for name, array in layer.params.items():
-            if array is None:
-                continue
-            key = f"layers.{i}.{name}"
-            if key not in state:
-                raise ValueError(f"saved state has no array {key!r}")
-            saved = state[key]
-            if tuple(saved.shape) != tuple(array.shape):
-                raise ValueError(f"saved {key} has shape {tuple(saved.shape)}, the network expects {tuple(array.shape)}")
-            array[...] = xp.asarray(saved)
+    """Copy a state made by ``layers_state`` into the layers' arrays, in place, strictly: every
+    array the layers have and no other, each a real floating-point array of the right shape with
+    finite values. Raises ValueError naming the array that is missing, extra, of another kind or
+    shape, or not finite; nothing is copied unless every array passes."""
+    expected = {f"layers.{i}.{name}": array for i, layer in enumerate(layers)
+                for name, array in layer.params.items() if array is not None}
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ValueError(f"saved state has array{'s' if len(extra) > 1 else ''} the network lacks: {', '.join(extra)}")
+    for key, array in expected.items():
+        check_saved_array(key, state.get(key), tuple(array.shape))
+    for key, array in expected.items():
+        array[...] = xp.asarray(state[key])
 
 
-def save(net, path):
-    """Write ``net.state_dict()`` to ``path`` (.npz) atomically."""
-    atomic_save_npz(path, net.state_dict())
+def check_saved_array(key, saved, shape):
+    """``saved`` is a host float array of ``shape`` with finite values; else a ValueError naming ``key``."""
+    if saved is None:
+        raise ValueError(f"saved state has no array {key!r}")
+    if not isinstance(saved, np.ndarray) or saved.dtype.kind != "f":
+        kind = saved.dtype if isinstance(saved, np.ndarray) else type(saved).__name__
+        raise ValueError(f"saved {key} is {kind}, not a real floating-point array")
+    if tuple(saved.shape) != shape:
+        raise ValueError(f"saved {key} has shape {tuple(saved.shape)}, the network expects {shape}")
+    if not np.isfinite(saved).all():
+        raise ValueError(f"saved {key} holds NaN or infinite values")
+
+
+def save(net, path, tag=None):
+    """Write ``net.state_dict()`` to ``path`` (.npz) atomically (``tag``: see ``atomic_write_bytes``)."""
+    atomic_save_npz(path, net.state_dict(), tag)
 
 
 def load(net, path):
@@ -126,13 +137,14 @@ def _under(arrays, prefix):
     return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
 
 
-def save_checkpoint(folder, arrays, info):
+def save_checkpoint(folder, arrays, info, tag=None):
     """Write ``arrays`` ({name: host array}) and ``info`` (JSON-ready) as the checkpoint ``folder``:
     built in a temporary folder beside it, each file flushed to disk, then renamed into place. An
     existing ``folder`` is replaced only once the new one is complete."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    prefix = f".{folder.name}." + (f"{tag}." if tag else "")     # tag: the run's identity (run_folder.py)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=folder.parent))
     try:
         atomic_save_npz(tmp / STATE_FILE, arrays)
         data = (tmp / STATE_FILE).read_bytes()
@@ -171,9 +183,11 @@ def load_checkpoint(folder):
         data = state_path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{state_path}: missing") from None
-    if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
-        raise CheckpointError(f"{state_path}: {len(data):,} bytes that do not match the manifest's "
-                              f"{expected['bytes']:,} and SHA-256 (truncated or damaged)")
+    if len(data) != expected["bytes"]:
+        raise CheckpointError(f"{state_path}: {len(data):,} bytes where the manifest records "
+                              f"{expected['bytes']:,} (truncated or damaged)")
+    if _sha256(data) != expected["sha256"]:
+        raise CheckpointError(f"{state_path}: its SHA-256 does not match the manifest's (damaged or altered)")
     return read_npz(state_path), body["info"]
 
 

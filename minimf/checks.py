@@ -21,7 +21,8 @@ def check_features(x, example_shape, xp, dtype, values=True):
     ``example_shape`` is the shape of one example: an int D for an MLP's (N, D), or a tuple such
     as (1, 28, 28) for a CNN's (N, C, H, W). Accepts any floating-point array (float64 is cast to
     the network's dtype); rejects other shapes, integer or boolean arrays (pixels must be scaled
-    to floats first) and, unless ``values=False`` (see above), NaN/inf (one host sync on a GPU).
+    to floats first) and, unless ``values=False`` (see above), NaN/inf (one host sync on a GPU),
+    checked AFTER the cast: 1e300 is finite in float64 and infinite in float32.
     """
     shape = (int(example_shape),) if isinstance(example_shape, Integral) else tuple(example_shape)
     x = xp.asarray(x)
@@ -34,9 +35,10 @@ def check_features(x, example_shape, xp, dtype, values=True):
         raise ValueError(
             f"expected floating-point inputs (e.g. float32 pixels in [0, 1]), got dtype {x.dtype}"
         )
+    x = x.astype(dtype, copy=False)
     if values and not bool(xp.isfinite(x).all()):            # one host sync on a GPU
-        raise ValueError("inputs contain NaN or infinite values")
-    return x.astype(dtype, copy=False)
+        raise ValueError(f"inputs contain NaN or infinite values (as {x.dtype})")
+    return x
 
 
 def check_labels(y, n, num_classes, xp, values=True):

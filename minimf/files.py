@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 
 
-def atomic_write_bytes(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically; creates the parent folder."""
+def atomic_write_bytes(path, data, tag=None):
+    """Write ``data`` (bytes) to ``path`` atomically; creates the parent folder. The temporary file is
+    ``.NAME.<tag>.<random>.tmp`` beside it: a run passes its identity as ``tag``, so that it can
+    later tell the leftovers of its own killed writes from anybody else's files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}." + (f"{tag}." if tag else "")
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -27,16 +30,16 @@ def atomic_write_bytes(path, data):
         raise
 
 
-def atomic_write_json(path, obj):
+def atomic_write_json(path, obj, tag=None):
     """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), tag)
 
 
-def atomic_save_npz(path, arrays):
+def atomic_save_npz(path, arrays, tag=None):
     """Save a dict of NumPy arrays as an ``.npz`` archive, atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), tag)
 
 
 def _remove_quietly(path):

@@ -1,6 +1,6 @@
 """The command line: train Mono-Forward (or a rule it is compared with) on MNIST or another data set.
 
-    python -m minimf.train                              # MF on MNIST, 2x1000 ReLU, Adam 1e-3, batch 256
+    python -m minimf.train                              # MF on MNIST, 2x1000 ReLU, Adam with a cosine decay
     python -m minimf.train --algo bp --epochs 20
     python -m minimf.train --algo ff                    # also fa (Feedback Alignment), dfa (Direct FA), pepita
     python -m minimf.train --arch cnn --channels 16 32 64 128   # conv blocks, images (N, 1, 28, 28)
@@ -11,25 +11,16 @@
     python -m minimf.train --pipeline                   # MF's layers concurrently; the same numbers
     OPENBLAS_NUM_THREADS=1 python -m minimf.train --split-units 2      # each MF layer's units over 2 threads
     OPENBLAS_NUM_THREADS=1 python -m minimf.train --algo bp --arch cnn --split-batch 2 --micro-batch 16
-
-On ``--backend cupy`` a training step makes no host synchronisation: the data set's values are
-checked once when it is prepared, the losses stay on the GPU and are read once per epoch (a NaN or
-infinite loss still stops the run, naming its epoch, step and layer, before that epoch's files are
-written), and the evaluation counts correct predictions on the GPU. ``--device N`` picks the GPU.
-
-After every epoch one line reports the training loss, the test accuracy (for MF and FF in both
-prediction modes and for every layer on its own) and the epoch's seconds. With ``--out DIR`` the
-run writes ``config.json`` (every setting), ``metrics.json`` (one record per epoch) and
-``model.npz`` (the parameters), each atomically, after every epoch: a crash or a diverging loss
-leaves the files of the last finished epoch intact.
-
-A run that stops (a crash, a killed job, Ctrl-C) continues with ``--resume DIR`` and ends exactly as
-if it had never stopped (minimf/run_folder.py, minimf/checkpoint.py): a checkpoint of the whole
-training state is written after every epoch, and every ``--checkpoint-every N`` steps when asked.
-``--out`` never replaces an earlier run unless ``--overwrite`` says so.
-
     python -m minimf.train --out runs/a --checkpoint-every 100
     python -m minimf.train --resume runs/a                 # continue it; --epochs 20 to train further
+
+This module only parses: every option becomes the field of the same name of a ``RunConfig``
+(minimf/training/config.py), which ``train_run`` (minimf/training/run.py) validates completely before
+it touches a file, then trains. What happens during a run, what it writes and how it resumes is
+documented there and in docs/runs.md; here each way a run can end becomes a message and an exit code:
+
+    0    the run finished                      2    a usage error: nothing was written
+    1    the run stopped on an error           130  Ctrl-C, 143 SIGTERM: a checkpoint was written
 """
 import argparse
 import sys
@@ -52,7 +43,8 @@ from minimf.training.run import resumed_config, train_run
 RESTARTS = 3   # --pipeline ray: times a run whose worker died continues from its last checkpoint
 EXIT_STOPPED = 1       # the run stopped on an error; its files hold the last finished epoch
 EXIT_USAGE = 2         # a usage error (argparse's code): nothing was written
-EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: a checkpoint was written (with --out); --resume continues
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}   # 128 + the signal's number, as a shell reports it:
+                                                   # a checkpoint was written (with --out); --resume continues
 
 
 def build_parser(defaults=True):
@@ -179,6 +171,10 @@ def main(argv=None, restarts=RESTARTS):
         return run(config, args, argv, restarts)
     except ConfigError as err:
         parser.error(str(err))
+    except KeyboardInterrupt:   # a second Ctrl-C, or one before training began: files are whole (atomic writes)
+        print("\nstopped at once: every file in the run folder is whole (the last finished epoch, the last "
+              "checkpoint); continue with --resume where there is one", file=sys.stderr)
+        return EXIT_INTERRUPTED["SIGINT"]
 
 
 def configuration(args, argv):
@@ -208,10 +204,14 @@ def run(config, args, argv, restarts):
         print(f"error: {err}", file=sys.stderr)                       # verifies but does not fit the network
         return EXIT_STOPPED
     except Interrupted as stop:
-        print(f"interrupted at epoch {stop.epoch}, step {stop.step}: " +
-              (f"checkpoint saved; continue with: python -m minimf.train --resume {config.out}" if config.out
-               else "nothing saved (no --out)"), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        if stop.old_run_back:
+            saved = f"the new run had not finished an epoch, so the run it replaced is back in {config.out}"
+        elif config.out:
+            saved = f"checkpoint saved; continue with: python -m minimf.train --resume {config.out}"
+        else:
+            saved = "nothing saved (no --out)"
+        print(f"interrupted at epoch {stop.epoch}, step {stop.step} ({stop.signal_name}): {saved}", file=sys.stderr)
+        return EXIT_INTERRUPTED[stop.signal_name]
     except TrainingDiverged as err:
         return stopped(f"error: {err}", config)
     except RayPipelineError as err:  # an unreachable cluster, or one without room for the layers
@@ -233,9 +233,14 @@ def run(config, args, argv, restarts):
 
 
 def stopped(message, config):
-    """Say why the run stopped and that the files of the last finished epoch are intact; exit code 1."""
-    print(f"{message}; stopped. Files in {config.out} hold the last finished epoch." if config.out
-          else f"{message}; stopped.", file=sys.stderr)
+    """Say why the run stopped and what its folder holds; exit code 1."""
+    if not config.out:
+        where = ""
+    elif (config.out / "metrics.json").exists():
+        where = f" Files in {config.out} hold the last finished epoch."
+    else:
+        where = f" No epoch had finished: {config.out} holds no model."
+    print(f"{message}; stopped.{where}", file=sys.stderr)
     return EXIT_STOPPED
 
 

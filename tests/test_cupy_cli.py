@@ -122,8 +122,8 @@ def test_out_of_memory_names_the_batch_size_and_keeps_the_last_epoch(tmp_path, c
     import minimf.training.loop as loop_module
     real_save = loop_module.save
 
-    def save_then_shrink_the_device(net, path):   # after epoch 1's model, allocations above 10 kB fail
-        real_save(net, path)
+    def save_then_shrink_the_device(net, path, tag=None):   # after epoch 1's model, allocations above 10 kB fail
+        real_save(net, path, tag)
         monkeypatch.setenv("MINIMF_STRICT_CUPY_MAX_BYTES", "10000")
     monkeypatch.setattr(loop_module, "save", save_then_shrink_the_device)
     code, out = run(SMALL + RUNS["mf-mlp"] + ["--backend", "cupy", "--out", str(tmp_path)], capsys)

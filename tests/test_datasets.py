@@ -1,8 +1,9 @@
 """Tests for minimf.datasets: the packaged MNIST copy, the IDX parser and every error it reports.
 
-Error tests work on a folder in ``tmp_path`` that links (or copies) the four packaged files and replaces
-one of them with a damaged version. Untouched files are symlinks, so the loader's cache (keyed by the
-resolved path) serves them without parsing 47 MB again; where symlinks are not allowed they are copied.
+Error tests load from a cache root in ``tmp_path`` whose ``mnist`` folder links (or copies) the four
+packaged files and replaces one of them with a damaged version. Untouched files are symlinks, so the
+loader's cache (keyed by the resolved path) serves them without parsing 47 MB again; where symlinks are
+not allowed they are copied.
 """
 import collections
 import gzip
@@ -15,18 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minimf import datasets
-from minimf.datasets import (
-    IMAGES_MAGIC,
-    LABELS_MAGIC,
-    MNIST_MEAN,
-    MNIST_SHA256,
-    MNIST_STD,
-    DatasetError,
-    load_mnist,
-    parse_idx,
-    read_idx,
-    sha256_hex,
-)
+from minimf.datasets import MNIST_MEAN, MNIST_STD, DatasetError, carve_validation, load, load_mnist
+from minimf.datasets.common import check_same_count, sha256_hex
+from minimf.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
+from minimf.datasets.mnist import MNIST_SHA256
 
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_IMAGES = "t10k-images-idx3-ubyte"
@@ -63,7 +56,8 @@ def replace(folder, name, gz_bytes):
 
 @pytest.fixture
 def mnist_dir(tmp_path):
-    """A folder holding the four standard MNIST files (symlinks to the packaged copy, else copies)."""
+    """``tmp_path/mnist``, holding the four standard MNIST files (symlinks to the packaged copy, else
+    copies): ``load("mnist", split, data_dir=tmp_path)`` reads them."""
     folder = tmp_path / "mnist"
     folder.mkdir()
     for src in datasets.PACKAGED_MNIST_DIR.glob("*.gz"):
@@ -74,10 +68,11 @@ def mnist_dir(tmp_path):
     return folder
 
 
-def assert_dataset_error(path, *phrases, data_dir=None):
-    """Loading raises ``DatasetError`` whose message names ``path`` and contains each phrase."""
+def assert_dataset_error(path, *phrases):
+    """Loading MNIST from the cache root above ``path``'s folder raises ``DatasetError`` whose message
+    names ``path`` and contains each phrase."""
     with pytest.raises(DatasetError) as info:
-        load_mnist(data_dir=data_dir if data_dir is not None else path.parent)
+        load("mnist", "test", data_dir=path.parent.parent)
     message = str(info.value)
     assert str(path) in message, message
     for phrase in phrases:
@@ -90,37 +85,41 @@ def assert_dataset_error(path, *phrases, data_dir=None):
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
+def mnist_train():
+    return load("mnist", "train", flatten=True)
 
 
-def test_shapes_and_dtypes(mnist):
-    assert mnist.train.x.shape == (60000, 784) and mnist.train.y.shape == (60000,)
-    assert mnist.test.x.shape == (10000, 784) and mnist.test.y.shape == (10000,)
-    assert mnist.validation is None
-    for split in (mnist.train, mnist.test):
+@pytest.fixture(scope="module")
+def mnist_test():
+    return load("mnist", "test", flatten=True)
+
+
+def test_shapes_and_dtypes(mnist_train, mnist_test):
+    assert mnist_train.x.shape == (60000, 784) and mnist_train.y.shape == (60000,)
+    assert mnist_test.x.shape == (10000, 784) and mnist_test.y.shape == (10000,)
+    for split in (mnist_train, mnist_test):
         assert split.x.dtype == np.float32 and split.y.dtype == np.int64
         assert isinstance(split.x, np.ndarray) and isinstance(split.y, np.ndarray)
 
 
-def test_pixel_range_and_labels(mnist):
-    for split in (mnist.train, mnist.test):
+def test_pixel_range_and_labels(mnist_train, mnist_test):
+    for split in (mnist_train, mnist_test):
         assert split.x.min() == 0.0 and split.x.max() == 1.0
         assert set(np.unique(split.y)) == set(range(10))
-    assert np.bincount(mnist.train.y).tolist() == TRAIN_LABEL_COUNTS
+    assert np.bincount(mnist_train.y).tolist() == TRAIN_LABEL_COUNTS
 
 
-def test_train_pixel_statistics_match_constants(mnist):
-    mean, std = mnist.train.x.mean(dtype=np.float64), mnist.train.x.std(dtype=np.float64)
+def test_train_pixel_statistics_match_constants(mnist_train):
+    mean, std = mnist_train.x.mean(dtype=np.float64), mnist_train.x.std(dtype=np.float64)
     print(f"mean {mean:.6f} (MNIST_MEAN {MNIST_MEAN}), std {std:.6f} (MNIST_STD {MNIST_STD})")
     assert mean == pytest.approx(MNIST_MEAN, abs=1e-4)
     assert std == pytest.approx(MNIST_STD, abs=1e-4)
 
 
-def test_unflattened_shape_holds_the_same_pixels(mnist):
-    data = load_mnist(flatten=False)
-    assert data.train.x.shape == (60000, 1, 28, 28) and data.test.x.shape == (10000, 1, 28, 28)
-    np.testing.assert_array_equal(data.train.x.reshape(60000, 784), mnist.train.x)
+def test_unflattened_shape_holds_the_same_pixels(mnist_train):
+    images = load("mnist", "train")
+    assert images.x.shape == (60000, 1, 28, 28) and load("mnist", "test").x.shape == (10000, 1, 28, 28)
+    np.testing.assert_array_equal(images.x.reshape(60000, 784), mnist_train.x)
 
 
 def test_read_idx_returns_header_shape():
@@ -144,32 +143,43 @@ def rows(x):
     return collections.Counter(row.tobytes() for row in x)
 
 
-def test_validation_split_is_a_partition_of_train(mnist):
-    data = load_mnist(validation_size=5000, seed=1)
-    assert data.train.x.shape == (55000, 784) and data.train.y.shape == (55000,)
-    assert data.validation.x.shape == (5000, 784) and data.validation.y.shape == (5000,)
-    assert data.validation.x.dtype == np.float32 and data.validation.y.dtype == np.int64
+def test_validation_split_is_a_partition_of_train(mnist_train):
+    (x, y), (x_val, y_val) = carve_validation(mnist_train, 5000, seed=1)
+    assert x.shape == (55000, 784) and y.shape == (55000,)
+    assert x_val.shape == (5000, 784) and y_val.shape == (5000,)
+    assert x_val.dtype == np.float32 and y_val.dtype == np.int64
     # Together they hold exactly the 60,000 training examples, each once: disjoint and complete.
-    assert rows(data.train.x) + rows(data.validation.x) == rows(mnist.train.x)
-    counts = np.bincount(data.train.y, minlength=10) + np.bincount(data.validation.y, minlength=10)
+    assert rows(x) + rows(x_val) == rows(mnist_train.x)
+    counts = np.bincount(y, minlength=10) + np.bincount(y_val, minlength=10)
     assert counts.tolist() == TRAIN_LABEL_COUNTS
-    np.testing.assert_array_equal(data.test.x, mnist.test.x)  # the test split is never touched
 
 
-def test_validation_split_follows_documented_permutation(mnist):
-    data = load_mnist(validation_size=100, seed=3)
+def test_validation_split_follows_documented_permutation(mnist_train):
+    _, (x_val, y_val) = carve_validation(mnist_train, 100, seed=3)
     perm = np.random.default_rng(3).permutation(60000)
-    np.testing.assert_array_equal(data.validation.y, mnist.train.y[np.sort(perm[:100])])
-    np.testing.assert_array_equal(data.validation.x, mnist.train.x[np.sort(perm[:100])])
+    np.testing.assert_array_equal(y_val, mnist_train.y[np.sort(perm[:100])])
+    np.testing.assert_array_equal(x_val, mnist_train.x[np.sort(perm[:100])])
 
 
-def test_validation_split_is_deterministic_by_seed():
-    a = load_mnist(validation_size=1000, seed=7)
-    b = load_mnist(validation_size=1000, seed=7)
-    c = load_mnist(validation_size=1000, seed=8)
-    np.testing.assert_array_equal(a.validation.x, b.validation.x)
-    np.testing.assert_array_equal(a.train.y, b.train.y)
-    assert not np.array_equal(a.validation.x, c.validation.x)
+def test_validation_split_is_deterministic_by_seed(mnist_train):
+    (_, a_y), (a_x_val, _) = carve_validation(mnist_train, 1000, seed=7)
+    (_, b_y), (b_x_val, _) = carve_validation(mnist_train, 1000, seed=7)
+    _, (c_x_val, _) = carve_validation(mnist_train, 1000, seed=8)
+    np.testing.assert_array_equal(a_x_val, b_x_val)
+    np.testing.assert_array_equal(a_y, b_y)
+    assert not np.array_equal(a_x_val, c_x_val)
+
+
+def test_load_mnist_is_load_and_carve_validation(mnist_train, mnist_test):
+    """The lessons' shorthand: both splits of ``load`` (flattened by default), the validation carved
+    out of train; (N, 1, 28, 28) with ``flatten=False``."""
+    data = load_mnist(validation_size=100, seed=3)
+    (x, y), (x_val, y_val) = carve_validation(mnist_train, 100, seed=3)
+    for got, expected in ((data.train, (x, y)), (data.validation, (x_val, y_val)), (data.test, mnist_test)):
+        np.testing.assert_array_equal(got.x, expected[0])
+        np.testing.assert_array_equal(got.y, expected[1])
+    assert load_mnist().validation is None and load_mnist().train.x.shape == (60000, 784)
+    assert load_mnist(flatten=False).test.x.shape == (10000, 1, 28, 28)
 
 
 @pytest.mark.parametrize("size", [-1, 60000, 70000])
@@ -198,9 +208,8 @@ def test_missing_file(mnist_dir):
 
 
 def test_missing_folder(tmp_path):
-    folder = tmp_path / "nowhere"
-    path = folder / "train-images-idx3-ubyte.gz"
-    assert_dataset_error(path, "missing file", data_dir=folder)
+    path = tmp_path / "nowhere" / "mnist" / "train-images-idx3-ubyte.gz"
+    assert_dataset_error(path, "missing file")
 
 
 def test_folder_in_place_of_a_file(mnist_dir):
@@ -262,8 +271,7 @@ def test_one_changed_pixel_fails_the_checksum(mnist_dir):
 def test_recompressed_copy_passes_the_checksum(mnist_dir):
     """The sums cover the uncompressed bytes, so a different gzip of the same data loads fine."""
     replace(mnist_dir, TEST_IMAGES, gz(packaged_raw(TEST_IMAGES)))
-    data = load_mnist(data_dir=mnist_dir)
-    assert data.test.x.shape == (10000, 784)
+    assert load("mnist", "test", data_dir=mnist_dir.parent).x.shape == (10000, 1, 28, 28)
 
 
 def test_label_count_mismatch(mnist_dir):
@@ -280,7 +288,7 @@ def test_label_count_mismatch(mnist_dir):
 def test_label_count_mismatch_lower_level(tmp_path):
     images, labels = np.zeros((3, 2, 2), np.uint8), np.zeros(4, np.uint8)
     with pytest.raises(DatasetError, match="3 images.*4 labels"):
-        datasets.check_same_count(images, labels, tmp_path / "i.gz", tmp_path / "l.gz")
+        check_same_count(images, labels, tmp_path / "i.gz", tmp_path / "l.gz")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -288,28 +296,28 @@ def test_label_count_mismatch_lower_level(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 def test_cache_returns_independent_arrays():
-    first = load_mnist(validation_size=10)
-    expected_x, expected_y = first.train.x[0].copy(), first.train.y[0]
+    first = [load("mnist", split) for split in ("train", "test")]
+    expected_x, expected_y = first[0].x[0].copy(), first[0].y[0]
     for split in first:
         split.x[...] = 7.0
         split.y[...] = 99
-    second = load_mnist(validation_size=10)
-    np.testing.assert_array_equal(second.train.x[0], expected_x)
-    assert second.train.y[0] == expected_y
-    assert second.validation.y.max() <= 9 and second.test.x.max() == 1.0
+    train, test = (load("mnist", split) for split in ("train", "test"))
+    np.testing.assert_array_equal(train.x[0], expected_x)
+    assert train.y[0] == expected_y
+    assert test.y.max() <= 9 and test.x.max() == 1.0
 
 
 def test_cache_notices_a_changed_file(mnist_dir):
     """The cache key holds mtime and size, so a file rewritten at the same path is read again."""
     replace(mnist_dir, TEST_LABELS, gz(packaged_raw(TEST_LABELS)))  # a real file, not a symlink
-    load_mnist(data_dir=mnist_dir)  # caches it under its own path
+    load("mnist", "test", data_dir=mnist_dir.parent)  # caches it under its own path
     path = replace(mnist_dir, TEST_LABELS, gz(packaged_raw(TEST_LABELS) + b"\x00"))  # same path, new size
     assert_dataset_error(path, "1 trailing bytes")
 
 
 def test_clear_cache_then_reload():
     datasets.clear_cache()
-    assert np.bincount(load_mnist().train.y).tolist() == TRAIN_LABEL_COUNTS
+    assert np.bincount(load("mnist", "train").y).tolist() == TRAIN_LABEL_COUNTS
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,10 +17,11 @@ from minimf import MonoForwardCNN
 from minimf.backend import to_numpy
 from minimf.checkpoint import load, save
 from minimf.nn.cnn import conv_block_backward, conv_block_forward
-from minimf.rules.deeper_forward import ChannelGroupReadout, layer_norm, range_scores
+from minimf.rules.deeper_forward import ChannelGroupReadout, range_scores
 from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradient, check_gradients, numerical_grad
 from minimf.nn.im2col import conv2d_forward
 from minimf.nn.losses import softmax_cross_entropy
+from minimf.nn.norm import layer_norm
 from minimf.train import main
 
 SHAPE, CHANNELS, CLASSES = (1, 8, 8), (6, 9), 3

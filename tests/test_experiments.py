@@ -3,6 +3,7 @@ files; the hot-plug check catches a layer that changed; bad arguments give clear
 measuring helpers count what they claim to count."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,8 @@ from minimf.experiments import EXPERIMENTS, accuracy, hotplug
 from minimf.experiments.__main__ import main
 from minimf.experiments.common import (SCALES, Context, algorithms, image_datasets_present, markdown_table,
                                        mean_std, pm, train_rule)
-from minimf.experiments.measure import (MIB, TracemallocMeter, epoch_times, memory_meter, mf_layer_trace,
-                                        random_batch, step_peak_bytes, time_epoch)
+from minimf.experiments.measure import (MIB, TracemallocMeter, epoch_times, interleaved, memory_meter,
+                                        mf_layer_trace, random_batch, seconds_of, step_peak_bytes, time_epoch)
 from minimf.rules.mono_forward import MonoForwardNet
 
 WITH_FIGURES = {"memory": ["memory_trace", "memory_vs_depth_mlp", "memory_vs_depth_cnn"],
@@ -74,7 +75,7 @@ def test_cupy_without_gpu_is_a_clear_error(capsys, real_cupy_only):
     assert "cupy" in capsys.readouterr().err.lower()
 
 
-# --- the rules come from minimf.train.NETWORKS -----------------------------------------------------
+# --- the rules come from minimf.training.NETWORKS --------------------------------------------------
 
 def test_rules_are_taken_from_train_networks(monkeypatch):
     with_mlp = [name for name, (mlp_class, _) in NETWORKS.items() if mlp_class is not None]
@@ -104,13 +105,13 @@ def test_train_run_is_minimf_train_with_the_papers_setting():
 
 
 def test_experiments_keep_the_papers_setting_whatever_the_cli_defaults(monkeypatch):
-    """minimf.train's defaults moved to `tune`'s choice; the experiments' tables were measured with the
-    paper's Adam 1e-3 at a constant rate and must stay so. An experiment's own --lr still wins."""
+    """The experiments train with the paper's Adam 1e-3 at a constant rate, whatever the command line's
+    defaults (tune's choice), so that their tables stay reproducible. An experiment's own --lr still wins."""
     seen = []
     monkeypatch.setattr(common, "fit_config", lambda net, data, config: seen.append(config) or [{}])
     train_rule(tiny_context(), "mf", hidden=[16], epochs=1)
     train_rule(tiny_context(), "mf", hidden=[16], epochs=1, options={"lr": 0.005, "lr_schedule": "cosine"})
-    assert RunConfig().lr != 1e-3            # the defaults did move
+    assert RunConfig().lr != 1e-3            # the command line's default differs
     assert [(config.lr, config.lr_schedule) for config in seen] == [(1e-3, "constant"), (0.005, "cosine")]
 
 
@@ -219,6 +220,15 @@ def test_epoch_timer_runs_every_batch_once_per_epoch():
     assert nets["a"].sizes == [4, 10] + [4, 4, 2, 10] * 2     # warm-up, then interleaved epochs
 
 
+def test_interleaved_takes_every_timer_once_per_repeat():
+    calls, said, synced = [], [], []
+    timers = {"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}
+    times = interleaved(timers, repeats=2, say=lambda repeat, name: said.append((repeat, name)))
+    assert calls == ["a", "b", "a", "b"] and times == {"a": [1, 1], "b": [2, 2]}
+    assert said == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
+    assert seconds_of(lambda: None, sync=lambda: synced.append(1)) >= 0 and synced == [1, 1]   # before and after
+
+
 def test_mean_std_and_formatting():
     assert mean_std([0.5]) == (0.5, 0.0)
     mean, std = mean_std([0.1, 0.3])
@@ -240,9 +250,42 @@ def test_cupy_pool_meter_counts_an_allocation():
 
 
 def test_extra_evaluations_use_the_data_of_their_own_backend(tmp_path, capsys):
-    """prepared_data used to return the first data set prepared in the process, whatever its backend
-    or scale: after a cupy run a NumPy experiment evaluated device arrays (the strict stand-in
-    caught it). Each backend in turn, in one process."""
+    """prepared_data returns the data of the experiment's own backend and scale, not the first data
+    set prepared in the process: a NumPy experiment after a cupy run must not evaluate device arrays
+    (the strict stand-in would refuse them). Each backend in turn, in one process."""
     for backend in ("cupy", "numpy"):
         assert main(["hotplug", "--tiny", "--seeds", "0", "--backend", backend, "--out", str(tmp_path / backend),
                      "--no-progress"]) == 0
+
+
+# --- the output folder is checked before anything is computed -------------------------------------
+
+def test_an_existing_report_is_never_overwritten(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "results.md").write_text("my hand-written notes")
+    ran = []
+    monkeypatch.setitem(EXPERIMENTS, "layerwise", lambda ctx: ran.append(ctx))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["layerwise", "--tiny", "--out", str(out), "--no-progress"])
+    assert exit_info.value.code == 2 and "holds a report already (results.md)" in capsys.readouterr().err
+    assert (out / "results.md").read_text() == "my hand-written notes" and ran == []   # refused before computing
+
+
+def test_an_out_that_is_a_file_is_refused_before_computing(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a-file").write_text("x")
+    ran = []
+    monkeypatch.setitem(EXPERIMENTS, "layerwise", lambda ctx: ran.append(ctx))
+    with pytest.raises(SystemExit):
+        main(["layerwise", "--tiny", "--out", str(tmp_path / "a-file"), "--no-progress"])
+    assert "is a file, not a folder" in capsys.readouterr().err and ran == []
+
+
+def test_the_default_folder_gets_a_new_number_when_it_holds_a_report(tmp_path, monkeypatch):
+    from minimf.experiments.__main__ import report_folder
+    monkeypatch.chdir(tmp_path)
+    first = report_folder(None, "mlp")
+    assert first == Path("runs/experiments/mlp")
+    (first / "results.md").write_text("old")
+    assert report_folder(None, "mlp") == Path("runs/experiments/mlp-2")
+    assert (first / "results.md").read_text() == "old"

@@ -211,11 +211,11 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_files(tmp_path, capsy
     real_write = loop_module.atomic_write_json
     calls = {"n": 0}
 
-    def write_until_the_disk_fills(path, obj):
+    def write_until_the_disk_fills(path, obj, tag=None):
         calls["n"] += 1
         if calls["n"] > 2:                              # config.json, epoch 1's metrics.json; then full
             raise OSError(28, "No space left on device")
-        real_write(path, obj)
+        real_write(path, obj, tag)
     for module in (run_module, loop_module):                # config.json, then metrics.json
         monkeypatch.setattr(module, "atomic_write_json", write_until_the_disk_fills)
     assert main(SMALL + RUNS["mf-mlp"] + ["--out", str(folder)]) == 1
@@ -254,8 +254,8 @@ def edit_manifest(path):
 
 
 @pytest.mark.parametrize("damage, file, message", [
-    (truncate, "state.npz", "do not match the manifest"),
-    (flip_a_byte, "state.npz", "do not match the manifest"),
+    (truncate, "state.npz", "where the manifest records"),
+    (flip_a_byte, "state.npz", "its SHA-256 does not match the manifest's"),
     (truncate, "manifest.json", "not a checkpoint manifest"),
     (edit_manifest, "manifest.json", "does not match its checksum (edited or damaged)"),
     (lambda p: p.unlink(), "state.npz", "state.npz: missing"),
@@ -287,7 +287,7 @@ def test_a_checkpoint_of_another_network_is_refused(tmp_path, capsys):
     config["settings"]["hidden"] = [16, 13]
     (folder / "config.json").write_text(json.dumps(config))
     assert main(["--resume", str(folder), "--epochs", "3"]) == 1
-    assert "does not fit this run's network" in capsys.readouterr().err
+    assert "it was written with other settings: --hidden [16, 12] (now [16, 13])" in capsys.readouterr().err
 
 
 def pickled_npz(path):

@@ -17,11 +17,11 @@ from fake_data import random_images
 
 from minimf.checkpoint import load, save
 from minimf.nn.cnn import POOLING
-from minimf.rules.deeper_forward import layer_norm
 from minimf.nn.gradcheck import KINK_TOL, GradientCheckError, check_gradient, check_gradients, numerical_grad
 from minimf.nn.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
 from minimf.nn.layers import relu_backward
 from minimf.nn.losses import softmax_cross_entropy
+from minimf.nn.norm import layer_norm
 from minimf.rules.scalable_forward_forward import (ScalableForwardForwardCNN, class_goodness, class_goodness_backward,
                                              residual_block_backward, residual_block_forward)
 from minimf.train import main

@@ -5,6 +5,9 @@
     test = load("cifar10", "test", flatten=True)           # x (10000, 3072), for an MLP
     mean, std = normalization("cifar10", flatten=True)     # x_normalised = (x - mean) / std
 
+``load`` is the one way to read a data set; ``load_mnist`` gives MNIST's splits in one call, flattened
+for an MLP by default, as the lessons use it.
+
 Names: ``mnist`` (packaged with minimf), ``fashion-mnist``, ``cifar10``, ``cifar100`` (``labels="coarse"``
 for its 20 superclasses) downloaded on first use into ``$MINIMF_DATA`` or a per-user cache, and
 ``breast-cancer`` and ``digits`` from scikit-learn (an optional extra). On the command line::
@@ -17,64 +20,48 @@ One file, one idea:
     catalog.py    the data sets: files, addresses, SHA-256 checksums (and their sources), shapes, statistics
     download.py   the cache folder; resumable, locked, verified downloads with atomic renames
     idx.py        the IDX format (MNIST, Fashion-MNIST)
-    mnist.py      the packaged MNIST and ``load_mnist``
+    mnist.py      the packaged MNIST: its files and their checksums
     cifar.py      CIFAR's pickled batches in tar.gz, read with an unpickler that runs no code
     tabular.py    scikit-learn's Breast Cancer and Digits, with a fixed train/test split
     augment.py    random crops and flips on NumPy/CuPy arrays
-    common.py     ``DatasetError``, ``Split``, checksums, the validation split
+    common.py     ``DatasetError``, ``Split``, file keys, checksums, label checks, the validation split
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from minimf.datasets import mnist as _mnist
-from minimf.datasets.catalog import (
-    DATASETS,
-    DatasetInfo,
-    RemoteFile,
-    check_labels_option,
-    dataset_info,
-    num_classes,
-)
+from minimf.datasets.catalog import DATASETS, DatasetInfo, RemoteFile, check_labels_option, dataset_info, num_classes
 from minimf.datasets.cifar import read_cifar
 from minimf.datasets.common import (
     DatasetError,
     Split,
     carve_validation,
-    check_same_count,
     check_validation_size,
+    file_key,
     images_to_split,
-    sha256_hex,
-    verify_sha256,
 )
 from minimf.datasets.download import DownloadError, data_home, fetch
-from minimf.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_gzip, read_idx, read_image_pair
-from minimf.datasets.mnist import (
-    MNIST_FILES,
-    MNIST_MEAN,
-    MNIST_SHA256,
-    MNIST_STD,
-    PACKAGED_MNIST_DIR,
-    MnistData,
-    load_mnist,
-)
+from minimf.datasets.idx import read_image_pair
+from minimf.datasets.mnist import MNIST_MEAN, MNIST_STD, PACKAGED_MNIST_DIR, mnist_pairs, read_mnist_pair
 from minimf.datasets.tabular import read_tabular
 
 SPLITS = ("train", "test")
 
 __all__ = [
-    "load", "normalization", "clear_cache", "DATASETS", "DatasetInfo", "RemoteFile", "dataset_info",
-    "num_classes", "DatasetError", "DownloadError", "Split", "MnistData", "load_mnist", "MNIST_MEAN",
-    "MNIST_STD", "data_home", "fetch", "carve_validation", "check_validation_size",
+    "load", "normalization", "clear_cache", "load_mnist", "MnistData", "DATASETS", "DatasetInfo", "RemoteFile",
+    "dataset_info", "num_classes", "DatasetError", "DownloadError", "Split", "MNIST_MEAN", "MNIST_STD",
+    "PACKAGED_MNIST_DIR", "data_home", "fetch", "carve_validation", "check_validation_size",
 ]
 
-# key -> {"train": (x, {"fine": y, ...}), "test": ...}; the key holds each file's (path, mtime, size),
-# so a file changed on disk is read again. Arrays here are never handed out: load() returns copies.
+# files' key -> their parsed arrays, e.g. {"train": (x, {"fine": y, ...}), "test": ...}. The key holds
+# each file's (path, mtime, size), so a file changed on disk is read again. Arrays here are never handed
+# out: load() returns copies.
 _CACHE = {}
 
 
 def clear_cache() -> None:
     """Forget every parsed file, so the next load reads and verifies from disk again."""
     _CACHE.clear()
-    _mnist.clear_cache()
 
 
 def load(name, split="train", data_dir=None, *, flatten=False, labels="fine", download=True,
@@ -94,34 +81,66 @@ def load(name, split="train", data_dir=None, *, flatten=False, labels="fine", do
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     check_labels_option(info, labels)
-    x, y = _read(info, data_dir, download, progress)[split]
+    x, y = _parsed(info, data_dir, download, progress)[split]
     y = y[labels]
     if info.kind == "tabular":
         return Split(x=x.copy(), y=y.copy())
     return images_to_split(x, y, flatten)
 
 
-def _read(info, data_dir, download, progress):
+class MnistData(NamedTuple):
+    """The three splits of ``load_mnist``; ``validation`` is None unless ``validation_size > 0``."""
+
+    train: Split
+    validation: Split | None
+    test: Split
+
+
+def load_mnist(*, flatten=True, validation_size=0, seed=0, data_dir=None) -> MnistData:
+    """MNIST's splits in one call, as the lessons use it: ``MnistData(train, validation, test)``.
+
+    ``load("mnist", "train")`` and ``load("mnist", "test")``, then ``carve_validation``: x float32 in
+    [0, 1], flattened to (N, 784) for an MLP by default (``flatten=False``: (N, 1, 28, 28), as ``load``
+    gives by default); y int64 (N,). ``validation_size`` training examples, chosen by
+    ``np.random.default_rng(seed).permutation``, are moved out of train into ``validation`` (None
+    when 0). ``data_dir`` is the cache root, as for ``load``; None means the copy packaged with minimf.
+    """
+    n_val = check_validation_size(validation_size, n_train=DATASETS["mnist"].sizes["train"])
+    train = load("mnist", "train", data_dir, flatten=flatten)
+    test = load("mnist", "test", data_dir, flatten=flatten)
+    train, validation = carve_validation(train, n_val, seed)
+    return MnistData(train=Split(*train), validation=None if validation is None else Split(*validation),
+                     test=test)
+
+
+# --- reading and caching the files ------------------------------------------------------------------
+
+def _parsed(info, data_dir, download, progress):
     """{split: (x, {"fine": y[, "coarse": y]})} of ``info``, parsed once per process and file version."""
     if info.kind == "tabular":
         key = ("tabular", info.name)
         if key not in _CACHE:
-            _CACHE[key] = {s: (x, {"fine": y}) for s, (x, y) in read_tabular(info).items()}
+            _CACHE[key] = {s: _with_fine(x, y) for s, (x, y) in read_tabular(info).items()}
         return _CACHE[key]
     if info.name == "mnist":
         folder = PACKAGED_MNIST_DIR if data_dir is None else data_home(data_dir) / "mnist"
-        return {s: _with_fine(_mnist._load_split_uint8(folder, *MNIST_FILES[s])) for s in SPLITS}
+        return {split: _with_fine(*_cached(pair, lambda: read_mnist_pair(*pair)))
+                for split, pair in mnist_pairs(folder).items()}
     folder = data_home(data_dir) / info.name
     paths = [fetch(f, folder, label=info.name, download=download, progress=progress) for f in info.files]
-    key = tuple(_mnist._file_key(p) for p in paths)
+    return _cached(paths, lambda: _READERS[info.name](info, paths))
+
+
+def _cached(paths, read):
+    """What ``read()`` returns, called once per process and version of the files at ``paths``."""
+    key = tuple(file_key(path) for path in paths)
     if key not in _CACHE:
-        _CACHE[key] = _READERS[info.name](info, paths)
+        _CACHE[key] = read()
     return _CACHE[key]
 
 
-def _with_fine(pair):
-    images, labels = pair
-    return images, {"fine": labels}
+def _with_fine(x, labels):
+    return x, {"fine": labels}
 
 
 def _read_fashion(info, paths):
@@ -132,7 +151,7 @@ def _read_fashion(info, paths):
         if images.shape[1:] != info.input_shape[1:]:
             raise DatasetError(f"{images_path}: images of {images.shape[1:]} pixels, "
                                f"expected {info.input_shape[1:]}")
-        out[split] = _with_fine((images, labels))
+        out[split] = _with_fine(images, labels)
     return out
 
 

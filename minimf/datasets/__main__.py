@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from minimf.datasets import DATASETS, DatasetError, PACKAGED_MNIST_DIR, data_home, fetch
-from minimf.datasets import mnist as _mnist
 from minimf.datasets.download import check_file
+from minimf.datasets.mnist import mnist_pairs, read_mnist_pair
 from minimf.datasets.tabular import sklearn_version
 
 
@@ -103,8 +103,8 @@ def file_state(folder, remote):
 
 def _packaged_mnist_state():
     try:
-        for split in _mnist.MNIST_FILES.values():
-            _mnist._load_split_uint8(PACKAGED_MNIST_DIR, *split)
+        for images_path, labels_path in mnist_pairs(PACKAGED_MNIST_DIR).values():
+            read_mnist_pair(images_path, labels_path)
     except DatasetError as err:
         return f"NOT verified: {err}"
     return "4 files, verified"

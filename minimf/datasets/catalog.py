@@ -6,8 +6,7 @@ tried in order. A file is used only after its size and SHA-256 match these value
 
 Where the checksums come from
 -----------------------------
-No file could be downloaded while writing this module (the machine reached no data hosts), so no value
-below was computed here; each is copied from published sources that agree with one another.
+Each value below is copied from published sources that agree with one another:
 
 * Fashion-MNIST: SHA-256 and sizes from TensorFlow Datasets, ``tensorflow_datasets/url_checksums/
   fashion_mnist.txt`` (url, size, sha256 of the four files on the zalando research S3 site). The MD5s

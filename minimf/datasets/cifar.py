@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minimf.datasets.common import DatasetError, check_labels
+from minimf.datasets.common import DatasetError, verify_labels
 
 IMAGE_SHAPE = (3, 32, 32)
 ROW = 3 * 32 * 32  # 3072 values per image
@@ -119,7 +119,7 @@ def parse_batch(data: bytes, label_keys, source="<bytes>"):
 
 
 def _batch_images(batch, source):
-    data = _get(batch, "data", source)
+    data = _entry(batch, "data", source)
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == ROW):
         if isinstance(data, np.ndarray):
             described = f"{data.dtype} array of shape {data.shape}"
@@ -130,17 +130,17 @@ def _batch_images(batch, source):
 
 
 def _batch_labels(batch, key, n, num_classes, source):
-    values = _get(batch, key, source)
+    values = _entry(batch, key, source)
     if not isinstance(values, (list, np.ndarray)) or not all(isinstance(v, (int, np.integer)) for v in values):
         raise DatasetError(f"{source}: '{key}' must be a list of integers")
     if len(values) != n:
         raise DatasetError(f"{source}: {n} images but {len(values)} '{key}'")
     labels = np.asarray(values, dtype=np.int64)
-    check_labels(labels, num_classes, f"{source} '{key}'")
+    verify_labels(labels, num_classes, f"{source} '{key}'")
     return labels
 
 
-def _get(batch, key, source):
+def _entry(batch, key, source):
     if key not in batch:
         raise DatasetError(f"{source}: no '{key}' in the batch (it has {sorted(map(str, batch))})")
     return batch[key]

@@ -1,4 +1,5 @@
-"""What every loader shares: the error type, the (x, y) pair, SHA-256 checks and the validation split."""
+"""What every loader shares: the error type, the (x, y) pair, file keys for the cache, SHA-256 and label
+checks, and the validation split."""
 import hashlib
 import operator
 from typing import NamedTuple
@@ -15,6 +16,16 @@ class Split(NamedTuple):
 
     x: np.ndarray
     y: np.ndarray
+
+
+def file_key(path):
+    """(resolved path, mtime in ns, size) of ``path``: a file changed on disk gets a new key, so a cache
+    keyed by it reads the file again. A missing file is a ``DatasetError``."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing file (looked for it in {path.parent})") from None
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -47,8 +58,9 @@ def check_same_count(images: np.ndarray, labels: np.ndarray, images_path, labels
         )
 
 
-def check_labels(labels: np.ndarray, num_classes: int, source) -> None:
-    """Raise ``DatasetError`` unless every label is an integer in [0, num_classes)."""
+def verify_labels(labels: np.ndarray, num_classes: int, source) -> None:
+    """Raise ``DatasetError`` unless every label a file holds is in [0, num_classes); ``source`` names
+    the file. (``minimf.checks.check_labels`` checks a batch's label array before training.)"""
     if len(labels) and not (0 <= labels.min() and labels.max() < num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)][0]
         raise DatasetError(f"{source}: label {bad} is outside [0, {num_classes})")

@@ -313,7 +313,7 @@ def _copy(response, part, start, remote, progress):
             desc=remote.name, disable=not progress, leave=False) as bar:
         try:
             while True:
-                chunk = _read(response, written, remote.size)
+                chunk = _read_chunk(response, written, remote.size)
                 if not chunk:
                     break
                 if written + len(chunk) > remote.size:
@@ -331,7 +331,7 @@ def _copy(response, part, start, remote, progress):
                 os.fsync(f.fileno())  # what is in .part is on disk: a crash loses at most the last chunk
 
 
-def _read(response, written, size):
+def _read_chunk(response, written, size):
     """The next chunk of ``response`` (b"" at the end); a stall or a broken connection is ``_Interrupted``."""
     try:
         return response.read1(CHUNK)  # what has arrived, up to CHUNK: a stall keeps every byte before it

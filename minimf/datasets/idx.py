@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minimf.datasets.common import DatasetError, check_labels, check_same_count
+from minimf.datasets.common import DatasetError, check_same_count, verify_labels
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (N, rows, cols)
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (N,)
@@ -98,5 +98,5 @@ def read_image_pair(images_path, labels_path, num_classes=10):
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
     check_same_count(images, labels, images_path, labels_path)
-    check_labels(labels, num_classes, labels_path)
+    verify_labels(labels, num_classes, labels_path)
     return images, labels

@@ -11,7 +11,7 @@ standardised with training-split statistics, see ``normalization``), y is int64.
 """
 import numpy as np
 
-from minimf.datasets.common import DatasetError, check_labels
+from minimf.datasets.common import DatasetError, verify_labels
 
 TEST_FRACTION = 5  # one row in five is a test row
 SPLIT_SEED = 0
@@ -41,7 +41,7 @@ def read_tabular(info):
     if x.shape != (n_expected, *info.input_shape) or y.shape != (n_expected,):
         raise DatasetError(f"{info.name}: scikit-learn's copy has shape {x.shape}, expected "
                            f"{(n_expected, *info.input_shape)}")
-    check_labels(y, info.num_classes, f"{info.name} (scikit-learn)")
+    verify_labels(y, info.num_classes, f"{info.name} (scikit-learn)")
     test_idx, train_idx = split_indices(n_expected)
     return {"train": (x[train_idx], y[train_idx]), "test": (x[test_idx], y[test_idx])}
 

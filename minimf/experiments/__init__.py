@@ -7,14 +7,14 @@ NAME is one of EXPERIMENTS. Each writes results.md (tables headed by the command
 time), results.json (the raw numbers beside the configuration) and PNG figures into --out (default
 runs/experiments/NAME).
 
-    common.py      size settings, one training run through minimf.train, mean +- std, the output folder
+    common.py      size settings, one training run (minimf.training), mean +- std, the output folder
     accuracy.py    layerwise (Table 1), mlp (Table 3), cnn (Table 2), convergence (Figures 4-5), tabular (Table 6)
     efficiency.py  prediction (Table 4), epoch-time (Table 5), memory (Figures 1-3)
     hotplug.py     hotplug (section 3.3)
     tune.py        tune (lr, schedule, epochs chosen on a validation split; then MF against BP)
     decomposition.py  decomposition (objective against locality: MF, FF, their global-credit twins, BP; depth)
     stats.py       paired t intervals and the equivalence test (TOST) over seeds, no SciPy
-    measure.py     memory meters (tracemalloc, CuPy pool) and interleaved timers, shared with benchmarks/
+    measure.py     memory meters (tracemalloc, CuPy pool) and the timer (seconds_of, interleaved), shared with benchmarks/
 """
 from minimf.experiments.accuracy import cnn, convergence, layerwise, mlp, tabular
 from minimf.experiments.decomposition import objective_against_locality

@@ -38,7 +38,8 @@ def build_parser():
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                    help="one run per seed, mean ± std over them (default: 0 1 2; tune and decomposition: 0 1 2 3 4)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="output folder (default: runs/experiments/NAME)")
+                   help="output folder, refused if it holds a report already (default: runs/experiments/NAME, "
+                        "or NAME-2, NAME-3, ... where that holds one)")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library (default: numpy)")
     p.add_argument("--epochs", type=positive_int, default=None, metavar="E",
                    help="override the experiment's number of epochs")
@@ -50,6 +51,42 @@ def build_parser():
     p.add_argument("--rules", nargs="+", choices=algorithms("mlp"), default=None, metavar="ALGO",
                    help="tune: the rules tuned, each compared with the first (default: mf bp)")
     return p
+
+
+REPORT_FILES = ("results.md", "results.json")
+
+
+class ReportFolderError(Exception):
+    """An output folder that cannot take a report: the message says why."""
+
+
+def report_folder(out, name):
+    """Where the report goes, checked before anything is computed: ``out`` if given (a folder that
+    can be written and holds no report: an existing one is never overwritten), else
+    runs/experiments/NAME, or the first of NAME-2, NAME-3, ... that holds no report."""
+    if out is None:
+        base = Path("runs") / "experiments" / name
+        out, n = base, 1
+        while holds_report(out):
+            n += 1
+            out = base.with_name(f"{name}-{n}")
+    elif holds_report(out):
+        raise ReportFolderError(f"--out {out} holds a report already ({', '.join(f for f in REPORT_FILES if (out / f).exists())}); "
+                                "choose another folder, or move it away")
+    if out.exists() and not out.is_dir():
+        raise ReportFolderError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".minimf-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ReportFolderError(f"cannot write into {out}: {err.strerror or err}") from None
+    return out
+
+
+def holds_report(folder):
+    return any((Path(folder) / name).exists() for name in REPORT_FILES)
 
 
 def main(argv=None):
@@ -71,7 +108,10 @@ def main(argv=None):
     except BackendError as err:
         parser.error(str(err))
     scale = SCALES["tiny" if tiny else "quick" if args.quick else "full"]
-    out = args.out or Path("runs") / "experiments" / args.name
+    try:
+        out = report_folder(args.out, args.name)
+    except ReportFolderError as err:
+        parser.error(str(err))
     ctx = Context(name=args.name, scale=scale, seeds=args.seeds, backend=args.backend, epochs=args.epochs,
                   progress=not args.no_progress, data_dir=args.data_dir, trials=args.trials, rules=args.rules,
                   command=" ".join(["python -m minimf.experiments", *argv]))

@@ -1,13 +1,13 @@
 """The accuracy experiments of MF v1 (arXiv 2501.09238v1): Tables 1, 2, 3, 6 and Figures 4-5.
 
     layerwise     Table 1: every MF layer's own accuracy and both prediction modes, 2 and 3 hidden layers, beside BP
-    mlp           Table 3: test accuracy of every rule in minimf.train.NETWORKS, MLP, on the data sets present
+    mlp           Table 3: test accuracy of every rule in minimf.training.NETWORKS, MLP, on the data sets present
     cnn           Table 2: the same with the CNN (rules without a CNN are left out)
     convergence   Figures 4-5: test error against epochs (4 x 1000 MLP) and against depth, MF and BP
     tabular       Table 6: MF against BP on Breast Cancer and Digits (needs scikit-learn)
 
-Every run is ``python -m minimf.train`` with the same settings (common.train_rule): Adam 1e-3, batch
-256, the data set's standardisation; one run per seed, mean +- std over seeds.
+Every run trains as ``python -m minimf.train`` does, with the same settings (common.train_rule): Adam
+1e-3, batch 256, the data set's standardisation; one run per seed, mean +- std over seeds.
 """
 from minimf.datasets import DATASETS
 from minimf.datasets.tabular import sklearn_version
@@ -66,7 +66,7 @@ def cnn(ctx):
 
 
 def rules_table(ctx, arch):
-    """Test accuracy of every rule of minimf.train.NETWORKS with ``arch`` on every image data set present."""
+    """Test accuracy of every rule of minimf.training.NETWORKS with ``arch`` on every image data set present."""
     s = ctx.scale
     epochs = ctx.epochs_or(s.epochs if arch == "mlp" else s.cnn_epochs)
     datasets = image_datasets_present(ctx.data_dir)

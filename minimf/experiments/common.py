@@ -32,7 +32,7 @@ from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
 # Every experiment trains with the paper's optimiser setting (MF v1: Adam 1e-3, a constant rate), not
-# minimf.train's defaults, which `tune` chose later: the tables of docs/results.md stay reproducible.
+# the command line's defaults (chosen by `tune`), so that the tables of docs/results.md stay reproducible.
 # An experiment's own options (``options``) are applied after these and win.
 PAPER_SETTING = {"lr": 1e-3, "lr_schedule": "constant"}
 

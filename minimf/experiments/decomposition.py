@@ -1,4 +1,4 @@
-"""decomposition: why Mono-Forward works, its objective against its locality, and what depth does (issue 19).
+"""decomposition: why Mono-Forward works, its objective against its locality, and what depth does.
 
     python -m minimf.experiments decomposition --quick                  # 5,000 images, 2 epochs: minutes
     python -m minimf.experiments decomposition --seeds 0 1 2 3 4 --epochs 5
@@ -26,11 +26,11 @@ layer-normalised as DeeperForward does; see minimf/rules/mono_forward.py for why
 late without it), against BP and against plain MF with the same epochs.
 
 The grid: 784-H-...-H ReLU MLPs with 2, 4 and 8 hidden layers of the scale's width (1000 unless --tiny),
-MNIST, every cell trained through minimf.train (common.train_rule) with the paper's setting (Adam 1e-3, batch 256,
-constant rate; common.PAPER_SETTING) for the same epochs. Seed s gives every cell the same batch order (minimf.train draws it
-from the seed alone) and the same initial weights where the cells share layers: MF, MF-global and MF +
-layer norm start from the same W_i, b_i, M_i, and FF and FF-global from the same W_i, b_i (the
-constructors draw the same numbers; tests/test_decomposition.py checks it). BP shares the first layer's
+MNIST, every cell trained as minimf.train trains (common.train_rule) with the paper's setting (Adam 1e-3,
+batch 256, constant rate; common.PAPER_SETTING) for the same epochs. Seed s gives every cell the same
+batch order (minimf.train draws it from the seed alone) and the same initial weights where the cells
+share layers: MF, MF-global and MF + layer norm start from the same W_i, b_i, M_i, and FF and FF-global
+from the same W_i, b_i (the constructors draw the same numbers; tests/test_decomposition.py checks it). BP shares the first layer's
 weights with MF (both draw W_1, b_1 first) and nothing else.
 
 How each cell is scored (its test accuracy after the last epoch, in percent):

@@ -11,17 +11,18 @@ shared and its seconds are noisy. The measuring code is minimf/experiments/measu
 import statistics
 
 from minimf.rules.backprop import BackpropCNN, BackpropNet
-from minimf.datasets import DATASETS, load, normalization
+from minimf.datasets import DATASETS
 from minimf.experiments.common import NOT_CHECKED, Report, markdown_table
 from minimf.experiments.measure import (MIB, device_sync, epoch_times, line_fit, memory_meter, mf_layer_trace,
-                                        prediction_methods, random_batch, step_peak_bytes, step_trace,
-                                        time_interleaved)
+                                        prediction_methods, prediction_times, random_batch, step_peak_bytes,
+                                        step_trace)
 from minimf.rules.mono_forward import MonoForwardCNN, MonoForwardNet
+from minimf.training import prepare_data
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape     # (1, 28, 28)
 D_IN = MNIST_IMAGE[0] * MNIST_IMAGE[1] * MNIST_IMAGE[2]
 PAPER_PARAMETERS = {"BP": "1,794k", "MF, BP mode": NOT_CHECKED, "MF, FF mode": "1,804k"}  # as quoted in README
-PAPER_SLOPES = {"BP": 204.00, "MF": 16.16}      # MiB per 1000-unit layer, GPU (issue 7 and README)
+PAPER_SLOPES = {"BP": 204.00, "MF": 16.16}      # MF v1: MiB per 1000-unit layer, on a GPU
 # repeats and sample sizes of the timings, per scale
 # (memory_batch: examples per training step in the memory experiment; 256 is minimf.train's batch)
 TIMING = {"tiny": {"batch": 50, "single": 3, "repeats": 1, "steps": 3, "memory_batch": 32},
@@ -30,11 +31,10 @@ TIMING = {"tiny": {"batch": 50, "single": 3, "repeats": 1, "steps": 3, "memory_b
 
 
 def mnist_flat(ctx, split, n):
-    """The first ``n`` (None: all) standardised, flattened MNIST examples as backend arrays (x (n, 784), y (n,))."""
-    data = load("mnist", split, ctx.data_dir, flatten=True)
-    mean, std = normalization("mnist", flatten=True)
-    x, y = data.x[:n], data.y[:n]
-    return ctx.xp.asarray((x - mean) / std, dtype="float32"), ctx.xp.asarray(y)
+    """The first ``n`` (None: all) standardised, flattened MNIST examples of ``split`` as backend arrays:
+    x (n, 784), y (n,)."""
+    data = prepare_data("mnist", ctx.xp, data_dir=ctx.data_dir, train_subset=n, test_subset=n, progress=False)
+    return data[split]
 
 
 # --- Table 4 ---------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def prediction(ctx):
                        "batch": f"one call on {x.shape[0]} test images",
                        "repeats": f"{timing['repeats']} interleaved, median shown (seeds do not apply)"}
     with ctx.bar(timing["repeats"] * len(methods), "prediction") as bar:
-        single, batch = time_interleaved(methods, x, timing["single"], timing["repeats"], device_sync(ctx.xp),
+        single, batch = prediction_times(methods, x, timing["single"], timing["repeats"], device_sync(ctx.xp),
                                          say=lambda text: bar.update(1))
     single = {k: statistics.median(v) for k, v in single.items()}
     batch = {k: statistics.median(v) for k, v in batch.items()}
@@ -126,8 +126,8 @@ def memory(ctx):
     per_1000 = {r: mlp["slopes"][r] * 1000 / s.width for r in ("MF", "BP")}
     report.notes.append(
         f"MLP slopes scaled to a 1000-unit layer: MF {per_1000['MF']:.2f}, BP {per_1000['BP']:.2f} MiB per layer. "
-        f"The paper reports BP {PAPER_SLOPES['BP']:.2f} and MF {PAPER_SLOPES['MF']:.2f} MiB per 1000-unit layer "
-        f"(as quoted in issue 7), measured on a GPU by its own method: compare ratios and shapes, not MiB.")
+        f"The paper reports BP {PAPER_SLOPES['BP']:.2f} and MF {PAPER_SLOPES['MF']:.2f} MiB per 1000-unit layer, "
+        f"measured on a GPU by its own method: compare ratios and shapes, not MiB.")
     report.tables.append(("Inside one MF step (" + "-".join(map(str, deep)) + "): memory in use when each layer "
                           "starts, and its peak, MiB above the step's start",
                           markdown_table(["layer", "in use at start", "peak during the layer"],
@@ -187,8 +187,8 @@ def layer_trace_note(layers):
     spread = max(held) - min(held)
     verdict = "does not grow" if spread < 0.05 * max(held) else f"varies by {spread:.2f} MiB"
     return (f"From layer 3 on, what the MF step holds when a layer starts {verdict} "
-            f"({min(held):.2f}–{max(held):.2f} MiB): minimf's MonoForwardModel.train_step already keeps one "
-            f"layer's activations at a time (the input a_(i-1) it hands on), so no variant is needed. Beside "
+            f"({min(held):.2f}–{max(held):.2f} MiB): minimf's MonoForwardModel.train_step keeps one "
+            f"layer's activations at a time (the input a_(i-1) it hands on). Beside "
             f"a_(i-1) it still holds layer i-1's gradients, which stay referenced until layer i's "
             f"local_gradients returns (one layer's gradients, not a growing amount).")
 

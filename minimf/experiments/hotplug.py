@@ -1,7 +1,7 @@
 """Hot-plugging layers (MF v1, arXiv 2501.09238v1, section 3.3): because no error crosses layers in
 Mono-Forward, a layer can be added, or damaged and retrained, without touching the others.
 
-    1. train an MF MLP with 2 hidden layers (python -m minimf.train, as every experiment)
+    1. train an MF MLP with 2 hidden layers (common.train_rule, as every experiment)
     2. plug in a third layer and train it alone: layers 1 and 2 are never stepped, and their outputs
        on the test set stay bit-for-bit identical (checked; an AssertionError otherwise)
     3. damage layer 2: add Gaussian noise of DAMAGE_SCALE times the standard deviation of its weights

@@ -1,5 +1,5 @@
-"""Measuring memory and time: the code behind the efficiency experiments and benchmarks/memory.py,
-benchmarks/prediction_time.py (which only parse options and print).
+"""Measuring memory and time: the code behind the efficiency experiments and the scripts in
+benchmarks/ (which parse options, time with these helpers and print).
 
 Memory
 ------
@@ -18,9 +18,11 @@ steps, ``mf_layer_trace`` looks inside one MF step, layer by layer.
 
 Time
 ----
-``time_interleaved`` times ``predict`` on one example and on a batch; ``epoch_times`` times whole
-epochs of ``train_step``. Repeats are interleaved (every method once, then again), so a noisy moment of
-a shared machine hits all methods alike; report medians and ratios, not absolute seconds.
+One timer for everything: ``seconds_of(fn, sync)`` is the wall-clock time of one call, closed by a
+device synchronisation on CuPy; ``interleaved(timers, repeats)`` runs every timer once per repeat
+(A, B, A, B, ...), so that a noisy moment of a shared machine hits all of them alike; report medians
+and ratios, not absolute seconds. On top of them, ``prediction_times`` times ``predict`` on one
+example and on a batch, ``epoch_times`` whole epochs of ``train_step``.
 """
 import gc
 import statistics
@@ -118,11 +120,6 @@ def memory_meter(xp):
     return CupyPoolMeter(xp)
 
 
-def device_sync(xp):
-    """A function that waits for the device (CuPy) or does nothing (NumPy): call it before reading a clock."""
-    return xp.cuda.Device().synchronize if backend_name(xp) == "cupy" else (lambda: None)
-
-
 # --- memory of training ----------------------------------------------------------------------------
 
 def random_batch(batch_size, example_shape, num_classes=10, seed=0, xp=np):
@@ -200,6 +197,36 @@ def line_fit(xs, ys):
     return float(intercept), float(slope)
 
 
+# --- the timer (shared with benchmarks/) -------------------------------------------------------------
+
+def device_sync(xp):
+    """A function that waits for the device (CuPy) or does nothing (NumPy): call it before reading a clock."""
+    return xp.cuda.Device().synchronize if backend_name(xp) == "cupy" else (lambda: None)
+
+
+def seconds_of(fn, sync=lambda: None):
+    """Wall-clock seconds of one call ``fn()``. ``sync()`` waits for the device before the clock starts
+    and before it stops: a GPU may still be working when ``fn`` returns."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def interleaved(timers, repeats, say=None):
+    """{name: [what ``timers[name]()`` returns, one per repeat]}, taking every timer once per repeat
+    (A, B, C, A, B, C, ...), so that a noisy moment of a shared machine hits all of them alike.
+    ``say(repeat, name)`` is called before each timer runs (progress)."""
+    results = {name: [] for name in timers}
+    for repeat in range(1, repeats + 1):
+        for name, timer in timers.items():
+            if say:
+                say(repeat, name)
+            results[name].append(timer())
+    return results
+
+
 # --- prediction time (MF v1, Table 4) --------------------------------------------------------------
 
 class Method(NamedTuple):
@@ -231,33 +258,28 @@ def prediction_methods(sizes, backend, num_classes=10, seed=0):
     ]
 
 
-def time_interleaved(methods, x, single, repeats, sync=lambda: None, say=None):
-    """Time every method on one example (the median of ``single`` calls) and on all of ``x`` (one
-    call), ``repeats`` times, interleaved. Returns ({name: [single seconds per repeat]},
-    {name: [batch seconds per repeat]})."""
+def prediction_times(methods, x, single, repeats, sync=lambda: None, say=None):
+    """Time every method on one example (the median of ``single`` calls, each on the next example of
+    x) and on all of ``x`` (one call), ``repeats`` times, ``interleaved``. ``say(text)`` is told which
+    method runs (default: stderr). Returns ({name: [single seconds per repeat]}, {name: [batch
+    seconds per repeat]})."""
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
-    single_times = {m.name: [] for m in methods}
-    batch_times = {m.name: [] for m in methods}
     for m in methods:                      # warm-up: first calls allocate and load code
         m.predict(x[:1])
         m.predict(x[:100])
     sync()
-    for repeat in range(1, repeats + 1):
-        for m in methods:
-            say(f"  repeat {repeat}/{repeats}: {m.name} ...")
-            calls = []
-            for i in range(single):
-                example = x[i % x.shape[0]:i % x.shape[0] + 1]
-                start = time.perf_counter()
-                m.predict(example)
-                sync()
-                calls.append(time.perf_counter() - start)
-            single_times[m.name].append(statistics.median(calls))
-            start = time.perf_counter()
-            m.predict(x)
-            sync()
-            batch_times[m.name].append(time.perf_counter() - start)
-    return single_times, batch_times
+
+    def single_and_batch(m):
+        calls = []
+        for i in range(single):
+            example = x[i % x.shape[0]:i % x.shape[0] + 1]
+            calls.append(seconds_of(lambda: m.predict(example), sync))
+        return statistics.median(calls), seconds_of(lambda: m.predict(x), sync)
+
+    times = interleaved({m.name: lambda m=m: single_and_batch(m) for m in methods}, repeats,
+                        say=lambda repeat, name: say(f"  repeat {repeat}/{repeats}: {name} ..."))
+    return ({name: [s for s, _ in pairs] for name, pairs in times.items()},
+            {name: [b for _, b in pairs] for name, pairs in times.items()})
 
 
 # --- epoch time (MF v1, Table 5) ---------------------------------------------------------------------
@@ -265,26 +287,25 @@ def time_interleaved(methods, x, single, repeats, sync=lambda: None, say=None):
 def time_epoch(net, x, y, batch_size, sync=lambda: None):
     """Seconds of one pass of ``train_step`` over (x, y) in batches of ``batch_size`` (in order: the
     cost of a step does not depend on which examples it sees)."""
-    sync()
-    start = time.perf_counter()
-    for first in range(0, x.shape[0], batch_size):
-        net.train_step(x[first:first + batch_size], y[first:first + batch_size])
-    sync()
-    return time.perf_counter() - start
+    def epoch():
+        for first in range(0, x.shape[0], batch_size):
+            net.train_step(x[first:first + batch_size], y[first:first + batch_size])
+    return seconds_of(epoch, sync)
 
 
 def epoch_times(nets, x, y, batch_sizes, repeats, sync=lambda: None, on_epoch=None):
-    """Interleaved epoch times: {(net name, batch name): [seconds per repeat]}.
+    """Epoch times, ``interleaved``: {(net name, batch name): [seconds per repeat]}.
 
     ``nets`` {name: network}, ``batch_sizes`` {name: examples per step}. Each network takes one warm-up
-    step at every batch size first (allocations, Adam state)."""
+    step at every batch size first (allocations, Adam state); ``on_epoch()`` is called after each epoch."""
     for net in nets.values():
         for size in batch_sizes.values():
             net.train_step(x[:size], y[:size])
-    times = {(n, b): [] for n in nets for b in batch_sizes}
-    for _ in range(repeats):
-        for (n, b) in times:
-            times[(n, b)].append(time_epoch(nets[n], x, y, batch_sizes[b], sync))
-            if on_epoch:
-                on_epoch()
-    return times
+
+    def one_epoch(n, b):
+        seconds = time_epoch(nets[n], x, y, batch_sizes[b], sync)
+        if on_epoch:
+            on_epoch()
+        return seconds
+
+    return interleaved({(n, b): lambda n=n, b=b: one_epoch(n, b) for n in nets for b in batch_sizes}, repeats)

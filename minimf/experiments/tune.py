@@ -11,8 +11,8 @@ MF against BP with the settings each chose.
        epochs          one of the scale's EPOCHS (5, 10 or 20 at full scale; --epochs E fixes it to E)
 
    Every rule trains with the same drawn settings (the same budget and the same search space, trial by
-   trial), through minimf.train, on the training split less VALIDATION held-out images (10,000 at full
-   scale, carved once with the search seed, as ``--validation 10000`` does). A trial is scored by its
+   trial), as minimf.train trains (common.train_rule), on the training split less VALIDATION held-out
+   images (10,000 at full scale, carved once with the search seed, as ``--validation 10000`` does). A trial is scored by its
    accuracy on those held-out images after its last epoch; each rule's choice is its trial with the
    highest validation accuracy (the first of equals).
 
@@ -48,7 +48,7 @@ LR_RANGE = (1e-4, 1e-2)             # log-uniform
 SCHEDULES = ("constant", "cosine")
 MARGIN = 0.0025                     # the equivalence margin: 0.25 accuracy points
 RULES = ["mf", "bp"]
-ENOUGH_SEEDS = 5                    # the final runs' seeds the issue asks for at full scale
+ENOUGH_SEEDS = 5                    # final runs' seeds at full scale; fewer give wide intervals
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def search_data(ctx, validation, seed):
 
 
 def validation_accuracy(ctx, algo, settings, data, hidden, seed):
-    """Train one trial through minimf.train on ``search_data`` and return its accuracy on the held-out
+    """Train one trial (common.train_rule) on ``search_data`` and return its accuracy on the held-out
     images after the last epoch (for MF: its bp mode, minimf.train's headline)."""
     _, history = train_rule(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed,
                            options=settings.options(), data=data)

@@ -8,13 +8,15 @@ One conv block maps an image batch to a smaller one::
 
 so a block halves height and width (floor): 28 -> 14 -> 7 -> 3 -> 1 and 32 -> 16 -> 8 -> 4 -> 2 for
 four blocks. ``conv_block_forward`` and ``conv_block_backward`` are the block as a functional
-pair, built from the im2col convolution (minimf/nn/im2col.py) and the pooling of minimf/nn/conv.py.
+pair, built from the im2col convolution (minimf/nn/im2col.py) and the pooling of minimf/nn/conv.py;
+``ConvLayer`` holds one block's parameters.
 
 Shape letters: N batch, C input channels, H x W input size, F filters (the block's channels),
 H' x W' = H // 2 x W // 2 the block's output size.
 """
 from minimf.backend import get_array_module
-from minimf.nn.conv import avg_pool_backward, max_pool_backward, max_pool_forward, output_size, window_offsets
+from minimf.nn.conv import (avg_pool_backward, init_conv, max_pool_backward, max_pool_forward, output_size,
+                            window_offsets)
 from minimf.nn.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
 from minimf.nn.layers import relu_backward, relu_forward
 
@@ -29,9 +31,9 @@ def avg_pool_by_offsets(x, size=POOL, stride=POOL):
     of ``avg_pool_backward``.
 
     The same numbers as ``minimf.nn.conv.avg_pool_forward`` (the readable version, which averages a
-    6-d window view and is the test oracle), up to float rounding, but about 8x faster here: NumPy
-    reduces over the view's two short, strided axes slowly. x: (N, C, H, W) -> out: (N, C, H', W'),
-    cache ``(x.shape, size, stride)`` as avg_pool_backward expects.
+    6-d window view and is the test oracle), up to float rounding, but faster: NumPy reduces over
+    the view's two short, strided axes slowly, and adds whole strided slices quickly.
+    x: (N, C, H, W) -> out: (N, C, H', W'), cache ``(x.shape, size, stride)`` as avg_pool_backward expects.
     """
     Ho, Wo = output_size(x.shape[2], size, stride), output_size(x.shape[3], size, stride)
     offsets = window_offsets(size, size, stride, Ho, Wo)
@@ -48,7 +50,7 @@ def avg_pool_backward_by_offsets(dout, cache, like=None):
     is WRITTEN, ``dx[index] = dout / size**2`` once per offset (u, v), instead of added into zeros.
 
     Pixels in no window (the last row or column of an odd map, or gaps when stride > size) are set
-    to 0. The same numbers, about 2x faster here (no zero-filled pass, no reads of dx).
+    to 0. The same numbers, faster: no zero-filled pass, no reads of dx.
     dout: (N, C, H', W') -> dx: (N, C, H, W). Overlapping windows fall back to the readable version.
     ``like`` (optional, an array of dx's shape): dx gets its memory layout, e.g. (C, N, H, W) seen as
     (N, C, H, W), the layout of a convolution's output (minimf/nn/im2col.py), so that the convolution's
@@ -128,3 +130,15 @@ def conv_block_backward(da, cache, input_grad=True):
     if not input_grad:
         return (None, *conv2d_param_grads(dz, conv_cache))
     return conv2d_backward(dz, conv_cache)
+
+
+class ConvLayer:
+    """Parameters of one conv block: W (F, C, 3, 3) and b (F,) or None, in the dict ``params``
+    (initialised by ``init_conv``)."""
+
+    def __init__(self, in_channels, filters, rng, xp, dtype="float32", bias=True):
+        self.W, self.b = init_conv(rng, in_channels, filters, KERNEL, xp, dtype, bias)
+
+    @property
+    def params(self):
+        return {"W": self.W, "b": self.b}

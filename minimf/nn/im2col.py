@@ -57,7 +57,7 @@ def col2im(dcols, xpad_shape, HH, WW, stride, Ho, Wo):
     overlapping windows receive one addition per window, as the gradient requires.
     The sums are made in a (C, N, Hp, Wp) array, the order of dcols' blocks, so every addition
     reads its block straight through; the result is that array's transposed *view* (N, C, Hp, Wp),
-    not C-contiguous (1.7x faster than adding transposed blocks into an (N, C, Hp, Wp) array).
+    not C-contiguous (faster than adding the blocks, transposed, into an (N, C, Hp, Wp) array).
     """
     xp = get_array_module(dcols)
     N, C = xpad_shape[:2]
@@ -119,8 +119,8 @@ def _param_grads(dout, cols, w, has_bias):
     F = w.shape[0]
     d = dout.transpose(1, 0, 2, 3).reshape(F, -1)                  # (F, M), columns (n, i, j); a view
     #   when dout lies in memory as (F, N, H', W'), as the conv blocks lay it out (minimf/nn/cnn.py)
-    # dw = d @ cols^T, computed as (cols @ d^T)^T: the same numbers, but multithreaded OpenBLAS was
-    # 20-70x slower on the first form (a short, wide output, long sums) on a busy 2-core machine
+    # dw = d @ cols^T, computed as (cols @ d^T)^T: the same numbers, but multithreaded OpenBLAS can be
+    # far slower on the first form (a short, wide output, long sums)
     dw = (cols @ d.T).T.reshape(w.shape)                           # (F, K) -> (F, C, HH, WW)
     db = d.sum(axis=1) if has_bias else None
     return d, dw, db

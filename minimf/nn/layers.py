@@ -8,6 +8,9 @@ Every function works on NumPy and CuPy arrays alike (``xp`` is the module the ar
 Speed: the ReLU pair takes ``out=``. A training step that owns z (fresh from ``x @ W``) or da
 (fresh from a product) passes ``out=z`` / ``out=da`` and the result overwrites it, so no new
 (N, H) array is made; leaving ``out`` out gives the plain functional form, inputs untouched.
+
+``DenseLayer`` is the thin class on top: one affine layer's parameters in a ``params`` dict, the
+interface every network's ``layers`` share (saving, optimisers).
 """
 from minimf.backend import get_array_module
 
@@ -80,3 +83,15 @@ def init_dense(rng, fan_in, fan_out, xp, dtype="float32", bias=True):
     W = xp.asarray(rng.uniform(-bound, bound, size=(fan_in, fan_out)), dtype=dtype)
     b = xp.asarray(rng.uniform(-bound, bound, size=fan_out), dtype=dtype) if bias else None
     return W, b
+
+
+class DenseLayer:
+    """Parameters of one affine layer: W (D, H) and b (H,) or None, in the dict ``params``
+    (initialised by ``init_dense``)."""
+
+    def __init__(self, in_features, width, rng, xp, dtype="float32", bias=True):
+        self.W, self.b = init_dense(rng, in_features, width, xp, dtype, bias)
+
+    @property
+    def params(self):
+        return {"W": self.W, "b": self.b}

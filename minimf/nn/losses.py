@@ -71,11 +71,3 @@ def count_correct(scores, y):
     scores: (N, C), y: (N,) integers.
     """
     return (scores.argmax(axis=1) == y).sum()
-
-
-def accuracy(scores, y):
-    """Fraction of rows whose largest score is at the true label (a Python float).
-
-    scores: (N, C), y: (N,) integers.
-    """
-    return float((scores.argmax(axis=1) == y).mean())

@@ -19,8 +19,7 @@ block's im2col matrix grows with the batch (256 images of 64 x 14 x 14 maps: 115
 big come fresh from the operating system at every step (glibc returns them when they are freed),
 and every first touch of a fresh page is a page fault; they are also far bigger than the cache.
 Each thread works through its parts one after the other, so smaller parts mean smaller arrays that
-the allocator hands back from its pool. (For the paper's CNN on two cores parts of 16 were the
-fastest, with no page faults: README, Benchmark.)
+the allocator hands back from its pool (``benchmarks/epoch_time.py --micro-batch M`` times a part size).
 
 Speed: the products (BLAS) and NumPy's element-wise loops release Python's GIL, so T threads keep
 T cores busy when each calls a ONE-threaded BLAS (``OPENBLAS_NUM_THREADS=1``, or threadpoolctl).

@@ -96,7 +96,7 @@ def _feed(model, batches, inbox, handoff, validate):
     into layer 1's inbox."""
     with handoff.worker_stream() as stream:
         for x, y in batches:
-            x, y = model._check(x, y, values=validate)
+            x, y = model.check_batch(x, y, values=validate)
             stream.synchronize()
             inbox.put((x, y))
 
@@ -115,7 +115,7 @@ def _run_layer(layer, optimizer, inbox, outbox, losses, errors, handoff, index=0
             x, y = item
             try:
                 start = now()
-                a, loss = train_layer(layer, optimizer, x, y)   # (5)-(8) for this layer
+                a, loss, _ = train_layer(layer, optimizer, x, y)   # (5)-(8) for this layer
                 losses.append(loss)                            # on the device; read once per epoch
                 stream.synchronize()                           # a_i complete before the next layer reads it
                 if timeline is not None:

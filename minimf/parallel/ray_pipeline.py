@@ -19,22 +19,18 @@ are under way at once, so memory stays flat. The losses stay in the actors (on t
 is one) until the end of a chunk of steps.
 
 Why groups: every call costs the driver a submission and the object store a few bookkeeping
-messages, whatever its size. Measured on 2 cores (784-1000-1000, batch 256, two actors with one
-CPU each, half an epoch; the driver, Ray's raylet and the two actors share the cores): one batch
-per call took 0.81x the sequential run's time, the driver and Ray's raylet using 0.93 s of CPU in
-a 3.15 s run (0.55 s with groups of 4); groups of 2 or 4 took 0.66x-0.67x (benchmarks/ray_depth.py models it). The
-price: the pipeline fills and drains in groups, k (L - 1) batches per chunk instead of L - 1.
+messages, whatever its size; with k batches per call the driver and Ray's raylet pay that cost once
+per k batches, CPU time the layers can use where the cores are few (benchmarks/ray_depth.py models
+the epoch). The price: the pipeline fills and drains in groups, k (L - 1) batches per chunk instead
+of L - 1.
 
 Why not Ray's compiled graphs (``ray.dag``, ``experimental_compile``: shared-memory channels in
-place of per-call tasks and the object store): tried with Ray 2.60, they made it slower on 2 cores.
-Same setting, 60 batches in groups of 4, 3 under way, quiet machine, medians of 3: threads 0.61x the
-sequential run, tasks (as here) 0.66x, a compiled graph 1.81x (1.79x compiled for every chunk), with
-the same numbers bit for bit. Why: a channel's reader waits by polling. The driver, waiting for a
-group's result, used 2.1-2.7 s of CPU in a 2.6-3.0 s run (0.1 s with tasks), and an actor waiting
-for input about a third of a core, so on 2 cores the waiting takes the cores the layers need. Also,
-each compile starts a proxy actor (a process), and arrays read from a channel are views of its
-buffer that block the channel while they live. Worth trying again where every process has a core
-to spare, or to move CuPy arrays between GPUs.
+place of per-call tasks and the object store): they give the same numbers bit for bit, but a
+channel's reader waits by polling. The driver, waiting for a group's result, and every actor waiting
+for input use CPU time while they wait, so where the processes share few cores the waiting takes
+the cores the layers need. Also, each compile starts a proxy actor (a process), and arrays read
+from a channel are views of its buffer that block the channel while they live. They suit machines where every
+process has a core to spare, or moving CuPy arrays between GPUs.
 
 After every chunk (an epoch, or ``--checkpoint-every`` steps) the layers' states come back to the
 driver's network, so that evaluation, ``model.npz`` and checkpoints (minimf/checkpoint.py) work as
@@ -54,6 +50,9 @@ imports it only when a pipeline starts.
 import os
 import pickle
 import socket
+import subprocess
+import sys
+import threading
 import time
 
 from minimf.backend import backend_name
@@ -107,7 +106,7 @@ class LayerWorker:
         outputs = []
         for x, y in zip(xs, ys):
             start = time.time()
-            a, loss = train_layer(self.layer, self.optimizer, self.xp.asarray(x), self.xp.asarray(y))  # (5)-(8)
+            a, loss, _ = train_layer(self.layer, self.optimizer, self.xp.asarray(x), self.xp.asarray(y))  # (5)-(8)
             self.losses.append(loss)
             self.spans.append((start, time.time()))            # for --timeline
             outputs.append(a)
@@ -177,14 +176,18 @@ class RayPipeline:
         ray = self.ray
         if ray.is_initialized():
             return
-        if self.address not in (None, "auto"):
-            check_reachable(self.address)
         os.environ.update({k: v for k, v in QUIET_RAY.items() if k not in os.environ})
+        if self.address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")     # a local instance takes a token of its own too
+        elif self.address != "auto":
+            check_reachable(self.address)
+            check_token(self.address)
         tries = 2 if self.address is None else 1   # a local start can time out on a loaded machine: once more
         for attempt in range(1, tries + 1):
             try:
-                if self.address is None:
-                    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+                if self.address is None:     # this machine's address only: no other machine is asked to join
+                    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                             _node_ip_address="127.0.0.1")
                 else:
                     ray.init(address=self.address, log_to_driver=False, configure_logging=False)
                 break
@@ -229,7 +232,7 @@ class RayPipeline:
         paid once for k batches; inside a group each layer still trains batch after batch."""
         pending, last = [], len(self.workers) - 1
         for group in _groups(batches, self.batches_per_call):
-            checked = [self.model._check(x, y, values=validate) for x, y in group]
+            checked = [self.model.check_batch(x, y, values=validate) for x, y in group]
             a = self.ray.put([_host(x) for x, _ in checked])    # the group's inputs, once
             ys = [_host(y) for _, y in checked]                 # small: sent with every call
             for i, worker in enumerate(self.workers):
@@ -280,6 +283,59 @@ def check_reachable(address, timeout=3.0):
     except OSError as err:
         raise RayPipelineError(f"cannot start or reach the Ray cluster at {address!r}: nothing answers there "
                                f"({err.strerror or err}); is `ray start --head` running?") from None
+
+
+TOKEN_HELP = ("set RAY_AUTH_MODE=token and give this machine the head's token (the file ~/.ray/auth_token, "
+              "or RAY_AUTH_TOKEN_PATH, or RAY_AUTH_TOKEN); see docs/cluster.md")
+
+
+def check_token(address, timeout=30.0):
+    """Join only a cluster that asks for Ray's token, with a token this machine has, and refuse
+    within seconds, in one line, a token the cluster refuses (``ray.init`` would retry for a minute
+    and print a warning every second). RAY_AUTH_MODE=disabled opts out, knowingly."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode == "disabled":
+        print(f"warning: RAY_AUTH_MODE=disabled: anybody who can reach {address} can run code on the cluster",
+              file=sys.stderr)
+        return
+    if mode != "token":
+        raise RayPipelineError(f"--ray-address {address}: minimf joins only clusters with token authentication: "
+                               f"{TOKEN_HELP} (RAY_AUTH_MODE=disabled to join one without, if you must)")
+    if not token_available():
+        raise RayPipelineError(f"--ray-address {address}: RAY_AUTH_MODE=token, but this machine has no token: "
+                               f"{TOKEN_HELP}")
+    if probe_refuses_token(address, timeout):
+        raise RayPipelineError(f"the Ray cluster at {address} refused this machine's token (missing or incorrect): "
+                               f"{TOKEN_HELP}")
+
+
+def token_available():
+    """Whether Ray would find a token: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    try:
+        with open(path) as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
+
+
+def probe_refuses_token(address, timeout):
+    """Connect a throw-away process to ``address`` and watch its messages: True as soon as the cluster
+    answers "Unauthenticated"; False once it connects (or says nothing of the kind within ``timeout``)."""
+    code = ("import ray; ray.init(address=%r, log_to_driver=False, configure_logging=False); ray.shutdown()"
+            % address)
+    probe = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    watchdog = threading.Timer(timeout, probe.kill)      # a probe that hangs silently ends here
+    watchdog.start()
+    try:
+        return any("Unauthenticated" in line or "InvalidAuthToken" in line for line in probe.stderr)
+    finally:
+        watchdog.cancel()
+        probe.kill()
+        probe.wait()
 
 
 def _groups(batches, k):

@@ -44,7 +44,7 @@ def train_batches(model, batches, threads, step, validate=True):
     results = []
     with ThreadPoolExecutor(max_workers=max(threads - 1, 1)) as pool:
         for x, y in batches:
-            x, y = model._check(x, y, values=validate)
+            x, y = model.check_batch(x, y, values=validate)
             results.append(step(x, y, pool))
     return results
 

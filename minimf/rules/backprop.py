@@ -22,50 +22,29 @@ needed, so the first layer skips it (as PyTorch does for inputs that need no gra
     da_L = unflatten(ds W_out^T),   then block by block: through the pooling, the ReLU mask and
     the convolution to dW_i, db_i and da_{i-1} (skipped for the first block)
 
-The network-level logic (``BackpropModel``: checks, training step, prediction, evaluation,
-parameter count, saving) runs over any list of layers and is the same code for both.
+The network-level logic (``BackpropModel``: training step, prediction, evaluation, parameter count;
+checks and saving come from ``Network``, minimf/rules/base.py) runs over any list of layers and is
+the same code for both. The layers' parameters are ``DenseLayer`` (minimf/nn/layers.py) and
+``ConvLayer`` (minimf/nn/cnn.py).
 
 Shape letters: N batch, D input width, H_i layer widths, C classes;
 conv blocks: F_i channels, H_i x W_i map size.
 """
-from minimf.backend import get_backend, make_rng, to_numpy
-from minimf.checkpoint import layers_state, load_layers_state
-from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
-from minimf.nn.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
-from minimf.nn.conv import flatten_backward, flatten_forward, init_conv
-from minimf.nn.layers import (dense_backward, dense_forward, dense_param_grads, init_dense,
-                           relu_backward, relu_forward)
-from minimf.nn.losses import count_correct, softmax_cross_entropy
-from minimf.nn.optim import make_optimizer
+from minimf.backend import get_backend, make_rng
+from minimf.checks import check_channels, check_image_shape, check_sizes
+from minimf.nn.cnn import ConvLayer, block_shapes, check_pool, conv_block_backward, conv_block_forward
+from minimf.nn.conv import flatten_backward, flatten_forward
+from minimf.nn.layers import (DenseLayer, dense_backward, dense_forward, dense_param_grads, relu_backward,
+                              relu_forward)
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.rules.base import Network
 
 
-class DenseLayer:
-    """Parameters of one affine layer: W (D, H) and b (H,) or None, in the dict ``params``."""
-
-    def __init__(self, in_features, width, rng, xp, dtype="float32", bias=True):
-        self.W, self.b = init_dense(rng, in_features, width, xp, dtype, bias)
-
-    @property
-    def params(self):
-        return {"W": self.W, "b": self.b}
-
-
-class ConvLayer:
-    """Parameters of one conv block: W (F, C, 3, 3) and b (F,) or None, in the dict ``params``."""
-
-    def __init__(self, in_channels, filters, rng, xp, dtype="float32", bias=True):
-        self.W, self.b = init_conv(rng, in_channels, filters, KERNEL, xp, dtype, bias)
-
-    @property
-    def params(self):
-        return {"W": self.W, "b": self.b}
-
-
-class BackpropModel:
-    """Backprop over a list of layers with ``params``: checks, training step, prediction,
-    evaluation, parameter count, saving. A subclass builds ``layers`` and defines ``forward(x)
-    -> (scores, caches)`` and ``loss_and_gradients(x, y) -> (loss, [grads per layer])``.
-    ``input_shape`` is the shape of one example: (D,) or (C, H, W).
+class BackpropModel(Network):
+    """Backprop over a list of layers with ``params``: training step, prediction, evaluation,
+    parameter count (checks and saving: ``Network``, minimf/rules/base.py). A subclass builds
+    ``layers`` and defines ``forward(x) -> (scores, caches)`` and ``loss_and_gradients(x, y) ->
+    (loss, [grads per layer])``. ``input_shape`` is the shape of one example: (D,) or (C, H, W).
     """
 
     # What the network is, for the code above it (minimf.train asks these, and keeps no lists of rules):
@@ -76,17 +55,9 @@ class BackpropModel:
     UNIT_SPLIT = False          # dense layers whose units learn apart (minimf/parallel/unit_split.py)
     OPTIONS = ()                # constructor options beyond the common ones (minimf/training/registry.py)
 
-    def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
-        self.layers = layers
-        self.input_shape = tuple(input_shape)
-        self.num_classes = int(num_classes)
-        self.xp = xp
-        self.dtype = dtype
-        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
-
     def gradients(self, x, y):
         """Gradients of the mean batch loss: one dict {"W", "b"} per layer (output layer last)."""
-        x, y = self._check(x, y)
+        x, y = self.check_batch(x, y)
         return self.loss_and_gradients(x, y)[1]
 
     def train_step(self, x, y, validate=True):
@@ -94,7 +65,7 @@ class BackpropModel:
         the update) as a 0-d array on the backend (``float(loss)`` reads it: a host sync on a GPU).
         ``validate=False`` skips the value checks of x and y, for data checked once already
         (minimf/checks.py): the step then makes no host synchronisation."""
-        x, y = self._check(x, y, values=validate)
+        x, y = self.check_batch(x, y, values=validate)
         loss, grads = self.loss_and_gradients(x, y)
         for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
             optimizer.step(layer.params, layer_grads)
@@ -102,8 +73,7 @@ class BackpropModel:
 
     def scores(self, x):
         """Class scores (N, C) for inputs x: (N, *input_shape)."""
-        x = check_features(x, self.input_shape, self.xp, self.dtype)
-        return self.forward(x)[0]
+        return self.forward(self.check_inputs(x))[0]
 
     def predict(self, x):
         """Labels (N,) on the backend: argmax of the output layer's scores."""
@@ -112,31 +82,12 @@ class BackpropModel:
     def evaluate(self, x, y, batch_size=1000, validate=True):
         """Test accuracy as {"acc": float}. The count of correct predictions is added up on the
         device and read once; ``validate=False`` skips the value checks (see ``train_step``)."""
-        x, y = self._check(x, y, values=validate)
-        correct = sum(count_correct(self.forward(x[s:s + batch_size])[0], y[s:s + batch_size])
-                      for s in range(0, x.shape[0], batch_size))
-        return {"acc": float(to_numpy(correct)) / x.shape[0]}
+        accuracy = self.accuracies(x, y, lambda batch: [self.forward(batch)[0]], batch_size, validate)
+        return {"acc": float(accuracy[0])}
 
     def num_parameters(self):
         """All weights and biases."""
         return int(sum(a.size for layer in self.layers for a in layer.params.values() if a is not None))
-
-    def random_streams(self):
-        """The random generators training draws from, by name (none: every draw is made at
-        construction); a checkpoint saves their states (minimf/checkpoint.py)."""
-        return {}
-
-    def state_dict(self):
-        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
-        return layers_state(self.layers)
-
-    def load_state_dict(self, state):
-        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
-        load_layers_state(self.layers, state, self.xp)
-
-    def _check(self, x, y, values=True):
-        x = check_features(x, self.input_shape, self.xp, self.dtype, values)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp, values)
 
     @staticmethod
     def _dense_backward(dz, dense_cache):

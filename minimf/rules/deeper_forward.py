@@ -20,8 +20,9 @@ the next (per example, over all channels and positions, no learned scale or shif
 
     x^ = (x - mean(x)) / sqrt(var(x) + eps),   mean and var over (C, H, W) of each example   (DF-3)
 
-``block_input`` applies it to every block's input (for the first block, a per-image
-standardisation of the image). No gradient flows through it: MF stops the gradient at the input.
+(``layer_norm``, minimf/nn/norm.py). ``block_input`` applies it to every block's input (for the
+first block, a per-image standardisation of the image). No gradient flows through it: MF stops the
+gradient at the input.
 
 Prediction: DeeperForward sums the goodness of a range of layers (the deepest ones); MF's "ff"
 mode sums all of them and ``range_scores`` any contiguous range.
@@ -32,17 +33,7 @@ CIFAR-10 79.49%. Not here: their 17-layer networks, the model-parallel pipeline,
 Shape letters: N batch, F channels of the block, H' x W' its output size, C classes, K = F / C.
 """
 from minimf.backend import get_array_module
-
-EPS = 1e-5
-
-
-def layer_norm(x, eps=EPS):
-    """(DF-3) x: (N, C, H, W) -> each example shifted to mean 0 and scaled to variance 1 (eps added)."""
-    xp = get_array_module(x)
-    axes = tuple(range(1, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = x.var(axis=axes, keepdims=True)
-    return (x - mean) / xp.sqrt(var + eps)
+from minimf.nn.norm import layer_norm   # (DF-3); lessons/12 imports it from here too
 
 
 class ChannelGroupReadout:

@@ -41,16 +41,12 @@ Prediction, two ways:
                 read-out W_r: (sum H_i, C), b_r: (C,), trained by cross-entropy on them during
                 training (its gradient stops at the features: the FF layers never see it)
 
-A measured caveat of the uniform neutral label: to keep the goodness of negative data low, the
-first layer learns negative weights on the label pixels of the classes a unit does not stand for
-(their mean falls from 0 to -0.11 in 4 epochs on 784-500-500). The uniform neutral label lights
-all C pixels at once, and their sum switches most units off: the active fraction of layer 1 under
-the neutral label falls from 33% after the first epoch to 7% after the fourth (with the true
-label: 34% to 16%; measured on 2,000 test images), and the one-pass
-accuracy peaks after a few epochs and then falls (94.5% at epoch 3 to 88.6% at epoch 20 on
-784-1000-1000). ``neutral="zero"`` leaves the label pixels empty; with it the one-pass accuracy
-kept improving, to 96.35% after 20 epochs on 784-1000-1000 (against 88.59%; the FF layers trained
-identically, since the read-out never reaches them).
+A caveat of the uniform neutral label: to keep the goodness of negative data low, the first layer
+learns negative weights on the label pixels of the classes a unit does not stand for. The uniform
+neutral label lights all C pixels at once, and their sum switches most units off, the more so the
+longer the layer trains: the read-out's features fade, and its one-pass accuracy can fall after a
+few epochs. ``neutral="zero"`` leaves the label pixels empty and avoids that; the FF layers train
+identically either way, since the read-out never reaches them.
 
 Known pitfalls (from public reproductions): a large Adam learning rate (3e-2) kills most ReLUs of
 the first layer; normalising to unit length shrinks a 784-pixel input by a factor of 28, and the
@@ -62,13 +58,11 @@ and recurrent FF variants, and peer normalisation.
 
 Shape letters: N batch, D input width, H_i layer widths, C classes.
 """
-from minimf.backend import get_array_module, get_backend, make_rng, to_numpy
-from minimf.rules.backprop import DenseLayer
-from minimf.checkpoint import layers_state, load_layers_state
-from minimf.checks import check_features, check_labels, check_sizes
-from minimf.nn.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
-from minimf.nn.losses import count_correct, sigmoid, softmax_cross_entropy, softplus
-from minimf.nn.optim import make_optimizer
+from minimf.backend import get_array_module, get_backend, make_rng
+from minimf.checks import check_sizes
+from minimf.nn.layers import DenseLayer, dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
+from minimf.nn.losses import sigmoid, softmax_cross_entropy, softplus
+from minimf.rules.base import Network
 
 NORMALIZATIONS = ("rms", "length")
 NEUTRAL = ("uniform", "zero")
@@ -165,22 +159,21 @@ class ForwardForwardLayer:
         return loss, dh
 
 
-class ForwardForwardNet:
+class ForwardForwardNet(Network):
     """An FF MLP: ``sizes = [D, H_1, ..., H_L]`` with the label written into the first C inputs
     (so D >= C), and a softmax read-out (sum H_i -> C) for one-pass prediction.
 
     ``layers`` holds the L FF layers (W, b each); ``readout`` the read-out (W (sum H_i, C), b (C,)).
-    Every layer and the read-out have their own optimiser (Adam, lr 1e-3 by default).
+    Every layer and the read-out have their own optimiser (Adam, lr 1e-3 by default); checks and
+    saving come from ``Network`` (minimf/rules/base.py), with the read-out saved as the last layer.
     Negative labels are drawn by a host generator seeded with ``seed`` (after the initial
     weights), so the same seed gives the same run.
 
     ``neutral`` is the label of one-pass prediction: "uniform" (``label_value / C`` on every label
-    pixel, Hinton's) or "zero" (all 0; better in the measurements of the module docstring).
+    pixel, Hinton's) or "zero" (all 0; why: the module docstring's caveat).
     ``threshold`` theta = 2 suits ``goodness="mean"``; with "sum" it has to grow with the width
     (Hinton takes the number of units). ``label_value`` = 10: standardised MNIST pixels have an
-    RMS of about 1, and a label pixel of 10 stands out after the normalisation. Measured on
-    784-500-500, Adam 1e-3, 2 epochs of 20,000 examples: all-labels accuracy 69% at 3 and 77% at
-    10; at 1 it was still 13% after 2 epochs of 10,000 examples; 30 did no better than 10.
+    RMS of about 1, and a label pixel of 10 stands out after the normalisation.
     """
 
     # What the network is, for the code above it (see BackpropModel in minimf/rules/backprop.py):
@@ -196,28 +189,30 @@ class ForwardForwardNet:
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32", threshold=2.0,
                  normalize="rms", goodness="mean", label_value=10.0, neutral="uniform"):
         self.sizes = check_sizes(sizes, num_classes)
-        self.num_classes = int(num_classes)
-        if self.sizes[0] < self.num_classes:
-            raise ValueError(f"FF writes the label into the first {self.num_classes} inputs: "
-                             f"the input width must be at least {self.num_classes}, got {self.sizes[0]}")
+        C = int(num_classes)
+        if self.sizes[0] < C:
+            raise ValueError(f"FF writes the label into the first {C} inputs: "
+                             f"the input width must be at least {C}, got {self.sizes[0]}")
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalize {normalize!r}: choose 'rms' or 'length'")
         if goodness not in GOODNESS:
             raise ValueError(f"unknown goodness {goodness!r}: choose 'mean' or 'sum'")
         if neutral not in NEUTRAL:
             raise ValueError(f"unknown neutral label {neutral!r}: choose 'uniform' or 'zero'")
-        self.input_shape = (self.sizes[0],)
-        self.xp = get_backend(backend)
-        self.dtype = dtype
+        xp = get_backend(backend)
         self.normalization = normalize
         self.label_value = float(label_value)
         self.neutral_value = self.label_value if neutral == "uniform" else 0.0   # spread over the C pixels
         self.rng = make_rng(seed)
-        self.layers = [ForwardForwardLayer(d_in, width, self.rng, self.xp, dtype, bias, threshold,
-                                           normalize, goodness)
-                       for d_in, width in zip(self.sizes[:-1], self.sizes[1:])]
-        self.readout = DenseLayer(sum(self.sizes[1:]), self.num_classes, self.rng, self.xp, dtype, bias)
-        self.optimizers = [make_optimizer(optimizer, lr) for _ in range(len(self.layers) + 1)]
+        layers = [ForwardForwardLayer(d_in, width, self.rng, xp, dtype, bias, threshold, normalize, goodness)
+                  for d_in, width in zip(self.sizes[:-1], self.sizes[1:])]
+        self.readout = DenseLayer(sum(self.sizes[1:]), C, self.rng, xp, dtype, bias)   # before the optimisers
+        super().__init__(layers, self.sizes[:1], C, xp, dtype, optimizer, lr)
+
+    def trained_layers(self):
+        """The FF layers, then the read-out: the order of ``optimizers`` and of the saved state
+        ("layers.L.W" is the read-out's, the last, as BP's output layer)."""
+        return self.layers + [self.readout]
 
     # --- training --------------------------------------------------------------------------------
 
@@ -233,7 +228,7 @@ class ForwardForwardNet:
         x: (N, D), y: (N,); ``negative_labels`` (N,) (drawn if None; pass them for a fixed check).
         Returns [grads of layer 1, ..., grads of layer L, grads of the read-out], dicts {"W", "b"}.
         """
-        x, y = self._check(x, y)
+        x, y = self.check_batch(x, y)
         if negative_labels is None:
             negative_labels = self.negative_labels(y)
         return self._step(x, y, negative_labels, update=False)[1]
@@ -247,7 +242,7 @@ class ForwardForwardNet:
         (``float`` reads one: a host sync on a GPU). ``validate=False`` skips the value checks
         of x and y, for data checked once already (minimf/checks.py).
         """
-        x, y = self._check(x, y, values=validate)
+        x, y = self.check_batch(x, y, values=validate)
         return self._step(x, y, self.negative_labels(y), update=True)[0]
 
     def _step(self, x, y, negative_labels, update):
@@ -288,7 +283,7 @@ class ForwardForwardNet:
     def goodness(self, x):
         """[G_1, ..., G_L], each (N, C): G_i[n, c] = layer i's goodness on x_n with label c written
         in. C forward passes of x: (N, D)."""
-        return self._goodness(check_features(x, self.input_shape, self.xp, self.dtype))
+        return self._goodness(self.check_inputs(x))
 
     def _goodness(self, x):
         """``goodness`` of an already checked x."""
@@ -303,7 +298,7 @@ class ForwardForwardNet:
 
     def readout_scores(self, x):
         """The read-out's class scores (N, C) from one forward pass with the neutral label."""
-        return self._readout_scores(check_features(x, self.input_shape, self.xp, self.dtype))
+        return self._readout_scores(self.check_inputs(x))
 
     def _readout_scores(self, x):
         """``readout_scores`` of an already checked x."""
@@ -332,14 +327,11 @@ class ForwardForwardNet:
         ``validate=False`` skips the value checks of x and y (see ``train_step``).
         Returns {"all_labels": float, "one_pass": float, "layers": [float per layer]}.
         """
-        x, y = self._check(x, y, values=validate)
-        correct = 0
-        for start in range(0, x.shape[0], batch_size):
-            batch, labels = x[start:start + batch_size], y[start:start + batch_size]
+        def scores_of(batch):
             goodness = self._goodness(batch)
-            scores = [sum(goodness), self._readout_scores(batch), *goodness]   # all labels, one pass, layers
-            correct = correct + self.xp.stack([count_correct(G, labels) for G in scores])
-        accuracy = to_numpy(correct) / x.shape[0]                              # the one transfer
+            return [sum(goodness), self._readout_scores(batch), *goodness]     # all labels, one pass, layers
+
+        accuracy = self.accuracies(x, y, scores_of, batch_size, validate)      # (2 + L,)
         return {"all_labels": float(accuracy[0]), "one_pass": float(accuracy[1]),
                 "layers": accuracy[2:].tolist()}
 
@@ -355,16 +347,3 @@ class ForwardForwardNet:
         """The random generators training draws from, by name: the negative labels of every step;
         a checkpoint saves their states (minimf/checkpoint.py)."""
         return {"negative_labels": self.rng}
-
-    def state_dict(self):
-        """Host copies of every parameter: "layers.i.W" etc., the read-out as layer L (the last,
-        as BP's output layer)."""
-        return layers_state(self.layers + [self.readout])
-
-    def load_state_dict(self, state):
-        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
-        load_layers_state(self.layers + [self.readout], state, self.xp)
-
-    def _check(self, x, y, values=True):
-        x = check_features(x, self.input_shape, self.xp, self.dtype, values)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp, values)

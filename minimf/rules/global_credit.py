@@ -1,5 +1,5 @@
 """Global credit: Mono-Forward's and Forward-Forward's own objectives, with the error of every layer's
-loss sent down to all the layers below it (issue 19, "objective against locality").
+loss sent down to all the layers below it ("objective against locality").
 
 MF and FF differ from backprop in two ways at once: in WHAT each layer is trained on (MF: a
 projection M_i and a softmax cross-entropy per layer; FF: goodness on positive and negative data)
@@ -75,12 +75,12 @@ class MonoForwardGlobalNet(MonoForwardNet):
     def gradients(self, x, y):
         """Gradients of the summed loss sum_i L_i on this batch: one dict {"W", "b", "M"} per
         layer, nothing updated. x: (N, D), y: (N,)."""
-        x, y = self._check(x, y)
+        x, y = self.check_batch(x, y)
         return self.loss_and_gradients(x, y)[1]
 
     def local_gradients(self, x, y):
         """Gradients of each layer's own loss L_i only (MF's rule, not the one trained here)."""
-        x, y = self._check(x, y)
+        x, y = self.check_batch(x, y)
         return MonoForwardModel.loss_and_gradients(self, x, y)[1]
 
     def loss_and_gradients(self, x, y):
@@ -119,7 +119,7 @@ class MonoForwardGlobalNet(MonoForwardNet):
         optimiser steps with its total gradient (all computed on the network before the update).
         Returns every layer's loss L_i (before the update) as 0-d arrays on the backend;
         ``validate=False`` skips the value checks of x and y: then no host synchronisation."""
-        x, y = self._check(x, y, values=validate)
+        x, y = self.check_batch(x, y, values=validate)
         losses, grads = self.loss_and_gradients(x, y)
         for layer, optimizer, layer_grads in zip(self.layers, self.optimizers, grads):
             optimizer.step(layer.params, layer_grads)  # (7), (8) with dL/d(.) of the sum
@@ -172,7 +172,7 @@ class ForwardForwardGlobalNet(ForwardForwardNet):
         """Gradients of sum_i L_i for every layer, then the read-out's of its own loss: dicts
         {"W", "b"}, nothing updated. x: (N, D), y: (N,); ``negative_labels`` (N,) (drawn if None;
         pass them for a fixed check)."""
-        x, y = self._check(x, y)
+        x, y = self.check_batch(x, y)
         if negative_labels is None:
             negative_labels = self.negative_labels(y)
         return self._global_step(x, y, negative_labels, update=False)[1]
@@ -182,7 +182,7 @@ class ForwardForwardGlobalNet(ForwardForwardNet):
         of sum_i L_i, then every layer's optimiser (and the read-out's) steps. Returns [L_1, ...,
         L_L, L_readout] (before the update) as 0-d arrays on the backend; ``validate=False`` skips
         the value checks of x and y (then no host synchronisation)."""
-        x, y = self._check(x, y, values=validate)
+        x, y = self.check_batch(x, y, values=validate)
         return self._global_step(x, y, self.negative_labels(y), update=True)[0]
 
     def _global_step(self, x, y, negative_labels, update):

@@ -17,17 +17,18 @@ activations out as class scores, a "future projection" of what the layers above 
 Prediction: "bp" mode takes the argmax of the last layer's goodness; "ff" mode the argmax of
 the sum of all layers' goodness.
 
-Layer-normalised inputs (``MonoForwardNet(..., input_norm="layer")``, a remedy for deep MF, issue 19).
-With PyTorch's initialisation (W, b uniform in +-1/sqrt(D)) a dense ReLU layer shrinks the mean
-square of what passes it about six-fold (Var(z) = E[x^2]/3, and the ReLU halves it), until the
-biases, the same for every example, dominate it. Measured on 2,000 standardised MNIST images, an
-8 x 1000 net at its start: the mean square of a_0, ..., a_7 is 1, 0.17, 0.028, 0.0047, 0.00096,
-0.00037, 0.00021, 0.00021, and the part that differs from example to example (the mean std over
-examples against the mean std over features) 0.63, 0.82, 0.71, 0.62, 0.49, 0.30, 0.14, 0.057. So
-the upper layers start on tiny inputs that hardly tell the images apart, and wait until the layers
-below have learnt large activations of their own: MF's upper layers "start late".
+Layer-normalised inputs (``MonoForwardNet(..., input_norm="layer")``, a remedy for deep MF).
+With PyTorch's initialisation (W, b uniform in +-1/sqrt(D), so Var(W_jk) = 1/(3D)) a dense ReLU
+layer shrinks the mean square of what passes it about six-fold:
+
+    Var(z_k) = sum_j E[x_j^2] Var(W_jk) = E[x^2] / 3,   E[relu(z)^2] = Var(z) / 2 = E[x^2] / 6
+
+until the biases, the same for every example, dominate it. So in a deep net the upper layers start
+on tiny inputs that hardly tell the examples apart, and wait until the layers below have learnt
+large activations of their own: MF's upper layers "start late".
 DeeperForward (minimf/rules/deeper_forward.py) layer-normalises what passes from one layer to the
-next; with ``input_norm="layer"`` every dense layer does the same to its input before its dense map:
+next; with ``input_norm="layer"`` every dense layer does the same to its input before its dense map
+(``layer_norm``, minimf/nn/norm.py):
 
     x^_i = (a_{i-1} - mean_j a_{i-1,j}) / sqrt(var_j a_{i-1} + eps)   per example, no learned scale (DF-3)
     a_i  = relu(x^_i W_i + b_i)                                        then (5)-(8) with x^_i for a_{i-1}
@@ -46,26 +47,27 @@ the direct reading of MF v1's M_i of shape C x n_i, n_i the number of neurons of
 (``ProjectionReadout``; other read-outs can be added beside it). (6)-(8) are unchanged:
 dL_i/dW_i reaches the kernels through the pooling and the ReLU and again stops at the block
 input a_{i-1}. The network-level logic (``MonoForwardModel``: training step, prediction modes,
-per-layer accuracy, parameter counts, saving) is the same code for MLP and CNN.
+per-layer accuracy, parameter counts; checks and saving from ``Network``, minimf/rules/base.py) is
+the same code for MLP and CNN.
 
 Shape letters: N batch, D_i layer input width, H_i layer width, C classes;
 conv layers: F_i channels, H_i x W_i map size.
 """
-from minimf.backend import get_backend, make_rng, to_numpy
-from minimf.checkpoint import layers_state, load_layers_state
-from minimf.checks import check_channels, check_features, check_image_shape, check_labels, check_sizes
+from minimf.backend import get_backend, make_rng
+from minimf.checks import check_channels, check_image_shape, check_sizes
 from minimf.nn.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.nn.conv import flatten_backward, flatten_forward, init_conv
-from minimf.rules.deeper_forward import ChannelGroupReadout, layer_norm
 from minimf.nn.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
-from minimf.nn.losses import count_correct, softmax_cross_entropy
-from minimf.nn.optim import make_optimizer
+from minimf.nn.losses import softmax_cross_entropy
+from minimf.nn.norm import layer_norm
+from minimf.rules.base import Network
+from minimf.rules.deeper_forward import ChannelGroupReadout
 
 PREDICTION_MODES = ("bp", "ff")
 INPUT_NORMS = ("none", "layer")   # what a dense layer does to its input first: nothing, or DF-3's layer norm
 
 
-def check_input_norm(input_norm):
+def known_input_norm(input_norm):
     """``input_norm`` if it is one of INPUT_NORMS, else a ValueError that lists them."""
     if input_norm not in INPUT_NORMS:
         raise ValueError(f"unknown input_norm {input_norm!r}: choose {', '.join(map(repr, INPUT_NORMS))}")
@@ -84,7 +86,7 @@ class MonoForwardLayer:
         # M reads H activations out as C scores, like a dense layer from H to C.
         bound = 1.0 / width ** 0.5
         self.M = xp.asarray(rng.uniform(-bound, bound, size=(num_classes, width)), dtype=dtype)
-        self.input_norm = check_input_norm(input_norm)
+        self.input_norm = known_input_norm(input_norm)
 
     @property
     def params(self):
@@ -124,15 +126,18 @@ class MonoForwardLayer:
 
 
 def train_layer(layer, optimizer, x, y):
-    """One layer's share of a training step on one batch: forward, local loss (5)-(6), gradients,
-    and its optimiser's step (7)-(8), at the rate of the optimiser's schedule.
-    Returns (a, loss): a, computed before the update, for the next layer; loss a 0-d array.
-    The pipelines (minimf/parallel/) run it in a thread or a process per layer; ``train_step`` does
-    the same work inline, so that the memory trace of lesson 11 (tests/test_experiments.py) sees
-    the gradients held while the next layer starts, as it measures."""
+    """One layer's share of a training step on one batch: forward, local loss (5)-(6), gradients
+    (``layer.local_gradients``), and its optimiser's step (7)-(8), at the rate of the optimiser's
+    schedule.
+
+    x: (N, ...) the layer's input a_{i-1}   y: (N,) labels
+    Returns (a, loss, grads): a, computed before the update, for the next layer; loss a 0-d array;
+    the gradients the step used. ``MonoForwardModel.train_step`` runs it layer after layer, the
+    pipelines (minimf/parallel/) in a thread or a process per layer.
+    """
     a, loss, grads = layer.local_gradients(x, y)
     optimizer.step(layer.params, grads)           # (7) M update, (8) W and b update
-    return a, loss
+    return a, loss, grads
 
 
 class ProjectionReadout:
@@ -221,8 +226,9 @@ class MonoForwardConvLayer:
         return a, loss, {"W": dW, "b": db, **readout_grads}
 
 
-class MonoForwardModel:
-    """Mono-Forward over any list of layers: training, prediction, evaluation, saving.
+class MonoForwardModel(Network):
+    """Mono-Forward over any list of layers: training, prediction, evaluation (checks and saving:
+    ``Network``, minimf/rules/base.py).
 
     Each layer needs ``forward(x) -> a``, ``goodness(a) -> G``, ``local_gradients(x, y) ->
     (a, loss, grads)`` and a ``params`` dict with the keys of ``grads``. ``MonoForwardNet``
@@ -240,18 +246,10 @@ class MonoForwardModel:
     CREDIT = "local"                # each layer's loss reaches that layer only (global: minimf/rules/global_credit.py)
     OPTIONS = ()                    # constructor options beyond the common ones (minimf/training/registry.py)
 
-    def __init__(self, layers, input_shape, num_classes, xp, dtype, optimizer, lr):
-        self.layers = layers
-        self.input_shape = tuple(input_shape)
-        self.num_classes = int(num_classes)
-        self.xp = xp
-        self.dtype = dtype
-        self.optimizers = [make_optimizer(optimizer, lr) for _ in self.layers]
-
     def local_gradients(self, x, y):
         """Gradients of each layer's mean local loss on this batch: one dict per layer with
         keys "W", "b", "M". No parameter changes. x: (N, *input_shape), y: (N,)."""
-        x, y = self._check(x, y)
+        x, y = self.check_batch(x, y)
         return self.loss_and_gradients(x, y)[1]
 
     def loss_and_gradients(self, x, y):
@@ -274,25 +272,25 @@ class MonoForwardModel:
         skips the value checks of x and y (NaN, label range; minimf/checks.py) for data checked
         once already: then a step makes no host synchronisation at all.
         """
-        x, y = self._check(x, y, values=validate)
+        x, y = self.check_batch(x, y, values=validate)
         losses = []
         for layer, optimizer in zip(self.layers, self.optimizers):
-            a, loss, grads = layer.local_gradients(x, y)
-            optimizer.step(layer.params, grads)       # (7) M update, (8) W and b update
+            # grads stays referenced until the next layer's replace it: while layer i works, the
+            # step holds a_{i-1} and layer i-1's gradients, one layer's worth whatever the depth
+            x, loss, grads = train_layer(layer, optimizer, x, y)   # (5)-(8); x is now a_i
             losses.append(loss)
-            x = a
         return losses
 
     def layer_inputs(self, x):
         """[a_0 = x, a_1, ..., a_{L-1}]: the input each layer receives, from one forward pass."""
-        inputs = [check_features(x, self.input_shape, self.xp, self.dtype)]
+        inputs = [self.check_inputs(x)]
         for layer in self.layers[:-1]:
             inputs.append(layer.forward(inputs[-1]))
         return inputs
 
     def goodness(self, x):
         """[G_1, ..., G_L], each (N, C), from one forward pass of x: (N, *input_shape)."""
-        return self._goodness(check_features(x, self.input_shape, self.xp, self.dtype))
+        return self._goodness(self.check_inputs(x))
 
     def _goodness(self, x):
         """``goodness`` of an already checked x."""
@@ -320,14 +318,11 @@ class MonoForwardModel:
         ``validate=False`` skips the value checks of x and y (see ``train_step``).
         Returns {"bp": float, "ff": float, "layers": [float per layer]}.
         """
-        x, y = self._check(x, y, values=validate)
-        correct = 0
-        for start in range(0, x.shape[0], batch_size):
-            goodness = self._goodness(x[start:start + batch_size])
-            labels = y[start:start + batch_size]
-            scores = [goodness[-1], sum(goodness), *goodness]           # bp mode, ff mode, each layer
-            correct = correct + self.xp.stack([count_correct(G, labels) for G in scores])   # (2 + L,)
-        accuracy = to_numpy(correct) / x.shape[0]                       # the one transfer
+        def scores_of(batch):
+            goodness = self._goodness(batch)
+            return [goodness[-1], sum(goodness), *goodness]             # bp mode, ff mode, each layer
+
+        accuracy = self.accuracies(x, y, scores_of, batch_size, validate)   # (2 + L,)
         return {"bp": float(accuracy[0]), "ff": float(accuracy[1]), "layers": accuracy[2:].tolist()}
 
     def num_parameters(self, mode="ff"):
@@ -336,23 +331,6 @@ class MonoForwardModel:
         weights = sum(a.size for l in self.layers for k, a in l.params.items() if k != "M" and a is not None)
         projections = [l.params["M"].size if "M" in l.params else 0 for l in self.layers]
         return int(weights + (sum(projections) if mode == "ff" else projections[-1]))
-
-    def random_streams(self):
-        """The random generators training draws from, by name (none: every draw is made at
-        construction); a checkpoint saves their states (minimf/checkpoint.py)."""
-        return {}
-
-    def state_dict(self):
-        """Host copies of every parameter, named "layers.i.W" etc. (for ``numpy.savez``)."""
-        return layers_state(self.layers)
-
-    def load_state_dict(self, state):
-        """Copy parameters saved by ``state_dict`` back in (names and shapes must match)."""
-        load_layers_state(self.layers, state, self.xp)
-
-    def _check(self, x, y, values=True):
-        x = check_features(x, self.input_shape, self.xp, self.dtype, values)
-        return x, check_labels(y, x.shape[0], self.num_classes, self.xp, values)
 
 
 class MonoForwardNet(MonoForwardModel):
@@ -370,7 +348,7 @@ class MonoForwardNet(MonoForwardModel):
 
     def __init__(self, sizes=(784, 1000, 1000), num_classes=10, backend="numpy", seed=0,
                  bias=True, optimizer="adam", lr=1e-3, dtype="float32", input_norm="none"):
-        if check_input_norm(input_norm) not in self.INPUT_NORMS:
+        if known_input_norm(input_norm) not in self.INPUT_NORMS:
             raise ValueError(f"{type(self).__name__} does not offer input_norm={input_norm!r} (choose "
                              f"{', '.join(map(repr, self.INPUT_NORMS))}): it would have to differentiate it")
         self.sizes = check_sizes(sizes, num_classes)

@@ -33,8 +33,8 @@ tests/test_pepita.py checks these properties instead of a finite-difference grad
 Published setting (MNIST): one hidden layer of 1024 ReLUs, no biases, He-uniform weights
 (uniform in +-sqrt(6 / fan_in)), F uniform in +-0.05 sqrt(6 / D), SGD lr 0.1 with momentum 0.9,
 batch 64, lr divided by 10 at epochs 60 and 90 of 100, dropout 10%, inputs in [0, 1]: 98.01%
-test accuracy. Here: the same rule and initialisation, no dropout and no step schedule (the
-command line has constant and cosine ones).
+test accuracy. Here: the same rule and initialisation, no dropout; the paper's schedule is the
+command line's ``--lr-schedule step --lr-steps 60 90`` (minimf/nn/schedules.py, ``Step``).
 
 ``feedback[0]`` is F (C, D); it never learns, is drawn from its own stream of the seed (so the
 forward weights equal those of a BP net with the same seed, times sqrt(6)), is saved as

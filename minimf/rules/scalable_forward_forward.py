@@ -4,7 +4,7 @@ backpropagates INSIDE a block while the gradient is still cut BETWEEN blocks.
 
 Block i (``hybrid=True``, the default: a residual block of two 3x3 convolutions, padding 1):
 
-    x^ = layer_norm(x)                          per example over (C_in, H, W), minimf/rules/deeper_forward.py
+    x^ = layer_norm(x)                          per example over (C_in, H, W), minimf/nn/norm.py
     h = relu(conv(x^, W) + b)                   (N, F, H, W)
     r = relu(conv(h, W2) + b2 + h)              the second conv with a residual (identity) shortcut
     a = pool(r)                                 2x2, stride 2: (N, F, H', W'), passed to block i+1
@@ -46,10 +46,10 @@ from minimf.backend import get_backend, make_rng
 from minimf.checks import check_channels, check_image_shape
 from minimf.nn.cnn import KERNEL, PAD, POOL, POOLING, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.nn.conv import init_conv
-from minimf.rules.deeper_forward import layer_norm
 from minimf.nn.im2col import conv2d_backward, conv2d_forward, conv2d_param_grads
 from minimf.nn.layers import relu_backward, relu_forward
 from minimf.nn.losses import softmax_cross_entropy
+from minimf.nn.norm import layer_norm
 from minimf.rules.mono_forward import MonoForwardModel
 
 

@@ -286,6 +286,9 @@ def check_parallel(config):
         raise ConfigError(f"--split-batch is for --algo {', '.join(algos_with('BATCH_SPLIT'))}, not {config.algo}")
     if (config.split_units or config.split_batch) and config.backend != "numpy":
         raise ConfigError(f"{chosen[0]} shares work out between CPU threads: it needs --backend numpy")
+    if config.split_units and config.arch == "mlp" and config.split_units > min(config.hidden):
+        raise ConfigError(f"--split-units {config.split_units}: more threads than the {min(config.hidden)} units "
+                          "of the narrowest layer; choose at most that many")
     if config.micro_batch and not config.split_batch:
         raise ConfigError("--micro-batch goes with --split-batch")
     check_ray_options(config)

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -38,7 +39,8 @@ from minimf.backend import make_rng, to_numpy
 from minimf.checkpoint import CheckpointError, restore_training_state, save, training_state
 from minimf.datasets.augment import augment_batch
 from minimf.files import atomic_write_json
-from minimf.run_folder import write_checkpoint
+from minimf.run_folder import remove_leftovers, write_checkpoint
+from minimf.training.curves import draw_run_curve, write_step_losses
 from minimf.training.records import evaluate
 from minimf.training.trainers import Sequential
 
@@ -53,6 +55,7 @@ class Interrupted(RuntimeError):
     def __init__(self, epoch, step, signal_name="SIGINT"):
         super().__init__(f"interrupted at epoch {epoch}, step {step}")
         self.epoch, self.step, self.signal_name = epoch, step, signal_name
+        self.old_run_back = False     # train_run: the run an --overwrite replaced was put back instead
 
 
 class StopRequest:
@@ -88,17 +91,20 @@ class StopRequest:
 @dataclass
 class Progress:
     """Where a run is: ``epoch`` (counted from 1) and ``step`` (steps finished in it), the records of
-    the finished epochs, this epoch's losses so far (a (step, L) host array, or None) and the batch
-    order's random state before this epoch's order was drawn."""
+    the finished epochs, this epoch's losses so far (a (step, L) host array, or None), the batch
+    order's random state before this epoch's order was drawn, and the per-step losses of the epoch
+    that finished last (for losses.json, which is written after the checkpoint at the epoch's end)."""
     epoch: int = 1
     step: int = 0
     history: list = field(default_factory=list)
     losses: object = None
     order_state: dict = None
+    finished_losses: object = None
 
 
 def fit(net, data, *, epochs, batch_size=256, seed=0, schedule=None, augment=None, trainer=None, predict="bp",
-        progress=True, on_epoch=None, out=None, checkpoint_every=None, config=None, resume=None):
+        progress=True, on_epoch=None, out=None, checkpoint_every=None, config=None, resume=None, run_id=None,
+        after_files=None):
     """Train ``net`` on ``data`` for ``epochs`` epochs; return the list of per-epoch records.
 
     net: any minimf network. data: {"train": (x, y), "test": (x, y), "validation": (x, y) or None}
@@ -113,8 +119,10 @@ def fit(net, data, *, epochs, batch_size=256, seed=0, schedule=None, augment=Non
     predict: the mode of the headline ``test_acc`` (minimf/training/records.py). progress: a
     progress bar per epoch. on_epoch: called with every epoch's record (the command line prints it).
     out: a run folder for model.npz, metrics.json and checkpoints (every epoch and every
-    ``checkpoint_every`` steps), ``config`` (JSON-ready) stored in each checkpoint; resume: (arrays,
-    info, folder) of a checkpoint of this run to continue from (``run_folder.latest_checkpoint``).
+    ``checkpoint_every`` steps), ``config`` (JSON-ready) and ``run_id`` (the run's identity, which
+    also names its temporary files; minimf/run_folder.py) stored in each checkpoint;
+    ``after_files(history)`` is called once an epoch's files are written. resume: (arrays, info,
+    folder) of a checkpoint of this run to continue from (``run_folder.latest_checkpoint``).
 
     Each record: ``epoch``, the accuracies of ``evaluate``, ``seconds`` and ``train_loss`` (one mean
     per layer for MF and FF, one number for the others).
@@ -128,9 +136,9 @@ def fit(net, data, *, epochs, batch_size=256, seed=0, schedule=None, augment=Non
         for optimizer in net.optimizers:
             optimizer.schedule = schedule
     state = Progress() if resume is None else restore(net, resume, order_rng, augment_rng, steps_per_epoch)
-    saver = Checkpointer(net, out, config, augment_rng) if out is not None else None
+    saver = Checkpointer(net, Path(out), config, augment_rng, run_id) if out is not None else None
     if saver and resume is not None and state.step == 0 and state.history:
-        saver.write_epoch_files(state.history)   # a kill may have come between the checkpoint and these
+        saver.write_epoch_files(state.history, state.finished_losses)   # a kill may have come before these
     with StopRequest() as stop, as_context(trainer or Sequential(net)) as steps:
         epoch_loop = EpochLoop(net, data["train"], batch_size, steps, augment, augment_rng, progress, saver,
                                checkpoint_every)
@@ -140,12 +148,15 @@ def fit(net, data, *, epochs, batch_size=256, seed=0, schedule=None, augment=Non
             train_loss = epoch_loop.run(state, order_rng, stop)
             record = {"epoch": epoch, **evaluate(net, data, predict),
                       "seconds": round(time.perf_counter() - start, 3), "train_loss": train_loss}
-            state = Progress(epoch + 1, 0, state.history + [record], None, order_rng.bit_generator.state)
+            state = Progress(epoch + 1, 0, state.history + [record], None, order_rng.bit_generator.state,
+                             finished_losses=state.losses)
             if on_epoch is not None:
                 on_epoch(record)
             if saver:
                 saver.save(state)
-                saver.write_epoch_files(state.history)
+                saver.write_epoch_files(state.history, state.finished_losses)
+                if after_files is not None:
+                    after_files(state.history)
     return state.history
 
 
@@ -247,24 +258,32 @@ class Checkpointer:
     augmentation's random state, and ``Progress``, which holds the batch order's) and, after every
     epoch, model.npz and metrics.json."""
 
-    def __init__(self, net, out, config, augment_rng):
-        self.net, self.out, self.config, self.augment_rng = net, out, config, augment_rng
+    def __init__(self, net, out, config, augment_rng, run_id=None):
+        self.net, self.out, self.config, self.augment_rng, self.run_id = net, out, config, augment_rng, run_id
 
     def save(self, progress):
         arrays, net_info = training_state(self.net)
         if progress.losses is not None:
             arrays["progress/epoch_losses"] = progress.losses
+        if progress.finished_losses is not None:
+            arrays["progress/finished_epoch_losses"] = progress.finished_losses
         info = {"epoch": progress.epoch, "step": progress.step, "history": progress.history,
                 "order_rng": progress.order_state,
                 "augment_rng": None if self.augment_rng is None else self.augment_rng.bit_generator.state,
-                "net": net_info, "config": self.config, "minimf_version": __version__,
+                "net": net_info, "config": self.config, "run_id": self.run_id, "minimf_version": __version__,
                 "numpy": np.__version__}
-        write_checkpoint(self.out, progress.epoch, progress.step, arrays, info)
+        write_checkpoint(self.out, progress.epoch, progress.step, arrays, info, self.run_id)
 
-    def write_epoch_files(self, history):
-        """model.npz, then metrics.json (so that metrics.json never names an epoch whose model is missing)."""
-        save(self.net, self.out / "model.npz")
-        atomic_write_json(self.out / "metrics.json", history)
+    def write_epoch_files(self, history, epoch_losses=None):
+        """model.npz, losses.json (``epoch_losses``: the (steps, L) losses of the epoch just finished),
+        then metrics.json (so that metrics.json never names an epoch whose model is missing), and
+        the training curve's picture, curve.png (minimf/training/curves.py)."""
+        save(self.net, self.out / "model.npz", tag=self.run_id)
+        if epoch_losses is not None:
+            write_step_losses(self.out, len(history), epoch_losses, self.run_id)
+        atomic_write_json(self.out / "metrics.json", history, tag=self.run_id)
+        draw_run_curve(self.out, self.run_id)
+        remove_leftovers(self.out, self.run_id)     # of this run's writes that a kill interrupted
 
 
 def restore(net, checkpoint, order_rng, augment_rng, steps_per_epoch):
@@ -282,4 +301,4 @@ def restore(net, checkpoint, order_rng, augment_rng, steps_per_epoch):
     except (KeyError, ValueError, TypeError) as err:
         raise CheckpointError(f"{folder}: does not fit this run's network and settings ({err})") from None
     return Progress(info["epoch"], info["step"], info["history"], arrays.get("progress/epoch_losses"),
-                    info["order_rng"])
+                    info["order_rng"], arrays.get("progress/finished_epoch_losses"))

@@ -9,9 +9,11 @@ checked once; the network is built; ``config.json`` records the configuration; `
 the trainer the configuration names. ``resume=True`` continues the run in ``config.out`` from its
 latest checkpoint (``resumed_config`` gives the configuration it was recorded with).
 """
+import contextlib
 import json
 import math
 import platform
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +24,11 @@ from minimf.datasets import DATASETS, DatasetError, num_classes
 from minimf.files import atomic_write_json
 from minimf.nn.schedules import make_schedule
 from minimf.parallel.timeline import Timeline
-from minimf.run_folder import RunFolderError, latest_checkpoint, prepare_out_folder
-from minimf.training.config import ConfigError, RunConfig, validate
+from minimf.run_folder import (RunFolderError, RunLock, check_writable, discard, latest_checkpoint, put_back,
+                               set_aside, set_aside_folders, what_is_there)
+from minimf.training.config import MAY_CHANGE, ConfigError, RunConfig, option, validate
 from minimf.training.data import data_for
-from minimf.training.loop import fit
+from minimf.training.loop import Interrupted, fit
 from minimf.training.registry import build_network
 from minimf.training.records import format_record
 from minimf.training.trainers import make_trainer
@@ -34,27 +37,41 @@ CLI_ONLY = ("resume", "overwrite")   # command-line actions recorded by older ve
 
 
 def train_run(config, *, resume=False, overwrite=False, argv=None, log=print, on_epoch=None):
-    """Validate ``config``, prepare its folder, load the data, build the network and train it.
+    """Validate ``config``, lock and prepare its folder, load the data, build the network and train it.
     Returns (net, history). ``argv``: the command line, recorded in config.json where given.
     ``log``: where the run's lines go (the header and one line per epoch); ``on_epoch``: called
-    with every epoch's record besides. Raises ConfigError before anything is written."""
+    with every epoch's record besides. Raises ConfigError before anything is written; RunFolderError
+    when the folder is in use, or a resume finds nothing to continue from."""
     config = validate(config)
-    if config.out is not None and not resume:
+    if config.out and not resume:
+        check_writable_folder(config.out)
+    with RunLock(config.out) if config.out else contextlib.nullcontext():
+        if config.out and not resume:
+            check_new_run_folder(config.out, overwrite)
+        xp = choose_device(config)
+        data = load_data(config, xp)
+        net = build(config, data)
+        run_id = recorded_record(config.out).get("run_id") if resume else None
+        run_id = run_id or uuid.uuid4().hex
+        checkpoint = resume_point(config, run_id, log) if resume else None
+        aside = set_aside(config.out) if config.out and not resume and what_is_there(config.out) else None
+        record = describe_run(config, net, data, argv, run_id)
         try:
-            prepare_out_folder(config.out, overwrite)
-        except RunFolderError as err:
-            raise ConfigError(str(err)) from None
-    xp = choose_device(config)
-    data = load_data(config, xp)
-    classes = num_classes(config.dataset, config.labels)
-    net = build_network(config, data["train"][0].shape[1:], classes)
-    checkpoint = latest_checkpoint(config.out) if resume else None
-    if checkpoint is not None and len(checkpoint[1]["history"]) > config.epochs:
-        raise ConfigError(f"--epochs {config.epochs}: the run in {config.out} has already finished "
-                          f"{len(checkpoint[1]['history'])} epochs")
-    record = describe_run(config, net, data, argv)
+            history = train_recorded(net, data, config, record, checkpoint, aside, log, on_epoch)
+        except BaseException as err:
+            if aside is not None and aside.exists():   # stopped before its first epoch: the old run comes back
+                put_back(config.out, aside, run_id)
+                if isinstance(err, Interrupted):
+                    err.old_run_back = True
+            raise
+    return net, history
+
+
+def train_recorded(net, data, config, record, checkpoint, aside, log, on_epoch):
+    """Write config.json, say what runs, and train; the set-aside old run (``aside``) is deleted once
+    the first epoch's files are written."""
     if config.out:
-        atomic_write_json(config.out / "config.json", record)
+        atomic_write_json(config.out / "config.json", record, tag=record["run_id"])
     log(headline(config, net, data))
     if checkpoint is not None:
         log(f"resuming from {checkpoint[2]}")
@@ -67,12 +84,94 @@ def train_run(config, *, resume=False, overwrite=False, argv=None, log=print, on
         if on_epoch is not None:
             on_epoch(r)
 
-    history = fit_config(net, data, config, timeline=timeline, on_epoch=after_epoch, config_record=record,
-                         resume=checkpoint)
-    return net, history
+    def after_files(history):          # model.npz and metrics.json of an epoch are on disk
+        if aside is not None and aside.exists():
+            discard(aside)
+
+    return fit_config(net, data, config, timeline=timeline, on_epoch=after_epoch, config_record=record,
+                      resume=checkpoint, after_files=after_files)
 
 
-def fit_config(net, data, config, *, timeline=None, on_epoch=None, config_record=None, resume=None):
+def check_writable_folder(out):
+    """``out`` is a folder (made if missing) that this process can write into; else a ConfigError."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    try:
+        check_writable(out)
+    except RunFolderError as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_new_run_folder(out, overwrite):
+    """A new run may use ``out``: a folder holding no run, or (with ``overwrite``) one whose run will
+    be set aside. A refusal is a ConfigError (nothing was written)."""
+    held = what_is_there(out)
+    if held and not overwrite:
+        raise ConfigError(f"--out {out} already holds a run ({held}); continue it with --resume {out}, "
+                          f"or replace it with --overwrite")
+
+
+def build(config, data):
+    """The configuration's network for the data's examples; one too large for memory is a ConfigError."""
+    try:
+        return build_network(config, data["train"][0].shape[1:], num_classes(config.dataset, config.labels))
+    except MemoryError as err:
+        sizes = f"--hidden {' '.join(map(str, config.hidden))}" if config.arch == "mlp" else \
+            f"--channels {' '.join(map(str, config.channels))}"
+        raise ConfigError(f"out of memory building the network ({sizes}: {err}); choose smaller layers") from None
+
+
+def resume_point(config, run_id, log):
+    """The checkpoint a resume continues from: the newest of this run (``run_id``) and configuration
+    that verifies. With no checkpoint at all, a run that never finished an epoch starts again from
+    its beginning; a folder that holds finished epochs is a RunFolderError (never a fresh start over them)."""
+    checkpoint = latest_checkpoint(config.out, accept=lambda info: refusal(info, config, run_id))
+    if checkpoint is None:
+        finished = [name for name in ("metrics.json", "model.npz") if (config.out / name).exists()]
+        if finished:
+            aside = set_aside_folders(config.out)
+            raise RunFolderError(f"--resume {config.out}: no checkpoint to continue from, but the folder holds "
+                                 f"{' and '.join(finished)}; nothing was changed" +
+                                 (f" (the run an --overwrite replaced is in {aside[-1]})" if aside else ""))
+        log(f"note: {config.out} has no checkpoint yet: the run starts again from its beginning")
+    elif len(checkpoint[1]["history"]) > config.epochs:
+        raise ConfigError(f"--epochs {config.epochs}: the run in {config.out} has already finished "
+                          f"{len(checkpoint[1]['history'])} epochs")
+    return checkpoint
+
+
+COMPARED_LATER = ("out",)   # settings a checkpoint need not share: the folder may have moved
+
+
+def refusal(info, config, run_id):
+    """Why a (verified) checkpoint cannot continue this run, or None: it must hold a training state
+    with sane progress, belong to this run (``run_id``; checkpoints written before runs had an
+    identity have none) and record this configuration, the options of MAY_CHANGE aside."""
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        return "its manifest holds no run's training state"
+    epoch, step, history = info.get("epoch"), info.get("step"), info.get("history")
+    if not (is_int(epoch, 1) and is_int(step, 0) and isinstance(history, list) and len(history) == epoch - 1):
+        return f"its progress is not sane (epoch {epoch!r}, step {step!r}, {type(history).__name__} of records)"
+    if info.get("run_id") not in (None, run_id):
+        return f"it belongs to another run ({info['run_id']}), not to the one in this folder ({run_id})"
+    recorded = info["config"].get("settings")
+    if not isinstance(recorded, dict):
+        return "it records no settings"
+    now = config.to_dict()
+    ignored = set(MAY_CHANGE) | set(COMPARED_LATER) | set(CLI_ONLY)
+    differ = sorted(k for k in set(now) | set(recorded) if k not in ignored and recorded.get(k) != now.get(k))
+    if differ:
+        return ("it was written with other settings: " +
+                ", ".join(f"{option(k)} {recorded.get(k)!r} (now {now.get(k)!r})" for k in differ))
+    return None
+
+
+def is_int(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def fit_config(net, data, config, *, timeline=None, on_epoch=None, config_record=None, resume=None,
+               after_files=None):
     """``fit`` with every setting a (validated) RunConfig gives: its epochs, batches, seed, schedule,
     augmentation, trainer, prediction mode, progress bar and run folder. Returns the history."""
     steps_per_epoch = math.ceil(len(data["train"][1]) / config.batch_size)
@@ -81,7 +180,8 @@ def fit_config(net, data, config, *, timeline=None, on_epoch=None, config_record
     return fit(net, data, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                schedule=schedule, augment=augment, trainer=make_trainer(net, config, timeline),
                predict=config.predict, progress=not config.no_progress, on_epoch=on_epoch, out=config.out,
-               checkpoint_every=config.checkpoint_every, config=config_record, resume=resume)
+               checkpoint_every=config.checkpoint_every, config=config_record, resume=resume,
+               run_id=None if config_record is None else config_record["run_id"], after_files=after_files)
 
 
 def choose_device(config):
@@ -113,11 +213,13 @@ def headline(config, net, data):
             f"classes, {config.backend}, {len(data['train'][1])} training examples, {config.epochs} epochs")
 
 
-def describe_run(config, net, data, argv=None):
+def describe_run(config, net, data, argv=None, run_id=None):
     """Everything needed to repeat the run, for config.json: ``settings`` is the configuration
-    (``RunConfig.to_dict``), which ``--resume`` reads back."""
+    (``RunConfig.to_dict``), which ``--resume`` reads back; ``run_id`` the run's identity, which its
+    checkpoints record too."""
     return {
         "minimf_version": __version__,
+        "run_id": run_id,
         "command": None if argv is None else " ".join(["python -m minimf.train", *argv]),
         "argv": None if argv is None else list(argv),
         "settings": config.to_dict(),
@@ -139,9 +241,8 @@ def describe_run(config, net, data, argv=None):
     }
 
 
-def resumed_config(folder):
-    """The RunConfig recorded in ``folder``/config.json (by this version or an older one, whose
-    ``settings`` also held the command-line actions ``resume`` and ``overwrite``)."""
+def recorded_record(folder):
+    """What config.json in ``folder`` holds (a dict with ``settings``); RunFolderError if it cannot be read."""
     path = Path(folder) / "config.json"
     try:
         record = json.loads(path.read_text())
@@ -152,8 +253,17 @@ def resumed_config(folder):
     if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
         raise RunFolderError(f"--resume {folder}: config.json does not record the run's settings "
                              "(written by an older minimf, or edited); start a new run")
+    if record.get("run_id") is not None and not (isinstance(record["run_id"], str) and record["run_id"].isalnum()):
+        raise RunFolderError(f"--resume {folder}: config.json's run_id {record['run_id']!r} is not a run identity")
+    return record
+
+
+def resumed_config(folder):
+    """The RunConfig recorded in ``folder``/config.json (by this version or an older one, whose
+    ``settings`` also held the command-line actions ``resume`` and ``overwrite``)."""
+    record = recorded_record(folder)
     settings = {k: v for k, v in record["settings"].items() if k not in CLI_ONLY}
     try:
-        return RunConfig.from_dict(settings)
+        return validate(RunConfig.from_dict(settings))
     except (ConfigError, TypeError) as err:
-        raise RunFolderError(f"--resume {folder}: config.json's settings cannot be read ({err})") from None
+        raise RunFolderError(f"--resume {folder}: config.json's settings are not a run's ({err})") from None
