@@ -58,6 +58,18 @@ def check_labels(y, n, num_classes, xp, values=True):
     return y.astype("int64", copy=False)
 
 
+FLOAT_DTYPES = ("float32", "float64")   # float32 to train, float64 for gradient checks
+
+
+def check_dtype(dtype):
+    """``dtype`` as its name if it is one of FLOAT_DTYPES, else a ValueError (an integer network
+    would round every update away)."""
+    name = getattr(dtype, "__name__", None) or str(dtype)
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
+    return dtype
+
+
 def check_sizes(sizes, num_classes):
     """Layer widths [D, H1, ..., HL] need at least one hidden layer; every width and C positive."""
     sizes = [int(s) for s in sizes]

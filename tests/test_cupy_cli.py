@@ -141,7 +141,7 @@ def test_a_data_set_too_large_for_the_device_is_a_clear_error(capsys, monkeypatc
     monkeypatch.setenv("MINIMF_STRICT_CUPY_MAX_BYTES", "100000")    # 300 images of 784 floats: 940 kB
     code, out = run(SMALL + RUNS["mf-mlp"] + ["--backend", "cupy"], capsys)
     assert code == 1 and "Traceback" not in out.err
-    assert "out of memory copying the data set to the GPU" in out.err and "--train-subset" in out.err
+    assert "out of memory reading the data set into the GPU" in out.err and "--train-subset" in out.err
 
 
 def test_strict_cupy_with_the_numpy_backend_is_ignored_and_said(capsys, monkeypatch):

@@ -136,7 +136,7 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path, capsys):
         main(SMALL + RUNS["bp-mlp-cosine"] + ["--out", str(folder)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "already holds a run (config.json, metrics.json, model.npz, 1 checkpoint)" in err
+    assert "already holds a run (config.json, metrics.json, model.npz, losses.json" in err and "1 checkpoint)" in err
     assert f"--resume {folder}" in err and "--overwrite" in err
     assert (folder / "model.npz").read_bytes() == before              # nothing touched
 

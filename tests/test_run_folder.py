@@ -367,3 +367,25 @@ def test_a_three_layer_state_does_not_load_into_two_layers():
     three = MonoForwardNet(sizes=[4, 3, 3, 3], num_classes=2).state_dict()
     with pytest.raises(ValueError, match="the network lacks: layers.2"):
         MonoForwardNet(sizes=[4, 3, 3], num_classes=2).load_state_dict(three)
+
+
+def test_an_integer_dtype_is_refused_by_the_constructor():
+    for dtype in ("int32", "float16", "complex64"):
+        with pytest.raises(ValueError, match="dtype must be one of float32, float64"):
+            MonoForwardNet(sizes=[4, 3], dtype=dtype)
+
+
+def test_an_idx_header_whose_sizes_overflow_is_a_clear_error():
+    """2^31 x 2^31 x 4 images: NumPy's int64 product wraps to 0, which an empty body would match
+    (must fail with np.prod: the reshape then raised a bare ValueError)."""
+    from minimf.datasets import DatasetError
+    from minimf.datasets.idx import IMAGES_MAGIC, parse_idx
+    assert int(np.prod([2 ** 31, 2 ** 31, 4])) == 0
+    header = IMAGES_MAGIC.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (2 ** 31, 2 ** 31, 4))
+    with pytest.raises(DatasetError, match="truncated: header says"):
+        parse_idx(header, IMAGES_MAGIC)
+
+
+def test_a_batch_larger_than_any_integer_numpy_knows_is_one_batch(tmp_path, capsys):
+    assert main(SMALL + ["--batch-size", str(10 ** 24), "--epochs", "1"]) == 0
+    assert "epoch 1/1" in capsys.readouterr().out

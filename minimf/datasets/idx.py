@@ -13,6 +13,7 @@ truncated header or body, trailing bytes). No checksum here: the loaders add tha
 which file they expect.
 """
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def parse_idx(data: bytes, expected_magic: int, source="<bytes>") -> np.ndarray:
     ndim = magic & 0xFF  # the magic number's last byte is the number of dimensions
     shape = _read_uint32s(data, 4, ndim, source, "header")
     start = 4 + 4 * ndim
-    _check_body_length(len(data) - start, int(np.prod(shape)), shape, source)
+    _check_body_length(len(data) - start, math.prod(shape), shape, source)   # exact: NumPy's prod would wrap
     return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(shape)
 
 

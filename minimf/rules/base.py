@@ -18,7 +18,7 @@ Shape letters: N examples, C classes; ``input_shape`` is one example's, (D,) or 
 """
 from minimf.backend import to_numpy
 from minimf.checkpoint import layers_state, load_layers_state
-from minimf.checks import check_features, check_labels
+from minimf.checks import check_dtype, check_features, check_labels
 from minimf.nn.losses import count_correct
 from minimf.nn.optim import make_optimizer
 
@@ -33,7 +33,7 @@ class Network:
         self.input_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
         self.xp = xp
-        self.dtype = dtype
+        self.dtype = check_dtype(dtype)
         self.optimizers = [make_optimizer(optimizer, lr) for _ in self.trained_layers()]
 
     def trained_layers(self):

@@ -208,7 +208,7 @@ class EpochLoop:
         bar.close()
         if stop.requested:
             raise Interrupted(state.epoch, state.step, stop.requested)
-        sizes = np.minimum(self.batch_size, n - np.asarray(starts))   # the last batch may be smaller
+        sizes = np.asarray([min(self.batch_size, n - start) for start in starts])   # the last may be smaller
         mean = (state.losses * sizes[:, None]).sum(axis=0) / n
         if self.net.LOSSES == "per_layer":
             return [round(float(v), 6) for v in mean]

@@ -200,7 +200,8 @@ def load_data(config, xp):
         return data_for(config, xp)
     except MemoryError as err:   # the data set itself does not fit (on the GPU: CuPy's OutOfMemoryError)
         where = "the GPU" if config.backend == "cupy" else "memory"
-        raise DatasetError(f"out of memory copying the data set to {where} ({err}); try --train-subset N") from None
+        raise DatasetError(f"out of memory reading the data set into {where} ({err}): a data file larger than it "
+                           "should be (damaged?), or a data set too large here (try --train-subset N)") from None
 
 
 def headline(config, net, data):
