@@ -70,7 +70,7 @@ The table's last column counts minor page faults per step: first touches of memo
 had to get fresh from the OS instead of reusing a freed block (glibc returns freed blocks above its
 mmap threshold, at most 32 MiB, straight to the OS, so the CNN's im2col matrices come fresh every
 step). They are cheap on most machines, but not on every one: in a virtual machine they can cost time
-while OpenBLAS's idle worker thread spins (two or more BLAS threads). The README's Benchmark section
+while OpenBLAS's idle worker thread spins (two or more BLAS threads). docs/benchmarks.md
 gives the allocator settings that avoid them (they change the process, PyTorch included, not minimf).
 """
 import argparse

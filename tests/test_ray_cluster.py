@@ -95,3 +95,14 @@ def test_token_mode_without_a_token_is_refused(head, tmp_path, capsys, monkeypat
     code, err = run(QUICK + ["--ray-address", address], capsys, monkeypatch, RAY_AUTH_MODE="token",
                     RAY_AUTH_TOKEN_PATH=str(tmp_path / "no-such-file"), HOME=str(tmp_path))
     assert code == 1 and "this machine has no token" in err
+
+
+def test_a_local_instance_starts_stops_and_trains(tmp_path):
+    """Without --ray-address minimf starts a Ray instance of its own for the run (a new process, as
+    a user runs it: the tests' shared instance would hide this path)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    done = subprocess.run([sys.executable, "-m", "minimf.train", *QUICK, "--out", str(tmp_path / "local")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Unauthenticated" not in done.stderr and (tmp_path / "local" / "metrics.json").exists()

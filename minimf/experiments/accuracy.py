@@ -14,7 +14,7 @@ from minimf.datasets.tabular import sklearn_version
 from minimf.experiments.common import (NOT_CHECKED, Report, accuracies, algorithms, image_datasets_present,
                                        markdown_table, mean_std, method_name, pm, train_rule)
 
-# Numbers of MF v1 that minimf's README quotes (MNIST, 784-1000-1000). Anything else: NOT_CHECKED.
+# Numbers of MF v1 that docs/results.md quotes (MNIST, 784-1000-1000). Anything else: NOT_CHECKED.
 PAPER_MNIST_MLP = {"MF (bp mode)": "98.76", "BP": "98.75"}
 
 
@@ -94,7 +94,7 @@ def rules_table(ctx, arch):
     report.tables.append(("Test accuracy (%), mean ± std over seeds", markdown_table(["method", *datasets], rows)))
     if arch == "mlp" and s.width == 1000:
         paper = [f"{m} {PAPER_MNIST_MLP[m]}" for m in methods if m in PAPER_MNIST_MLP]
-        report.notes.append(f"Paper (MNIST, 784-1000-1000, as quoted in minimf's README): {', '.join(paper)}; "
+        report.notes.append(f"Paper (MNIST, 784-1000-1000, as quoted in docs/results.md): {', '.join(paper)}; "
                             f"every other cell: {NOT_CHECKED}.")
     else:
         report.notes.append(f"Paper ({table}): {NOT_CHECKED}.")

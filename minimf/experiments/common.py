@@ -42,7 +42,7 @@ class Scale:
     """How big the runs are. ``None`` for a subset means the whole split.
 
     tiny: for the tests (seconds); quick: for a CPU (minutes per experiment); full: the whole data
-    sets and the paper's network sizes, for as many epochs as minimf's README trains (MLP 20, CNN 6).
+    sets and the paper's network sizes, for as many epochs as docs/results.md trains (MLP 20, CNN 6).
     """
     name: str
     train_subset: int | None

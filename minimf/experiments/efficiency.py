@@ -21,7 +21,7 @@ from minimf.training import prepare_data
 
 MNIST_IMAGE = DATASETS["mnist"].input_shape     # (1, 28, 28)
 D_IN = MNIST_IMAGE[0] * MNIST_IMAGE[1] * MNIST_IMAGE[2]
-PAPER_PARAMETERS = {"BP": "1,794k", "MF, BP mode": NOT_CHECKED, "MF, FF mode": "1,804k"}  # as quoted in README
+PAPER_PARAMETERS = {"BP": "1,794k", "MF, BP mode": NOT_CHECKED, "MF, FF mode": "1,804k"}  # as quoted in docs/results.md
 PAPER_SLOPES = {"BP": 204.00, "MF": 16.16}      # MF v1: MiB per 1000-unit layer, on a GPU
 # repeats and sample sizes of the timings, per scale
 # (memory_batch: examples per training step in the memory experiment; 256 is minimf.train's batch)
@@ -64,7 +64,7 @@ def prediction(ctx):
     header = ["method", "parameters", "single ms", f"batch s ({x.shape[0]})", "single / BP", "batch / BP",
               "multiply-adds / BP", "paper parameters"]
     report.tables.append(("Prediction time, medians", markdown_table(header, rows)))
-    report.notes.append(f"Paper times (Table 4): {NOT_CHECKED}; paper parameter counts as quoted in minimf's README.")
+    report.notes.append(f"Paper times (Table 4): {NOT_CHECKED}; paper parameter counts as quoted in docs/results.md.")
     report.raw = {"single_seconds": single, "batch_seconds": batch,
                   "parameters": {m.name: m.params for m in methods}, "macs": {m.name: m.macs for m in methods}}
     return report

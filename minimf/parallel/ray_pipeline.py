@@ -177,17 +177,15 @@ class RayPipeline:
         if ray.is_initialized():
             return
         os.environ.update({k: v for k, v in QUIET_RAY.items() if k not in os.environ})
-        if self.address is None:
-            os.environ.setdefault("RAY_AUTH_MODE", "token")     # a local instance takes a token of its own too
-        elif self.address != "auto":
+        if self.address not in (None, "auto"):
             check_reachable(self.address)
             check_token(self.address)
         tries = 2 if self.address is None else 1   # a local start can time out on a loaded machine: once more
         for attempt in range(1, tries + 1):
             try:
-                if self.address is None:     # this machine's address only: no other machine is asked to join
-                    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                             _node_ip_address="127.0.0.1")
+                if self.address is None:     # a new instance ("local": never one `ray start` left running),
+                    ray.init(address="local", include_dashboard=False, log_to_driver=False,   # on this machine's
+                             configure_logging=False, _node_ip_address="127.0.0.1")           # loopback address
                 else:
                     ray.init(address=self.address, log_to_driver=False, configure_logging=False)
                 break

@@ -27,7 +27,7 @@ Speed: the threads' products release Python's GIL inside BLAS, and NumPy's eleme
 release it too, so T threads can keep T cores busy. Give each thread ONE BLAS thread
 (``OPENBLAS_NUM_THREADS=1``, or threadpoolctl): T threads with T BLAS threads each would fight over
 the cores. Measured in benchmarks/epoch_time.py ("MF unit-split") against the sequential step with
-a two-threaded BLAS; see the README's Benchmark section.
+a two-threaded BLAS; see docs/benchmarks.md.
 
 Results: the same as ``MonoForwardModel.train_step`` up to float rounding (G is added up part by
 part, and a product over a column slice need not round like the whole product); with

@@ -296,7 +296,7 @@ def check_parallel(config):
         raise ConfigError("--timeline records a pipeline's layers: it goes with --pipeline")
     if chosen and "1" not in (os.environ.get(var) for var in BLAS_THREAD_VARS):
         print(f"note: {chosen[0]} runs threads of its own; start it with OPENBLAS_NUM_THREADS=1, or every "
-              "thread's BLAS uses every core and they fight over them (see the README's Benchmark section)",
+              "thread's BLAS uses every core and they fight over them (see docs/benchmarks.md)",
               file=sys.stderr)
 
 
