@@ -92,10 +92,15 @@ def _import_cupy_with_device():
         import cupy
     except ImportError as err:
         raise BackendError(f"the cupy backend needs CuPy, which is not installed: {CUPY_INSTALL_HINT}") from err
+    except Exception as err:  # noqa: BLE001 -- a broken install (CUDA libraries missing) fails in many ways
+        raise BackendError(f"CuPy is installed but cannot be imported ({type(err).__name__}: {err}); "
+                           "use --backend numpy") from err
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # CUDA driver missing or broken: CuPy raises its own runtime errors
-        raise BackendError(f"CuPy is installed but cannot reach a CUDA device: {err}") from err
+        raise BackendError(f"CuPy {getattr(cupy, '__version__', '')} is installed but cannot reach a CUDA device "
+                           f"({err}); use --backend numpy, or {STRICT_CUPY_VAR}=1 for the CPU stand-in "
+                           "of CuPy") from err
     if count == 0:
         raise BackendError("CuPy is installed but this machine has no CUDA device; use --backend numpy")
     return cupy

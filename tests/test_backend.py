@@ -51,6 +51,19 @@ def test_cupy_with_a_broken_driver(monkeypatch, real_cupy_only):
         get_backend("cupy")
 
 
+def test_a_cupy_that_fails_to_import_is_a_backend_error(monkeypatch, real_cupy_only):
+    """A broken install (CUDA libraries missing) can fail in other ways than ImportError."""
+    class Broken:
+        def find_spec(self, name, path=None, target=None):
+            if name == "cupy":
+                raise OSError("libcudart.so.12: cannot open shared object file")
+            return None
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    with pytest.raises(BackendError, match="cannot be imported .*OSError: libcudart"):
+        get_backend("cupy")
+
+
 def test_only_the_backend_module_imports_cupy():
     """The house rule behind backend-agnostic code: every other module gets xp from backend."""
     package = Path(minimf.__file__).parent

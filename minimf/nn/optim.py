@@ -232,8 +232,8 @@ def fused_kernels(xp):
 
     Each is a plain Python function of arrays and scalars, wrapped by ``xp.fuse()``: CuPy traces
     it once per dtype and ndim into one CUDA kernel, in which an augmented assignment on an
-    argument (``m *= beta1``) writes that array in place (the strict stand-in just runs the
-    function). The arithmetic is ``reference_update``'s, operation for operation, so that the two
+    argument (``m *= beta1``) writes that array in place (the strict stand-in traces it as CuPy
+    does, refusing Python control flow on fused values, and counts one launch). The arithmetic is ``reference_update``'s, operation for operation, so that the two
     round alike (a GPU may still contract a multiply and an add into one fused multiply-add).
     """
     if xp not in _KERNELS:

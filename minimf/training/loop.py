@@ -230,7 +230,10 @@ def losses_to_host(xp, step_losses):
     step_losses: one entry per step, a loss or a list of L losses (0-d arrays on the backend, or
     floats from the CPU trainers)."""
     rows = [loss if isinstance(loss, list) else [loss] for loss in step_losses]
-    return to_numpy(xp.stack([value for row in rows for value in row])).reshape(len(rows), -1)
+    values = [value for row in rows for value in row]
+    if all(isinstance(value, float) for value in values):      # the CPU trainers and the Ray actors' floats:
+        return np.asarray(values, dtype=float).reshape(len(rows), -1)   # CuPy would refuse to stack them
+    return to_numpy(xp.stack(values)).reshape(len(rows), -1)
 
 
 def check_finite(losses, epoch, step):
