@@ -11,12 +11,14 @@ The other rules have the same interface: ``ForwardForwardNet`` (Forward-Forward,
 ``ScalableForwardForwardCNN`` (Scalable FF); DeeperForward's goodness is MF's
 ``MonoForwardCNN(readout="channel-group")``. ``MonoForwardGlobalNet`` and ``ForwardForwardGlobalNet``
 keep MF's and FF's objectives but backpropagate the sum of the layers' losses (global credit).
+``MonoForwardMixer`` and ``BackpropMixer`` are MF and BP on an MLP-Mixer (MF v2's architecture).
 """
 from minimf.rules.backprop import BackpropCNN, BackpropNet
 from minimf.rules.direct_feedback_alignment import DirectFeedbackAlignmentCNN, DirectFeedbackAlignmentNet
 from minimf.rules.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.rules.forward_forward import ForwardForwardNet
 from minimf.rules.global_credit import ForwardForwardGlobalNet, MonoForwardGlobalNet
+from minimf.rules.mixer import BackpropMixer, MonoForwardMixer
 from minimf.rules.mono_forward import MonoForwardCNN, MonoForwardNet
 from minimf.rules.pepita import PepitaNet
 from minimf.rules.scalable_forward_forward import ScalableForwardForwardCNN
@@ -24,5 +26,5 @@ from minimf.rules.scalable_forward_forward import ScalableForwardForwardCNN
 __all__ = ["MonoForwardNet", "BackpropNet", "MonoForwardCNN", "BackpropCNN", "ForwardForwardNet",
            "FeedbackAlignmentNet", "FeedbackAlignmentCNN", "DirectFeedbackAlignmentNet",
            "DirectFeedbackAlignmentCNN", "PepitaNet", "ScalableForwardForwardCNN", "MonoForwardGlobalNet",
-           "ForwardForwardGlobalNet"]
+           "ForwardForwardGlobalNet", "MonoForwardMixer", "BackpropMixer"]
 __version__ = "0.1.0"

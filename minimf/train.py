@@ -33,11 +33,12 @@ from minimf.datasets import DATASETS, DatasetError
 from minimf.parallel.ray_pipeline import RayPipelineError, WorkerDied
 from minimf.rules.mono_forward import INPUT_NORMS, READOUTS   # what --input-norm, --readout choose from
 from minimf.run_folder import RunFolderError
-from minimf.training.config import (DEFAULT_CHANNELS, DEFAULT_EPOCHS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_SCHEDULE,
+from minimf.training.config import (DEFAULT_CHANNELS, DEFAULT_EPOCHS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MIXER,
+                                    DEFAULT_SCHEDULE,
                                     ConfigError, RunConfig, resumed)
 from minimf.training.loop import Interrupted, TrainingDiverged
 from minimf.training.records import MODE_NAMES, headline_mode
-from minimf.training.registry import NETWORKS, algos_with
+from minimf.training.registry import ARCHITECTURES, NETWORKS, algos_with
 from minimf.training.run import resumed_config, train_run
 
 RESTARTS = 3   # --pipeline ray: times a run whose worker died continues from its last checkpoint
@@ -72,14 +73,26 @@ def build_parser(defaults=True):
                    help="cifar100: the 100 fine classes or the 20 coarse superclasses (default: fine)")
     p.add_argument("--data-dir", metavar="DIR",
                    help="where downloaded data sets live (default: $MINIMF_DATA, else ~/.cache/minimf)")
-    p.add_argument("--arch", choices=["mlp", "cnn"],
-                   help="dense layers on flattened inputs (N, D), or conv blocks (3x3 conv, ReLU, 2x2 "
-                        "average pool) on images (N, C, H, W) (default: mlp)")
+    p.add_argument("--arch", choices=list(ARCHITECTURES),
+                   help="dense layers on flattened inputs (N, D), conv blocks (3x3 conv, ReLU, 2x2 average "
+                        "pool) on images (N, C, H, W), or an MLP-Mixer on image patches (--algo mf or bp) "
+                        "(default: mlp)")
     p.add_argument("--hidden", type=positive_int, nargs="+", metavar="H",
                    help=f"--arch mlp: hidden layer widths (default: {' '.join(map(str, DEFAULT_HIDDEN))})")
     p.add_argument("--channels", type=positive_int, nargs="+", metavar="F",
                    help=f"--arch cnn: channels of each conv block; every block halves the image "
                         f"(default: {' '.join(map(str, DEFAULT_CHANNELS))}, the paper's)")
+    p.add_argument("--patch", type=positive_int, metavar="P",
+                   help=f"--arch mixer: the side of the square patches, which must divide the image's "
+                        f"(default: {DEFAULT_MIXER['patch']})")
+    p.add_argument("--width", type=positive_int, metavar="D",
+                   help=f"--arch mixer: the numbers per patch between blocks (default: {DEFAULT_MIXER['width']})")
+    p.add_argument("--token-hidden", type=positive_int, metavar="H",
+                   help=f"--arch mixer: the token-mixing MLP's hidden size (default: {DEFAULT_MIXER['token_hidden']})")
+    p.add_argument("--channel-hidden", type=positive_int, metavar="H",
+                   help=f"--arch mixer: the channel-mixing MLP's hidden size (default: {DEFAULT_MIXER['channel_hidden']})")
+    p.add_argument("--depth", type=positive_int, metavar="L",
+                   help=f"--arch mixer: the number of Mixer blocks (default: {DEFAULT_MIXER['depth']})")
     p.add_argument("--readout", choices=list(READOUTS),
                    help="--algo mf --arch cnn: each block's goodness read-out, a projection M of the "
                         "flattened block (MF v1) or DeeperForward's channel groups (channels divisible "

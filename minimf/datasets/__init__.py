@@ -1,4 +1,5 @@
-"""Data sets of MF v1 (Tables 2, 3 and 6): MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, and tabular data.
+"""Data sets of MF v1 (Tables 2, 3 and 6): MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, and tabular data;
+and PathMNIST, MF v2's Mixer benchmark.
 
     from minimf.datasets import load, normalization
     train = load("cifar10", "train")       # Split(x float32 (50000, 3, 32, 32) in [0, 1], y int64 (50000,))
@@ -9,7 +10,9 @@
 for an MLP by default, as the lessons use it.
 
 Names: ``mnist`` (packaged with minimf), ``fashion-mnist``, ``cifar10``, ``cifar100`` (``labels="coarse"``
-for its 20 superclasses) downloaded on first use into ``$MINIMF_DATA`` or a per-user cache, and
+for its 20 superclasses) downloaded on first use into ``$MINIMF_DATA`` or a per-user cache,
+``pathmnist`` (placed there by hand as ``<cache>/pathmnist/pathmnist.npz``: no SHA-256 of it is
+published, so minimf never downloads it; ``load("pathmnist", "val")`` gives its validation split), and
 ``breast-cancer`` and ``digits`` from scikit-learn (an optional extra). On the command line::
 
     python -m minimf.datasets list                 # what is cached, sizes, verified or not
@@ -22,6 +25,7 @@ One file, one idea:
     idx.py        the IDX format (MNIST, Fashion-MNIST)
     mnist.py      the packaged MNIST: its files and their checksums
     cifar.py      CIFAR's pickled batches in tar.gz, read with an unpickler that runs no code
+    medmnist.py   MedMNIST's .npz archives (PathMNIST), read with allow_pickle=False
     tabular.py    scikit-learn's Breast Cancer and Digits, with a fixed train/test split
     augment.py    random crops and flips on NumPy/CuPy arrays
     common.py     ``DatasetError``, ``Split``, file keys, checksums, label checks, the validation split
@@ -42,6 +46,7 @@ from minimf.datasets.common import (
 )
 from minimf.datasets.download import DownloadError, data_home, fetch
 from minimf.datasets.idx import read_image_pair
+from minimf.datasets.medmnist import read_medmnist
 from minimf.datasets.mnist import MNIST_MEAN, MNIST_STD, PACKAGED_MNIST_DIR, mnist_pairs, read_mnist_pair
 from minimf.datasets.tabular import read_tabular
 
@@ -70,22 +75,31 @@ def load(name, split="train", data_dir=None, *, flatten=False, labels="fine", do
 
     Images: x float32 in [0, 1] of shape (N, C, H, W), or (N, C*H*W) with ``flatten``. Tabular data:
     x float32 (N, D) as published. y: int64 (N,). ``split`` is "train" or "test" (see
-    ``carve_validation`` for a validation split). ``labels="coarse"`` gives CIFAR-100's 20 superclasses.
+    ``carve_validation`` for a validation split), or "val" for a data set that publishes one (PathMNIST).
+    ``labels="coarse"`` gives CIFAR-100's 20 superclasses.
 
     ``data_dir`` is the cache root (default ``$MINIMF_DATA`` or a per-user cache); each data set has a
     subfolder there. MNIST is read from the copy packaged with minimf unless ``data_dir`` is given.
     Missing files are downloaded (``download=False``: a ``DownloadError`` says what to fetch by hand),
-    and every file is verified against its SHA-256 before it is parsed. Every call returns new arrays.
+    and every file is verified against its SHA-256 before it is parsed. PathMNIST is never downloaded:
+    its file is placed by hand, checked against the authors' MD5 (no SHA-256 is published), and a
+    missing one is a ``DownloadError`` that says where to get it and where to put it (catalog.py).
+    Every call returns new arrays.
     """
     info = dataset_info(name)
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in splits_of(info):
+        raise ValueError(f"split must be {' or '.join(map(repr, splits_of(info)))}, got {split!r}")
     check_labels_option(info, labels)
     x, y = _parsed(info, data_dir, download, progress)[split]
     y = y[labels]
     if info.kind == "tabular":
         return Split(x=x.copy(), y=y.copy())
     return images_to_split(x, y, flatten)
+
+
+def splits_of(info):
+    """The split names ``load`` accepts for ``info``: SPLITS, and "val" where the data set publishes one."""
+    return ("train", "val", "test") if "val" in info.sizes else SPLITS
 
 
 class MnistData(NamedTuple):
@@ -159,7 +173,13 @@ def _read_cifar(info, paths):
     return read_cifar(paths[0], info.name)
 
 
-_READERS = {"fashion-mnist": _read_fashion, "cifar10": _read_cifar, "cifar100": _read_cifar}
+def _read_medmnist(info, paths):
+    return {split: _with_fine(*pair)
+            for split, pair in read_medmnist(paths[0], info.input_shape, info.num_classes).items()}
+
+
+_READERS = {"fashion-mnist": _read_fashion, "cifar10": _read_cifar, "cifar100": _read_cifar,
+            "pathmnist": _read_medmnist}
 
 
 def normalization(name, x_train=None, flatten=False):
@@ -170,6 +190,8 @@ def normalization(name, x_train=None, flatten=False):
     ``x_train`` (N, D), the training split (required), shaped (D,); a constant feature gets std 1.
     """
     info = dataset_info(name)
+    if info.kind == "image" and info.mean is None:
+        return _channel_statistics(info, x_train, flatten)
     if info.kind == "tabular":
         if x_train is None:
             raise ValueError(f"{name} is tabular: pass x_train, its features are standardised with "
@@ -181,6 +203,32 @@ def normalization(name, x_train=None, flatten=False):
     C, H, W = info.input_shape
     mean = np.asarray(info.mean, dtype=np.float32).reshape(C, 1, 1)
     std = np.asarray(info.std, dtype=np.float32).reshape(C, 1, 1)
+    if flatten:
+        mean, std = np.repeat(mean.reshape(C), H * W), np.repeat(std.reshape(C), H * W)
+    return mean, std
+
+
+def _channel_statistics(info, x_train, flatten, chunk=4096):
+    """(mean, std) per channel over ``x_train`` (N, C, H, W) or (N, C*H*W), for an image data set that
+    has no published constants (PathMNIST), shaped as ``normalization`` shapes the constants.
+
+    Sums of x and x^2 in float64, ``chunk`` examples at a time (the whole PathMNIST training split in
+    float64 would be 1.7 GB): var = E[x^2] - E[x]^2, exact enough for pixels in [0, 1]."""
+    if x_train is None:
+        raise ValueError(f"{info.name} has no published per-channel constants: pass x_train, its channels are "
+                         f"standardised with the training split's mean and std")
+    C, H, W = info.input_shape
+    x_train = np.asarray(x_train).reshape(len(x_train), C, H * W)
+    total, squares = np.zeros(C), np.zeros(C)
+    for start in range(0, len(x_train), chunk):
+        part = x_train[start:start + chunk].astype(np.float64)
+        total += part.sum(axis=(0, 2))
+        squares += (part * part).sum(axis=(0, 2))
+    count = len(x_train) * H * W
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0))
+    std[std == 0] = 1.0
+    mean, std = mean.astype(np.float32).reshape(C, 1, 1), std.astype(np.float32).reshape(C, 1, 1)
     if flatten:
         mean, std = np.repeat(mean.reshape(C), H * W), np.repeat(std.reshape(C), H * W)
     return mean, std

@@ -3,9 +3,13 @@
     python -m minimf.datasets list                          # each file: size, verified / missing / partial
     python -m minimf.datasets download fashion-mnist cifar10
     python -m minimf.datasets download all --data-dir /srv/minimf-data
+    python -m minimf.datasets download pathmnist     # placed by hand: says where to get it and put it
 
 The cache root is ``--data-dir``, else ``$MINIMF_DATA``, else a per-user cache (``~/.cache/minimf``).
 ``download`` exits with status 1 if any data set could not be fetched, after trying all of them.
+PathMNIST is never downloaded (no verified SHA-256 of it is known): ``download pathmnist`` checks a
+copy placed by hand, or says where to get one and where to put it; ``download all`` passes over it
+unless it is there.
 """
 import argparse
 import sys
@@ -37,7 +41,12 @@ def main(argv=None):
     if args.command == "list":
         print_listing(root)
         return 0
-    names = list(DATASETS) if "all" in args.names else list(dict.fromkeys(args.names))
+    if "all" in args.names:   # everything minimf downloads itself; files placed by hand only where they are
+        names = [name for name in DATASETS if not _by_hand(name) or _present(name, root)]
+        for name in sorted(set(DATASETS) - set(names)):
+            print(f"{name}: placed by hand, not downloaded (python -m minimf.datasets download {name} says how)")
+    else:
+        names = list(dict.fromkeys(args.names))
     failed = [name for name in names if not download(name, root, progress=not args.no_progress)]
     if failed:
         print(f"not downloaded: {', '.join(failed)}", file=sys.stderr)
@@ -69,6 +78,16 @@ def download(name, root, progress=True) -> bool:
     return ok
 
 
+def _by_hand(name):
+    """True for a data set whose files minimf never downloads (no verified SHA-256: PathMNIST)."""
+    files = DATASETS[name].files
+    return bool(files) and all(remote.by_hand for remote in files)
+
+
+def _present(name, root):
+    return all((root / name / remote.name).exists() for remote in DATASETS[name].files)
+
+
 def print_listing(root):
     """One block per data set: each file with its size and state."""
     print(f"cache: {root}  (set MINIMF_DATA to use another folder)")
@@ -98,6 +117,8 @@ def file_state(folder, remote):
     if part.exists():
         return "", (f"missing; {_mb(part.stat().st_size)} of {_mb(remote.size)} in {part.name} "
                     f"(a download resumes there)")
+    if remote.by_hand:
+        return "", f"missing ({_mb(remote.size)}; placed by hand, from {remote.page})"
     return "", f"missing ({_mb(remote.size)} to download)"
 
 

@@ -2,7 +2,8 @@
 
 Every downloaded file is listed as a ``RemoteFile``: its name in the cache, its size in bytes, the
 SHA-256 of the file exactly as published (the compressed archive, not its content), and its addresses,
-tried in order. A file is used only after its size and SHA-256 match these values.
+tried in order. A file is used only after its size and SHA-256 match these values (a file placed by
+hand, for which no SHA-256 is known, after its size and its authors' MD5 match: PathMNIST, below).
 
 Where the checksums come from
 -----------------------------
@@ -19,6 +20,15 @@ Each value below is copied from published sources that agree with one another:
   bytes) are the Content-Length that www.cs.toronto.edu sends, as recorded in many public download logs
   (wget, torchvision and Keras progress output); the page itself only says "163 MB" and "161 MB".
 
+* PathMNIST (MedMNIST v2, 28 x 28): NO SHA-256 is published and none could be verified here, so
+  minimf never downloads it: the file is placed by hand (``page`` says where to get it). It is checked
+  against its size and the MD5 the MedMNIST authors publish (``INFO["pathmnist"]["MD5"]`` in
+  ``medmnist/info.py`` of github.com/MedMNIST/MedMNIST, unchanged from Zenodo record 6496656 to
+  10519652); the size, 205,615,438 bytes, is that record's file as a public download log records it
+  (medmnist's progress bar, "205615438/205615438", followed by its MD5 check passing). MD5 catches a
+  damaged or different file, not a deliberately forged one; a SHA-256 can replace it here once one is
+  verified, and then the file may be given its address and downloaded like the others.
+
 Mirrors
 -------
 Fashion-MNIST is published on the zalando research S3 site and in its GitHub repository
@@ -33,23 +43,36 @@ classic values (recomputed from the packaged copy by the tests). The others are 
 recomputed by many (e.g. the CIFAR-10 std 0.2470, 0.2435, 0.2616 is the pixel-level std; the often
 copied 0.2023, 0.1994, 0.2010 is an average of per-image stds); ``tests/test_loaders.py`` recomputes
 them where the real files are cached (``pytest -m slow``). Tabular data sets have no constants: they
-are standardised with the mean and std of each feature over their training split.
+are standardised with the mean and std of each feature over their training split. PathMNIST has none
+either (no published values could be checked): its images are standardised per channel with the mean
+and std over the training split in use.
 """
 from typing import NamedTuple
 
 FASHION_S3 = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FASHION_GITHUB = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
 TORONTO = "https://www.cs.toronto.edu/~kriz/"
+MEDMNIST_ZENODO = "https://zenodo.org/records/10519652"   # MedMNIST v2 (its files unchanged in v3)
 
 
 class RemoteFile(NamedTuple):
-    """One file to download: cache name, size in bytes, SHA-256 as published, addresses in order."""
+    """One file to download: cache name, size in bytes, SHA-256 as published, addresses in order.
+
+    A file without a verified SHA-256 (``sha256`` empty) is never downloaded, whatever its ``urls``: it
+    is placed by hand, from ``page``, and checked against its size and the MD5 its authors publish
+    (minimf/datasets/download.py)."""
 
     name: str
     size: int
     sha256: str
     urls: tuple
-    md5: str = ""  # as published by the data set's authors; for reference only, never checked
+    md5: str = ""  # as published by the data set's authors; checked only where no SHA-256 is known
+    page: str = ""  # where to get the file by hand (shown when it is missing)
+
+    @property
+    def by_hand(self) -> bool:
+        """True when minimf must not download this file itself: no verified SHA-256 is known."""
+        return not self.sha256
 
 
 class DatasetInfo(NamedTuple):
@@ -60,8 +83,8 @@ class DatasetInfo(NamedTuple):
     kind: str                 # "image" (x is (N, C, H, W)) or "tabular" (x is (N, D))
     input_shape: tuple        # (C, H, W) or (D,)
     num_classes: int          # fine labels for CIFAR-100
-    sizes: dict               # {"train": N_train, "test": N_test}
-    mean: tuple = None        # per channel, pixels in [0, 1]; None for tabular data
+    sizes: dict               # {"train": N_train, "test": N_test} (and "val": N_val where one is published)
+    mean: tuple = None        # per channel, pixels in [0, 1]; None: computed from the training split
     std: tuple = None
     files: tuple = ()         # RemoteFile, ...
     coarse_classes: int = 0   # CIFAR-100's 20 superclasses
@@ -110,6 +133,13 @@ DATASETS = {
                           (TORONTO + "cifar-100-python.tar.gz",), "eb9058c3a382ffc7106e4002c42a8d85"),),
         coarse_classes=20,
         source="A. Krizhevsky, V. Nair, G. Hinton; https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "pathmnist": DatasetInfo(
+        "pathmnist", "PathMNIST (MedMNIST v2, 28 x 28 colon pathology)", "image", (3, 28, 28), 9,
+        {"train": 89996, "val": 10004, "test": 7180},
+        files=(RemoteFile("pathmnist.npz", 205615438, "", (), md5="a8b06965200029087d5bd730944a56c1",
+                          page=MEDMNIST_ZENODO + "/files/pathmnist.npz?download=1"),),
+        source="J. Yang et al., MedMNIST v2, Scientific Data 10:41 (2023), from J. N. Kather et al.'s "
+               "NCT-CRC-HE-100K and CRC-VAL-HE-7K; CC BY 4.0; " + MEDMNIST_ZENODO),
     # scikit-learn's bundled copies; 1/5 of the rows (N // 5) form the test split, see tabular.py
     "breast-cancer": DatasetInfo(
         "breast-cancer", "Breast Cancer Wisconsin (diagnostic)", "tabular", (30,), 2,

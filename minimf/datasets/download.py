@@ -16,6 +16,12 @@ of laptops that failed together does not retry in lockstep). A missing file (HTT
 connection or a checksum mismatch moves on to the next address. A file that fails its checksum is
 deleted, with a message that says so. When every address fails, ``DownloadError`` says why for each,
 where to put the file by hand and the size and SHA-256 it must have.
+
+Files placed by hand (``RemoteFile.by_hand``: no verified SHA-256 is known; PathMNIST): minimf
+never downloads them, because a download it cannot verify could be any file. A missing one raises
+``DownloadError`` saying where to get it (``page``) and where to put it; a present one is checked
+against its size and SHA-256, or its authors' MD5 where no SHA-256 is known, and a wrong one is
+reported and left alone (it is the user's file, not a download of minimf's to delete).
 """
 import http.client
 import os
@@ -31,7 +37,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from minimf import __version__
-from minimf.datasets.common import DatasetError, sha256_file
+from minimf.datasets.common import DatasetError, md5_file, sha256_file
 
 CHUNK = 1 << 16       # bytes per read
 TIMEOUT = 30.0        # seconds without a byte before a transfer counts as stalled
@@ -79,10 +85,18 @@ def data_home(data_dir=None) -> Path:
 
 
 def check_file(path, remote) -> str | None:
-    """None if the file at ``path`` has ``remote``'s size and SHA-256; else what is wrong, in words."""
+    """None if the file at ``path`` has ``remote``'s size and SHA-256 (where no SHA-256 is known: the
+    MD5 its authors publish); else what is wrong, in words."""
     size = Path(path).stat().st_size
     if size != remote.size:
         return f"size {size:,} bytes, expected {remote.size:,}"
+    if not remote.sha256:
+        if not remote.md5:
+            return "no checksum is known for this file, so it cannot be verified"
+        actual = md5_file(path)
+        if actual != remote.md5:
+            return f"checksum mismatch: expected md5 {remote.md5} (as its authors publish it), actual md5 {actual}"
+        return None
     actual = sha256_file(path)
     if actual != remote.sha256:
         return f"checksum mismatch: expected sha256 {remote.sha256}, actual sha256 {actual}"
@@ -185,6 +199,8 @@ def fetch(remote, folder, *, label=None, download=True, progress=True) -> Path:
     folder = Path(folder)
     path = folder / remote.name
     label = label or remote.name
+    if remote.by_hand:
+        return _placed_by_hand(remote, path, label)
     if _is_verified(path, remote, delete_bad=False):
         return path
     if not download and not path.exists():
@@ -198,6 +214,21 @@ def fetch(remote, folder, *, label=None, download=True, progress=True) -> Path:
         if not download:
             raise _missing(remote, path, label)
         return _download(remote, path, label, progress)
+
+
+def _placed_by_hand(remote, path, label):
+    """``path`` if it holds ``remote`` (placed there by hand); else ``DownloadError`` with what to do.
+    Nothing is downloaded and nothing is deleted."""
+    if not path.exists():
+        raise _missing(remote, path, label)
+    key = _verified_key(path)
+    if key in _VERIFIED:
+        return path
+    fault = check_file(path, remote)
+    if fault is None:
+        _VERIFIED.add(key)
+        return path
+    raise DownloadError(f"{path}: {fault}; the file was left as it is.\n" + manual_help(remote, path))
 
 
 def _download(remote, path, label, progress):
@@ -234,16 +265,20 @@ def _download(remote, path, label, progress):
 
 
 def _missing(remote, path, label):
+    if remote.by_hand:
+        return DownloadError(f"{path}: missing file ({label} is placed by hand: minimf does not download it, "
+                             f"since no verified SHA-256 of it is known).\n" + manual_help(remote, path))
     return DownloadError(f"{path}: missing file ({label} is not downloaded).\n" + manual_help(remote, path))
 
 
 def manual_help(remote, path) -> str:
     """How to put ``remote`` at ``path`` by hand, and how minimf will check it."""
-    addresses = "".join(f"  {url}\n" for url in remote.urls)
+    addresses = "".join(f"  {url}\n" for url in (remote.urls or (remote.page,)) if url)
+    checksum = (f"sha256 {remote.sha256}" if remote.sha256 else
+                f"md5 {remote.md5} (its authors' checksum; no SHA-256 is published)")
     return (f"To install it by hand, download it (on any machine with a network) from\n{addresses}"
             f"and put it at\n  {path}\n"
-            f"It must be {remote.size:,} bytes with sha256 {remote.sha256}; minimf checks both before "
-            f"using it.")
+            f"It must be {remote.size:,} bytes with {checksum}; minimf checks both before using it.")
 
 
 def _transfer(url, part, remote, label, progress):

@@ -35,6 +35,9 @@ DEFAULT_SCHEDULE = "cosine"
 DEFAULT_EPOCHS = 10
 DEFAULT_HIDDEN = [1000, 1000]
 DEFAULT_CHANNELS = [64, 128, 256, 512]
+# arch "mixer": patch size, width D, token and channel MLPs' hidden sizes, depth (blocks)
+DEFAULT_MIXER = {"patch": 4, "width": 128, "token_hidden": 64, "channel_hidden": 512, "depth": 4}
+MIXER_FIELDS = tuple(DEFAULT_MIXER)
 AUGMENTED = ("cifar10", "cifar100")   # augment: crops and mirror images make sense for these
 OPTIMIZERS = ("adam", "sgd")
 PREDICT = ("bp", "ff")
@@ -63,6 +66,11 @@ class RunConfig:
     arch: str = "mlp"
     hidden: list | None = None
     channels: list | None = None
+    patch: int | None = None
+    width: int | None = None
+    token_hidden: int | None = None
+    channel_hidden: int | None = None
+    depth: int | None = None
     readout: str = "projection"
     input_norm: str = "none"
     epochs: int = DEFAULT_EPOCHS
@@ -130,9 +138,9 @@ def validate(config):
     check_credit(config)            # before the checks below, which know only the local rules
     check_input_norm(config)
     if network_class(config.algo, config.arch, config.credit) is None:
-        other = "mlp" if config.arch == "cnn" else "cnn"
-        kind = "convolutional network" if config.arch == "cnn" else "MLP"
-        raise ConfigError(f"--algo {config.algo} has no {kind} in minimf; use --arch {other}")
+        kind = {"mlp": "MLP", "cnn": "convolutional network", "mixer": "MLP-Mixer"}[config.arch]
+        others = [a for a in ARCHITECTURES if network_class(config.algo, a, config.credit) is not None]
+        raise ConfigError(f"--algo {config.algo} has no {kind} in minimf; use --arch {' or '.join(others)}")
     if config.pipeline and not network_class(config.algo, config.arch, config.credit).PIPELINE:
         raise ConfigError(f"--pipeline is for --algo {', '.join(algos_with('PIPELINE'))} (its layers do not "
                           f"wait for each other), not {config.algo}")
@@ -151,7 +159,7 @@ CHOICES = {"algo": NETWORKS, "credit": CREDITS, "backend": BACKENDS, "dataset": 
            "input_norm": INPUT_NORMS, "optimizer": OPTIMIZERS, "lr_schedule": list(SCHEDULES),
            "predict": PREDICT}
 POSITIVE_INTS = ("epochs", "batch_size", "train_subset", "test_subset", "checkpoint_every", "split_units",
-                 "split_batch", "micro_batch")
+                 "split_batch", "micro_batch", *MIXER_FIELDS)
 INT_LISTS = ("hidden", "channels", "lr_steps")
 FLAGS = ("no_bias", "augment", "no_normalize", "no_progress")
 
@@ -211,10 +219,28 @@ def check_dataset(config, info):
 
 
 def check_architecture(config, info):
-    """``hidden`` belongs to the MLP and ``channels`` to the CNN; fill in the default of the one in use."""
-    if config.arch == "cnn" and info.kind != "image":
-        raise ConfigError(f"--arch cnn needs images; {info.name} is {info.kind} data (use --arch mlp)")
-    config.hidden, config.channels = architecture_widths(config.arch, config.hidden, config.channels, info.input_shape)
+    """``hidden`` belongs to the MLP, ``channels`` to the CNN and the Mixer's sizes to the Mixer; fill
+    in the defaults of the one in use."""
+    if config.arch != "mlp" and info.kind != "image":
+        raise ConfigError(f"--arch {config.arch} needs images; {info.name} is {info.kind} data (use --arch mlp)")
+    given = [option(name) for name in MIXER_FIELDS if getattr(config, name) is not None]
+    if config.arch != "mixer":
+        if given:
+            raise ConfigError(f"{given[0]} is for --arch mixer")
+        config.hidden, config.channels = architecture_widths(config.arch, config.hidden, config.channels,
+                                                             info.input_shape)
+        return
+    for name in ("hidden", "channels"):
+        if getattr(config, name) is not None:
+            raise ConfigError(f"{option(name)} is for --arch {'mlp' if name == 'hidden' else 'cnn'}; the Mixer's "
+                              "sizes are set with --patch, --width, --token-hidden, --channel-hidden, --depth")
+    for name, default in DEFAULT_MIXER.items():
+        if getattr(config, name) is None:
+            setattr(config, name, default)
+    _, height, width = info.input_shape
+    if height % config.patch or width % config.patch:
+        raise ConfigError(f"--patch {config.patch}: {config.patch}x{config.patch} patches do not tile {info.name}'s "
+                          f"{height}x{width} images; choose a size that divides both")
 
 
 def architecture_widths(arch, hidden, channels, image_shape):

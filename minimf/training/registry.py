@@ -16,19 +16,20 @@ from minimf.rules.direct_feedback_alignment import DirectFeedbackAlignmentCNN, D
 from minimf.rules.feedback_alignment import FeedbackAlignmentCNN, FeedbackAlignmentNet
 from minimf.rules.forward_forward import ForwardForwardNet
 from minimf.rules.global_credit import ForwardForwardGlobalNet, MonoForwardGlobalNet
+from minimf.rules.mixer import BackpropMixer, MonoForwardMixer
 from minimf.rules.mono_forward import MonoForwardCNN, MonoForwardNet
 from minimf.rules.pepita import PepitaNet
 from minimf.rules.scalable_forward_forward import ScalableForwardForwardCNN
 
-# algo: (the class for arch "mlp", the class for arch "cnn"); None where the rule has no such network here
-NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN), "bp": (BackpropNet, BackpropCNN),
+# algo: (the class for arch "mlp", for "cnn", for "mixer"); None (or left out) where the rule has no such network
+NETWORKS = {"mf": (MonoForwardNet, MonoForwardCNN, MonoForwardMixer), "bp": (BackpropNet, BackpropCNN, BackpropMixer),
             "ff": (ForwardForwardNet, None), "fa": (FeedbackAlignmentNet, FeedbackAlignmentCNN),
             "dfa": (DirectFeedbackAlignmentNet, DirectFeedbackAlignmentCNN),
             "pepita": (PepitaNet, None), "sff": (None, ScalableForwardForwardCNN)}
 # credit "global": the rule's objective with every layer's loss backpropagated to all layers below
 # (minimf/rules/global_credit.py); MLPs only. Credit "local" (the default) is the rule of NETWORKS.
 GLOBAL_CREDIT = {"mf": MonoForwardGlobalNet, "ff": ForwardForwardGlobalNet}
-ARCHITECTURES = ("mlp", "cnn")
+ARCHITECTURES = ("mlp", "cnn", "mixer")
 CREDITS = ("local", "global")
 
 
@@ -36,7 +37,9 @@ def network_class(algo, arch, credit="local"):
     """The network class of a rule, an architecture and a credit (None where there is none)."""
     if credit == "global":
         return GLOBAL_CREDIT.get(algo) if arch == "mlp" else None
-    return NETWORKS[algo][ARCHITECTURES.index(arch)]
+    classes = NETWORKS[algo]
+    column = ARCHITECTURES.index(arch)
+    return classes[column] if column < len(classes) else None
 
 
 def algos_with(flag):
@@ -61,4 +64,6 @@ def build_network(config, input_shape, num_classes):
                   optimizer=config.optimizer, lr=config.lr, **options)
     if config.arch == "mlp":
         return cls(sizes=[input_shape[0]] + list(config.hidden), **common)
-    return cls(input_shape=input_shape, channels=config.channels, **common)
+    if config.arch == "cnn":
+        return cls(input_shape=input_shape, channels=config.channels, **common)
+    return cls(input_shape=input_shape, **common)          # the Mixer's sizes are among its OPTIONS

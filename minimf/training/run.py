@@ -116,8 +116,9 @@ def build(config, data):
     try:
         return build_network(config, data["train"][0].shape[1:], num_classes(config.dataset, config.labels))
     except MemoryError as err:
-        sizes = f"--hidden {' '.join(map(str, config.hidden))}" if config.arch == "mlp" else \
-            f"--channels {' '.join(map(str, config.channels))}"
+        sizes = {"mlp": f"--hidden {' '.join(map(str, config.hidden or []))}",
+                 "cnn": f"--channels {' '.join(map(str, config.channels or []))}",
+                 "mixer": f"--width {config.width} --depth {config.depth}"}[config.arch]
         raise ConfigError(f"out of memory building the network ({sizes}: {err}); choose smaller layers") from None
 
 
@@ -208,7 +209,9 @@ def headline(config, net, data):
     """The run's first line: rule, data, network, backend, examples, epochs."""
     info = DATASETS[config.dataset]
     shape = "x".join(map(str, info.input_shape))
-    layers = f"sizes {net.sizes}" if config.arch == "mlp" else f"CNN channels {net.channels} on {shape}"
+    layers = {"mlp": lambda: f"sizes {net.sizes}", "cnn": lambda: f"CNN channels {net.channels} on {shape}",
+              "mixer": lambda: (f"Mixer of {net.depth} blocks, width {net.width}, {net.patch}x{net.patch} patches "
+                                f"on {shape}")}[config.arch]()
     credit = " (global credit)" if config.credit == "global" else ""
     return (f"minimf {__version__}: {config.algo.upper()}{credit} on {info.title}, {layers} -> {net.num_classes} "
             f"classes, {config.backend}, {len(data['train'][1])} training examples, {config.epochs} epochs")
@@ -226,9 +229,7 @@ def describe_run(config, net, data, argv=None, run_id=None):
         "settings": config.to_dict(),
         "dataset": config.dataset,
         "num_classes": net.num_classes,
-        **({"sizes": net.sizes} if config.arch == "mlp" else
-           {"input_shape": list(net.input_shape), "channels": net.channels,
-            "block_shapes": [list(shape) for shape in net.shapes[1:]]}),
+        **architecture_record(config, net),
         "num_parameters": net.num_parameters(),
         "train_examples": int(len(data["train"][1])),
         "test_examples": int(len(data["test"][1])),
@@ -257,6 +258,17 @@ def recorded_record(folder):
     if record.get("run_id") is not None and not (isinstance(record["run_id"], str) and record["run_id"].isalnum()):
         raise RunFolderError(f"--resume {folder}: config.json's run_id {record['run_id']!r} is not a run identity")
     return record
+
+
+def architecture_record(config, net):
+    """The network's sizes for config.json."""
+    if config.arch == "mlp":
+        return {"sizes": net.sizes}
+    if config.arch == "cnn":
+        return {"input_shape": list(net.input_shape), "channels": net.channels,
+                "block_shapes": [list(shape) for shape in net.shapes[1:]]}
+    return {"input_shape": list(net.input_shape), "patches": net.patches,
+            **{name: getattr(net, name) for name in ("patch", "width", "token_hidden", "channel_hidden", "depth")}}
 
 
 def resumed_config(folder):
