@@ -84,3 +84,29 @@ def tiny_cifar10(tmp_path, monkeypatch):
     install(monkeypatch, root, "cifar10", {DATASETS["cifar10"].files[0].name: data}, {"train": 100, "test": 20})
     yield
     clear_cache()
+
+
+@pytest.fixture
+def signal_after(monkeypatch):
+    """``signal_after(k, signum=SIGINT)``: a real signal to this process when the k-th batch of a run
+    is handed out (the progress bar of minimf/training/loop.py is where a batch is handed out, for
+    every trainer). Ctrl-C is SIGINT; a cluster scheduler sends SIGTERM."""
+    import signal
+
+    import minimf.training.loop as loop_module
+    real_tqdm = loop_module.tqdm
+    armed = {"left": None, "signum": signal.SIGINT}
+
+    class CountingBar(real_tqdm):
+        def update(self, n=1):
+            super().update(n)
+            if armed["left"] is not None:
+                armed["left"] -= n
+                if armed["left"] == 0:
+                    signal.raise_signal(armed["signum"])
+
+    monkeypatch.setattr(loop_module, "tqdm", CountingBar)
+
+    def arm(k, signum=signal.SIGINT):
+        armed.update(left=k, signum=signum)
+    return arm

@@ -2,12 +2,10 @@
 folder, resumed runs included, and the picture drawn from it."""
 import builtins
 import json
-import signal
 
 import numpy as np
 import pytest
 
-import minimf.training.loop as loop_module
 from minimf.plot import main as plot_main
 from minimf.train import main
 from minimf.training.curves import smooth
@@ -27,18 +25,10 @@ def test_a_run_keeps_every_steps_loss_and_draws_its_curve(tmp_path, capsys):
     assert (folder / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_resumed_run_keeps_the_same_losses(tmp_path, capsys, monkeypatch):
+def test_a_resumed_run_keeps_the_same_losses(tmp_path, capsys, signal_after):
     reference, folder = tmp_path / "reference", tmp_path / "stopped"
     assert main(SMALL + ["--out", str(reference)]) == 0
-    real_tqdm, left = loop_module.tqdm, {"n": 8}
-
-    class Bar(real_tqdm):
-        def update(self, n=1):
-            super().update(n)
-            left["n"] -= n
-            if left["n"] == 0:
-                signal.raise_signal(signal.SIGINT)
-    monkeypatch.setattr(loop_module, "tqdm", Bar)
+    signal_after(8)
     assert main(SMALL + ["--out", str(folder)]) == 130             # epoch 2, step 2
     assert main(["--resume", str(folder)]) == 0
     assert (json.loads((folder / "losses.json").read_text()) ==

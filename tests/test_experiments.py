@@ -78,7 +78,7 @@ def test_cupy_without_gpu_is_a_clear_error(capsys, real_cupy_only):
 # --- the rules come from minimf.training.NETWORKS --------------------------------------------------
 
 def test_rules_are_taken_from_train_networks(monkeypatch):
-    with_mlp = [name for name, (mlp_class, _) in NETWORKS.items() if mlp_class is not None]
+    with_mlp = [name for name, classes in NETWORKS.items() if classes[0] is not None]
     assert algorithms("mlp") == with_mlp and "mf" in with_mlp and "bp" in with_mlp
     assert "ff" not in algorithms("cnn")          # FF has no CNN in minimf
     assert "sff" in algorithms("cnn") and "sff" not in algorithms("mlp")   # SFF has only a CNN

@@ -2,13 +2,16 @@
 
 1. Every lesson runs top to bottom under pytest with nbmake, in small mode (``MINIMF_SMALL=1``).
 2. Outputs are stripped in git.
-3. The student version, built by ``nbgrader generate_assignment`` in a temporary course directory
-   exactly as an instructor would (lessons/README.md), leaks no solution text, runs up to its first
-   task, and each graded test cell FAILS on the stubs (a test that passes on a stub tests nothing).
-   It is run up to its last graded test; what follows is run by 1., with the solutions in.
-4. (slow) ``nbgrader autograde`` on two submissions of the student version: one filled in as a student
-   would (each solution cell completed with the instructor's lines) scores every point, the untouched
-   stubs score 0 on every graded cell.
+3. The student version, built by ``python -m minimf.course build`` (nbgrader's ``generate_assignment``,
+   one assignment per lesson) in a temporary course directory exactly as an instructor would
+   (docs/course.md), leaks no solution text, runs up to its first task, and each graded test cell
+   FAILS on the stubs (a test that passes on a stub tests nothing). It is run up to its last graded
+   test; what follows is run by 1., with the solutions in.
+4. The lessons are in step with the project: no issue numbers, every graded test keeps minimf's own
+   answer out of reach (``minimf.course.integrity.without``), every file a lesson shows exists.
+
+Grading the assignments (nbgrader autograde, grades.csv, the grader's own failure modes) is
+tests/test_course.py's.
 
 Kernels are started with this interpreter (``python3`` resolves to ``sys.executable``) and with an
 empty user Jupyter data folder, so that a ``python3`` kernel registered elsewhere cannot take over.
@@ -16,7 +19,6 @@ nbgrader starts ``alembic`` by name: the interpreter's ``bin`` goes first on PAT
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +31,6 @@ nbclient = pytest.importorskip("nbclient", reason="the lessons need the [test] e
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS_DIR = ROOT / "lessons"
 LESSONS = sorted(LESSONS_DIR.glob("[0-9][0-9]_*.ipynb"))
-ASSIGNMENT = "minimf"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = re.compile(r'raise NotImplementedError\("Task \d+\.\d+: [^"]+"\)')
 CELL_TIMEOUT_S = 300
@@ -124,29 +125,26 @@ def test_lesson_runs_under_nbmake(lesson, tmp_path):
 
 @pytest.fixture(scope="module")
 def student_version(tmp_path_factory):
-    """Build the student notebooks with ``nbgrader generate_assignment``, as an instructor would:
-    course/nbgrader_config.py, course/source/minimf/*.ipynb -> course/release/minimf/*.ipynb."""
+    """Build the course as an instructor would (python -m minimf.course build DIR): one nbgrader assignment
+    per lesson; returns DIR/release, where release/<lesson>/<lesson>.ipynb is the student version."""
     tmp = tmp_path_factory.mktemp("course")
     course = tmp / "course"
-    source = course / "source" / ASSIGNMENT
-    source.mkdir(parents=True)
-    for lesson in LESSONS:
-        shutil.copy(lesson, source / lesson.name)
-    shutil.copy(LESSONS_DIR / "nbgrader_config.py", course / "nbgrader_config.py")
-    result = subprocess.run(
-        [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT],
-        cwd=course, env=_env(tmp), capture_output=True, text=True, timeout=600,
-    )
-    release = course / "release" / ASSIGNMENT
+    result = subprocess.run([sys.executable, "-m", "minimf.course", "build", str(course)],
+                            cwd=ROOT, env=_env(tmp), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert sorted(p.name for p in release.glob("*.ipynb")) == [p.name for p in LESSONS]
+    release = course / "release"
+    assert sorted(p.name for p in release.glob("*/*.ipynb")) == [p.name for p in LESSONS]
     return release
+
+
+def _released(release, lesson):
+    return release / lesson.stem / lesson.name
 
 
 @pytest.mark.parametrize("lesson", TASK_LESSONS, ids=lambda path: path.stem)
 def test_student_version_leaks_no_solution(lesson, student_version):
     source_cells = _read(lesson).cells
-    student = _read(student_version / lesson.name)
+    student = _read(_released(student_version, lesson))
     student_text = "\n".join(cell.source for cell in student.cells)
     assert BEGIN not in student_text and END not in student_text
 
@@ -167,7 +165,7 @@ def test_student_version_leaks_no_solution(lesson, student_version):
 def test_student_version_runs_to_first_task_and_its_tests_fail(lesson, student_version, tmp_path, monkeypatch):
     for name, value in _env(tmp_path).items():
         monkeypatch.setenv(name, value)
-    nb = _read(student_version / lesson.name)
+    nb = _read(_released(student_version, lesson))
     last_test = max(i for i, cell in enumerate(nb.cells) if _is_graded_test(cell))
     nb.cells = nb.cells[:last_test + 1]      # what follows the last graded test runs under nbmake (solutions in)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
@@ -190,46 +188,30 @@ def test_student_version_runs_to_first_task_and_its_tests_fail(lesson, student_v
             f"{found[0].ename}: {found[0].evalue}")
 
 
-def _filled_in(instructor_cell):
-    """A solution cell completed as a student would: the instructor's source without the solution
-    markers and without the stub that follows them."""
-    lines = [line for line in instructor_cell.source.splitlines()
-             if line.strip() not in (BEGIN, END) and not STUB.search(line)]
-    return "\n".join(lines)
-
-
-@pytest.mark.slow
-def test_autograde_gives_full_points_to_solutions_and_zero_to_stubs(student_version):
-    """``nbgrader autograde`` as an instructor runs it, on two submissions of the whole assignment."""
-    course = student_version.parents[1]
-    solved, stubs = course / "submitted" / "solver" / ASSIGNMENT, course / "submitted" / "stubs" / ASSIGNMENT
-    for folder in (solved, stubs):
-        folder.mkdir(parents=True)
+def test_no_lesson_names_an_issue():
+    pattern = re.compile(r"\bissues?\s*#?\d+", re.I)
     for lesson in LESSONS:
-        shutil.copy(student_version / lesson.name, stubs / lesson.name)
-        student = _read(student_version / lesson.name)
-        instructor = {_nbgrader(cell)["grade_id"]: cell for cell in _read(lesson).cells if _is_solution(cell)}
-        for cell in student.cells:
-            if _is_solution(cell):
-                cell.source = _filled_in(instructor[_nbgrader(cell)["grade_id"]])
-        nbformat.write(student, str(solved / lesson.name))
+        for index, cell in enumerate(_read(lesson).cells):
+            found = pattern.findall(cell.source)
+            assert not found, f"{lesson.name} cell {index} names {found}: lessons speak of ideas, not of issues"
 
-    result = subprocess.run(
-        [sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, f"--Execute.timeout={CELL_TIMEOUT_S}"],
-        cwd=course, env=_env(course.parent), capture_output=True, text=True, timeout=3600,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        scores = {submitter: {grade.name: (grade.score, grade.max_score)
-                              for notebook in gradebook.find_submission(ASSIGNMENT, submitter).notebooks
-                              for grade in notebook.grades}
-                  for submitter in ("solver", "stubs")}
-    graded_ids = {_nbgrader(cell)["grade_id"] for lesson in TASK_LESSONS
-                  for cell in _read(lesson).cells if _is_graded_test(cell)}
-    assert set(scores["solver"]) == set(scores["stubs"]) == graded_ids
-    for grade_id, (score, max_score) in scores["solver"].items():
-        assert max_score > 0 and score == max_score, f"the filled-in {grade_id} scored {score} of {max_score}"
-    for grade_id, (score, max_score) in scores["stubs"].items():
-        assert score == 0, f"the stub of {grade_id} scored {score} of {max_score}"
+@pytest.mark.parametrize("lesson", TASK_LESSONS, ids=lambda path: path.stem)
+def test_graded_tests_keep_minimf_s_own_answer_out_of_reach(lesson):
+    """Every graded test runs the student's function inside ``without(<minimf's own implementation>, task=...)``
+    (tests/test_course.py checks that answers calling it score 0)."""
+    for cell in _read(lesson).cells:
+        if _is_graded_test(cell):
+            assert "from minimf.course.integrity import without" in cell.source, cell.source
+            assert re.search(r"with without\(.+task=\"\d+\.\d+\"\):", cell.source), cell.source
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda path: path.stem)
+def test_pictures_a_lesson_shows_exist_and_travel_with_it(lesson):
+    """Every ![picture](path) of a lesson is a file beside it, which the course build copies with it."""
+    from minimf.course.build import linked_files
+    pictures = [match for cell in _read(lesson).cells if cell.cell_type == "markdown"
+                for match in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", cell.source)]
+    for picture in pictures:
+        assert (LESSONS_DIR / picture).is_file(), f"{lesson.name} shows {picture}, which is not in lessons/"
+    assert set(pictures) <= {str(path) for path in linked_files(lesson)}

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-import minimf.training.loop as loop_module
 from minimf.train import main
 
 MIXER = ["--arch", "mixer", "--width", "16", "--token-hidden", "8", "--channel-hidden", "24", "--depth", "2",
@@ -37,18 +36,9 @@ def test_the_pipelined_mixer_equals_the_sequential_one(tmp_path, capsys):
     assert same_run(tmp_path / "sequential", tmp_path / "pipelined")
 
 
-def test_a_stopped_mixer_resumes_bit_for_bit(tmp_path, capsys, monkeypatch):
-    import signal
+def test_a_stopped_mixer_resumes_bit_for_bit(tmp_path, capsys, signal_after):
     assert main(MIXER + ["--out", str(tmp_path / "reference")]) == 0
-    real_tqdm, left = loop_module.tqdm, {"n": 5}
-
-    class Bar(real_tqdm):
-        def update(self, n=1):
-            super().update(n)
-            left["n"] -= n
-            if left["n"] == 0:
-                signal.raise_signal(signal.SIGINT)
-    monkeypatch.setattr(loop_module, "tqdm", Bar)
+    signal_after(5)
     assert main(MIXER + ["--out", str(tmp_path / "stopped")]) == 130
     assert main(["--resume", str(tmp_path / "stopped")]) == 0
     assert same_run(tmp_path / "stopped", tmp_path / "reference")

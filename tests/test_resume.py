@@ -9,7 +9,6 @@ process at random moments (tests/test_resume_kill.py).
 import json
 import re
 import shutil
-import signal
 import zipfile
 from pathlib import Path
 
@@ -63,24 +62,9 @@ def assert_same_run(folder, reference):
 
 
 @pytest.fixture
-def ctrl_c_after(monkeypatch):
+def ctrl_c_after(signal_after):
     """``ctrl_c_after(k)``: a real SIGINT to this process when the k-th batch (of the run) is handed out."""
-    real_tqdm = loop_module.tqdm
-    counter = {"left": None}
-
-    class CountingBar(real_tqdm):
-        def update(self, n=1):
-            super().update(n)
-            if counter["left"] is not None:
-                counter["left"] -= n
-                if counter["left"] == 0:
-                    signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(loop_module, "tqdm", CountingBar)
-
-    def arm(k):
-        counter["left"] = k
-    return arm
+    return signal_after
 
 
 def reference_run(tmp_path, argv):

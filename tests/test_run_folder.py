@@ -59,27 +59,6 @@ def refused(argv, capsys, code=2):
 
 
 @pytest.fixture
-def signal_after(monkeypatch):
-    """``signal_after(k, signum)``: a real signal to this process when the k-th batch is handed out."""
-    real_tqdm = loop_module.tqdm
-    armed = {"left": None, "signum": signal.SIGINT}
-
-    class CountingBar(real_tqdm):
-        def update(self, n=1):
-            super().update(n)
-            if armed["left"] is not None:
-                armed["left"] -= n
-                if armed["left"] == 0:
-                    signal.raise_signal(armed["signum"])
-
-    monkeypatch.setattr(loop_module, "tqdm", CountingBar)
-
-    def arm(k, signum=signal.SIGINT):
-        armed.update(left=k, signum=signum)
-    return arm
-
-
-@pytest.fixture
 def finished_run(tmp_path, capsys):
     folder = tmp_path / "run"
     assert main(SMALL + ["--out", str(folder)]) == 0
