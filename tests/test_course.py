@@ -72,6 +72,7 @@ return loss, grads""",
 return {"activations": 0, "gradients": sum(g.size for g in net.layers[0].params.values()) * itemsize}""",
     "14.1": """result = paired_interval(a, b, confidence)
 return float(result.mean), float(result.low), float(result.high)""",
+    "15.1": """return layer_norm_backward(dy, cache)""",
 }
 
 
@@ -486,7 +487,7 @@ def test_the_installed_package_carries_no_solution(tmp_path):
 
 @pytest.mark.slow
 def test_one_student_s_whole_course_grades_in_a_minute(tmp_path, monkeypatch):
-    """The whole course (14 lessons) for two students, solutions and stubs; the time per student is printed
+    """The whole course (every lesson) for two students, solutions and stubs; the time per student is printed
     (docs/course.md quotes it)."""
     from minimf.course.build import build_course
     from minimf.course.grade import grade_course
