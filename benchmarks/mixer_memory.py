@@ -6,8 +6,9 @@ backpropagation's memory"); and the 2 x 1000 MLP, where the advantage vanishes.
     python benchmarks/mixer_memory.py --depths 2 4 --width 64 --batch-size 32   # a quick look
     python benchmarks/mixer_memory.py --backend cupy                   # GPU memory, CuPy's pool
 
-What is measured, for each network built fresh (minimf/experiments/measure.py's meters: tracemalloc
-on NumPy, a hook on CuPy's memory pool on CuPy):
+What is measured, for each network built fresh (minimf/experiments/measure.py's ``mixer_step_memory``,
+shared with ``python -m minimf.experiments mixer``, and its meters: tracemalloc on NumPy, a hook on
+CuPy's memory pool on CuPy):
 
 * resident: what stays allocated between steps, i.e. the parameters and the optimiser's state
   (Adam's m and v; on NumPy also one scratch array per parameter, minimf/nn/optim.py), counted after
@@ -52,15 +53,15 @@ at N = 128) are small beside the gradients of one 1000 x 1000 layer (4 MiB), whi
 and the ratio is about 1, as Spyra & Dzwinel (BeyondBackpropagation, PPAM 2026) measured it.
 """
 import argparse
-import gc
 import sys
 
 import numpy as np
 
-from minimf import BackpropMixer, BackpropNet, MonoForwardMixer, MonoForwardNet
+from minimf import BackpropNet, MonoForwardNet
 from minimf.argtypes import positive_int
 from minimf.backend import BACKENDS, BackendError, get_backend
-from minimf.experiments.measure import MIB, TracemallocMeter, memory_meter, random_batch
+from minimf.experiments.measure import (MIB, TracemallocMeter, measure_pair, memory_meter, mixer_step_memory,
+                                        random_batch)
 
 IMAGES = {"pathmnist": ((3, 28, 28), 9), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
 DEFAULT_DEPTHS = [2, 4, 8, 16]
@@ -91,31 +92,6 @@ def build_parser():
     return p
 
 
-def resident_and_step_peak(make_net, x, y, meter):
-    """(resident, step peak) in bytes for a fresh ``make_net()``: what stays allocated after one
-    warm-up step (parameters and optimiser state), and the peak during the next ``train_step`` on
-    top of what existed before it (as ``measure.step_peak_bytes``). The meter must be running."""
-    gc.collect()
-    base = meter.current()
-    net = make_net()
-    net.train_step(x, y, validate=False)            # warm-up: Adam's state now exists
-    gc.collect()
-    resident = meter.current() - base
-    meter.reset_peak()
-    before = meter.current()
-    net.train_step(x, y, validate=False)
-    step = meter.peak() - before
-    parameters = sum(a.size for layer in net.layers for a in layer.params.values() if a is not None)
-    del net
-    gc.collect()
-    return resident, step, parameters
-
-
-def measure_pair(make_mf, make_bp, x, y, meter):
-    """{"MF": (resident, step, parameters), "BP": ...}, bytes and counts."""
-    return {"MF": resident_and_step_peak(make_mf, x, y, meter), "BP": resident_and_step_peak(make_bp, x, y, meter)}
-
-
 def row(label, result):
     (mf_res, mf_step, mf_n), (bp_res, bp_step, bp_n) = result["MF"], result["BP"]
     mf_total, bp_total = mf_res + mf_step, bp_res + bp_step
@@ -140,7 +116,6 @@ def main(argv=None):
         build_parser().error(f"--patch {args.patch} does not tile {shape[1]}x{shape[2]} images")
     sizes = dict(patch=args.patch, width=args.width, token_hidden=args.token_hidden,
                  channel_hidden=args.channel_hidden)
-    common = dict(num_classes=classes, backend=args.backend, seed=SEED, lr=LR)
     patches = (shape[1] // args.patch) * (shape[2] // args.patch)
     with memory_meter(xp) as meter:
         how = "tracemalloc" if isinstance(meter, TracemallocMeter) else "CuPy pool hook"
@@ -152,13 +127,11 @@ def main(argv=None):
               f"warm-up step;\n            step peak = the peak during one train_step above it; total = both")
         print()
         print(HEADER)
-        x, y = random_batch(args.batch_size, shape, classes, SEED, xp)
+        results = mixer_step_memory(xp, shape, classes, args.depths, sizes, args.batch_size, meter, seed=SEED, lr=LR,
+                                    say=lambda depth: print(f"  measuring depth {depth} ...", file=sys.stderr,
+                                                            flush=True))
         totals = []
-        for depth in args.depths:
-            print(f"  measuring depth {depth} ...", file=sys.stderr, flush=True)
-            result = measure_pair(lambda: MonoForwardMixer(input_shape=shape, depth=depth, **sizes, **common),
-                                  lambda: BackpropMixer(input_shape=shape, depth=depth, **sizes, **common),
-                                  x, y, meter)
+        for depth, result in results.items():
             totals.append(sum(result["MF"][:2]) / sum(result["BP"][:2]))
             print(row(str(depth), result))
         if not args.no_mlp:

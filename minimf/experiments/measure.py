@@ -13,7 +13,10 @@ A *meter* counts the bytes allocated while it runs:
   minimf.backend: ``xp`` is the module it returned; nothing here imports cupy.)
 
 ``step_peak_bytes`` is the peak during ONE ``train_step``, on top of what existed before it (parameters,
-optimiser state after a warm-up step, the batch). ``step_trace`` follows a fresh network over its first
+optimiser state after a warm-up step, the batch). ``resident_and_step_peak`` adds what stays allocated between steps
+(parameters and optimiser state): the two together are the allocator's peak of a step, and
+``mixer_step_memory`` measures them for MF and BP MLP-Mixers of several depths (benchmarks/mixer_memory.py
+and ``python -m minimf.experiments mixer``). ``step_trace`` follows a fresh network over its first
 steps, ``mf_layer_trace`` looks inside one MF step, layer by layer.
 
 Time
@@ -36,6 +39,7 @@ import numpy as np
 from minimf.backend import backend_name, make_rng
 from minimf.rules.backprop import BackpropNet
 from minimf.rules.forward_forward import ForwardForwardNet
+from minimf.rules.mixer import BackpropMixer, MonoForwardMixer
 from minimf.rules.mono_forward import MonoForwardNet
 
 MIB = 2 ** 20
@@ -141,6 +145,50 @@ def step_peak_bytes(make_net, x, y, meter):
     before = meter.current()
     net.train_step(x, y)
     return meter.peak() - before
+
+
+def resident_and_step_peak(make_net, x, y, meter):
+    """(resident, step peak, parameters) for a fresh ``make_net()``: the bytes that stay allocated after
+    one warm-up step (parameters and optimiser state), the peak during the next ``train_step`` on top of
+    what existed before it (as ``step_peak_bytes``), and the number of parameters. The meter must be
+    running. resident + step peak is the allocator's peak of a training step."""
+    gc.collect()
+    base = meter.current()
+    net = make_net()
+    net.train_step(x, y, validate=False)            # warm-up: Adam's state now exists
+    gc.collect()
+    resident = meter.current() - base
+    meter.reset_peak()
+    before = meter.current()
+    net.train_step(x, y, validate=False)
+    step = meter.peak() - before
+    parameters = sum(a.size for layer in net.layers for a in layer.params.values() if a is not None)
+    del net
+    gc.collect()
+    return resident, step, parameters
+
+
+def measure_pair(make_mf, make_bp, x, y, meter):
+    """{"MF": (resident, step peak, parameters), "BP": ...} of ``resident_and_step_peak``, bytes and counts."""
+    return {"MF": resident_and_step_peak(make_mf, x, y, meter), "BP": resident_and_step_peak(make_bp, x, y, meter)}
+
+
+def mixer_step_memory(xp, input_shape, num_classes, depths, sizes, batch_size, meter, seed=0, lr=1e-3,
+                      say=None):
+    """The memory of one training step of an MF and a BP MLP-Mixer at each depth of ``depths``, the
+    other sizes ``sizes`` (patch, width, token_hidden, channel_hidden), on one random batch of
+    ``batch_size`` examples of ``input_shape``: {depth: measure_pair's result}. ``say(depth)`` is
+    called before each depth (progress). The meter must be running."""
+    backend = backend_name(xp)
+    common = dict(input_shape=input_shape, num_classes=num_classes, backend=backend, seed=seed, lr=lr, **sizes)
+    x, y = random_batch(batch_size, input_shape, num_classes, seed, xp)
+    results = {}
+    for depth in depths:
+        if say:
+            say(depth)
+        results[depth] = measure_pair(lambda: MonoForwardMixer(depth=depth, **common),
+                                      lambda: BackpropMixer(depth=depth, **common), x, y, meter)
+    return results
 
 
 def step_trace(make_net, x, y, steps, meter):
