@@ -33,6 +33,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="the course needs the [test] extra (nbgrader)")
 pytest.importorskip("nbgrader", reason="the course needs the [test] extra (nbgrader)")
 
+from notebook_helpers import is_graded_test, is_solution, nbgrader_of, read_notebook  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS_DIR = ROOT / "lessons"
 LESSONS = sorted(LESSONS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -76,27 +78,11 @@ return float(result.mean), float(result.low), float(result.high)""",
 }
 
 
-def _read(path):
-    return nbformat.read(str(path), as_version=4)
-
-
-def _nbgrader(cell):
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def _is_solution(cell):
-    return cell.cell_type == "code" and _nbgrader(cell).get("solution", False)
-
-
-def _is_graded_test(cell):
-    return cell.cell_type == "code" and _nbgrader(cell).get("grade", False) and not _is_solution(cell)
-
-
 def _task(cell):
     return TASK.search(cell.source).group(1)
 
 
-TASK_LESSONS = [lesson for lesson in LESSONS if any(_is_solution(cell) for cell in _read(lesson).cells)]
+TASK_LESSONS = [lesson for lesson in LESSONS if any(is_solution(cell) for cell in read_notebook(lesson).cells)]
 
 
 def filled_in(instructor_source):
@@ -170,15 +156,15 @@ def run_to_last_test(lesson, solution_source=None, extra=None, monkeypatch=None)
     import minimf.course.modes as modes
     monkeypatch.setattr(modes, "GRADING", True)
     monkeypatch.setattr(modes, "SMALL", True)
-    cells = _read(lesson).cells
-    last = max(i for i, cell in enumerate(cells) if _is_graded_test(cell))
+    cells = read_notebook(lesson).cells
+    last = max(i for i, cell in enumerate(cells) if is_graded_test(cell))
     namespace = {"__name__": "__main__"}
     try:
         for index, cell in enumerate(cells[:last + 1]):
             if cell.cell_type != "code":
                 continue
             source = cell.source
-            if _is_solution(cell):
+            if is_solution(cell):
                 source = filled_in(source) if solution_source is None else solution_source
                 if extra:
                     source += "\n" + extra
@@ -191,7 +177,7 @@ def run_to_last_test(lesson, solution_source=None, extra=None, monkeypatch=None)
 @pytest.mark.parametrize("lesson", TASK_LESSONS, ids=lambda path: path.stem)
 def test_graded_tests_grade_the_students_code(lesson, monkeypatch):
     from minimf.course.integrity import ReferenceUsed
-    solution = next(cell for cell in _read(lesson).cells if _is_solution(cell))
+    solution = next(cell for cell in read_notebook(lesson).cells if is_solution(cell))
     task, name = _task(solution), answer_function(solution.source)
 
     run_to_last_test(lesson, monkeypatch=monkeypatch)                            # the solution passes
@@ -203,7 +189,7 @@ def test_graded_tests_grade_the_students_code(lesson, monkeypatch):
     with pytest.raises(ReferenceUsed) as info:                                   # minimf's own answer fails
         run_to_last_test(lesson, shortcut(solution.source, task), monkeypatch=monkeypatch)
     assert str(info.value).startswith(f"Task {task} must be answered with your own code"), info.value
-    assert set(SHORTCUTS) == {_task(next(c for c in _read(path).cells if _is_solution(c))) for path in TASK_LESSONS}
+    assert set(SHORTCUTS) == {_task(next(c for c in read_notebook(path).cells if is_solution(c))) for path in TASK_LESSONS}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,12 +225,12 @@ def submit(course, student, lesson_stem, change=None, text=None):
     if text is not None:
         target.write_text(text)
         return target
-    nb = _read(course / "release" / lesson_stem / f"{lesson_stem}.ipynb")
-    instructor = {_nbgrader(c)["grade_id"]: c.source for c in _read(course / "source" / lesson_stem /
-                                                                      f"{lesson_stem}.ipynb").cells if _is_solution(c)}
+    nb = read_notebook(course / "release" / lesson_stem / f"{lesson_stem}.ipynb")
+    instructor = {nbgrader_of(c)["grade_id"]: c.source for c in read_notebook(course / "source" / lesson_stem /
+                                                                      f"{lesson_stem}.ipynb").cells if is_solution(c)}
     for cell in nb.cells:
-        if _is_solution(cell) and change is not None:
-            cell.source = change(cell.source, instructor[_nbgrader(cell)["grade_id"]])
+        if is_solution(cell) and change is not None:
+            cell.source = change(cell.source, instructor[nbgrader_of(cell)["grade_id"]])
     nbformat.write(nb, str(target))
     return target
 
@@ -277,7 +263,7 @@ def _build_and_grade(course, lessons):
     submit(course, "shortcut", stem("09"), lambda s, i: shortcut(s, "9.1"))
     submit(course, "shortcut", stem("14"), lambda s, i: shortcut(s, "14.1"))
     submit(course, "broken", stem("02"), lambda s, i: filled_in(i).replace("return dx, dW, db", "return dx, dW, db)"))
-    empty = _read(course / "release" / stem("03") / f"{stem('03')}.ipynb")
+    empty = read_notebook(course / "release" / stem("03") / f"{stem('03')}.ipynb")
     empty.cells = []
     nbformat.write(empty, str(submit(course, "broken", stem("03"))))
     submit(course, "broken", stem("05"), text="")                          # not a notebook at all
@@ -348,14 +334,14 @@ def test_a_rebuilt_release_never_overwrites_a_student_s_work(graded, tmp_path):
             for path in (course / folder).rglob("*") if path.is_file()}
     lessons = copy_lessons(tmp_path / "lessons", SMALL_COURSE)
     lesson = lessons / f"{stem('02')}.ipynb"
-    nb = _read(lesson)
+    nb = read_notebook(lesson)
     nb.cells[0].source += "\n\n(An instructor's correction.)"
     nbformat.write(nb, str(lesson))
     config = course / "nbgrader_config.py"
     config.write_text(config.read_text() + "# the instructor's own setting\n")
     build_course(course, lessons, log=lambda *a: None)
     assert config.read_text().endswith("# the instructor's own setting\n")
-    released = _read(course / "release" / stem("02") / f"{stem('02')}.ipynb")
+    released = read_notebook(course / "release" / stem("02") / f"{stem('02')}.ipynb")
     assert "(An instructor's correction.)" in released.cells[0].source
     for path, data in work.items():
         assert path.read_bytes() == data, f"{path} changed"
@@ -373,7 +359,7 @@ def test_a_cell_past_the_time_limit_is_stopped_with_one_sentence(tmp_path, monke
         "x, W, has_bias = cache", "x, W, has_bias = cache\n    while True:\n        pass"))
     (row,) = grade_course(course, timeout=3, log=lambda *a: None)
     assert row["points"] == 0 and row["status"] == "graded"
-    graded = _read(course / "autograded" / "looper" / stem("02") / f"{stem('02')}.ipynb")
+    graded = read_notebook(course / "autograded" / "looper" / stem("02") / f"{stem('02')}.ipynb")
     errors = [out for cell in graded.cells for out in cell.get("outputs", []) if out.output_type == "error"]
     assert [e.traceback for e in errors] == [[STOPPED]]
     assert "Timeout" not in (course / "feedback" / "looper" / stem("02") / f"{stem('02')}.html").read_text()
@@ -449,7 +435,7 @@ def _secret_lines():
     code (whose reference implementations, which a student may read, share lines with some solutions)."""
     solution, outside = set(), set()
     for lesson in LESSONS:
-        for cell in _read(lesson).cells:
+        for cell in read_notebook(lesson).cells:
             inside = False
             for line in cell.source.splitlines():
                 if line.strip() == BEGIN:
@@ -457,7 +443,7 @@ def _secret_lines():
                 elif line.strip() == END:
                     inside = False
                 elif line.strip():
-                    (solution if inside and _is_solution(cell) else outside).add(line.strip())
+                    (solution if inside and is_solution(cell) else outside).add(line.strip())
     library = {line.strip() for path in (ROOT / "minimf").rglob("*.py") for line in path.read_text().splitlines()}
     return {line for line in solution - outside - library if len(line) >= 12}       # not "return", "else:"
 

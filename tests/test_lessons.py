@@ -28,6 +28,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="the lessons need the [test] extra (jupyter, nbmake, nbgrader)")
 nbclient = pytest.importorskip("nbclient", reason="the lessons need the [test] extra (jupyter, nbmake, nbgrader)")
 
+from notebook_helpers import is_graded_test, is_solution, nbgrader_of, read_notebook  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS_DIR = ROOT / "lessons"
 LESSONS = sorted(LESSONS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -36,24 +38,8 @@ STUB = re.compile(r'raise NotImplementedError\("Task \d+\.\d+: [^"]+"\)')
 CELL_TIMEOUT_S = 300
 
 
-def _read(path):
-    return nbformat.read(str(path), as_version=4)
-
-
-def _nbgrader(cell):
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def _is_solution(cell):
-    return cell.cell_type == "code" and _nbgrader(cell).get("solution", False)
-
-
-def _is_graded_test(cell):
-    return cell.cell_type == "code" and _nbgrader(cell).get("grade", False) and not _is_solution(cell)
-
-
 def _has_tasks(path):
-    return any(_is_solution(cell) for cell in _read(path).cells)
+    return any(is_solution(cell) for cell in read_notebook(path).cells)
 
 
 TASK_LESSONS = [path for path in LESSONS if _has_tasks(path)]
@@ -90,7 +76,7 @@ def test_lessons_are_numbered_in_order():
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda path: path.stem)
 def test_lesson_is_valid_with_outputs_stripped(lesson):
-    nb = _read(lesson)
+    nb = read_notebook(lesson)
     nbformat.validate(nb)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
@@ -102,14 +88,14 @@ def test_lesson_is_valid_with_outputs_stripped(lesson):
 
 @pytest.mark.parametrize("lesson", TASK_LESSONS, ids=lambda path: path.stem)
 def test_lesson_tasks_use_nbgrader_markers_and_named_stubs(lesson):
-    solutions = [cell for cell in _read(lesson).cells if _is_solution(cell)]
-    tests = [cell for cell in _read(lesson).cells if _is_graded_test(cell)]
+    solutions = [cell for cell in read_notebook(lesson).cells if is_solution(cell)]
+    tests = [cell for cell in read_notebook(lesson).cells if is_graded_test(cell)]
     assert solutions and tests
     for cell in solutions:
         assert cell.source.count(BEGIN) == cell.source.count(END) >= 1, cell.source
         assert STUB.search(cell.source.split(END)[-1]), f"no named stub after the solution in:\n{cell.source}"
     for cell in tests:
-        assert _nbgrader(cell).get("points", 0) > 0 and _nbgrader(cell).get("locked"), _nbgrader(cell)
+        assert nbgrader_of(cell).get("points", 0) > 0 and nbgrader_of(cell).get("locked"), nbgrader_of(cell)
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda path: path.stem)
@@ -143,12 +129,12 @@ def _released(release, lesson):
 
 @pytest.mark.parametrize("lesson", TASK_LESSONS, ids=lambda path: path.stem)
 def test_student_version_leaks_no_solution(lesson, student_version):
-    source_cells = _read(lesson).cells
-    student = _read(_released(student_version, lesson))
+    source_cells = read_notebook(lesson).cells
+    student = read_notebook(_released(student_version, lesson))
     student_text = "\n".join(cell.source for cell in student.cells)
     assert BEGIN not in student_text and END not in student_text
 
-    solution = {line for cell in source_cells if _is_solution(cell) for line in _solution_lines(cell.source)}
+    solution = {line for cell in source_cells if is_solution(cell) for line in _solution_lines(cell.source)}
     outside = {line.strip() for cell in source_cells
                for line in re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), "", cell.source, flags=re.S).splitlines()}
     secret = solution - outside
@@ -157,7 +143,7 @@ def test_student_version_leaks_no_solution(lesson, student_version):
     leaked = sorted(secret & student_lines)
     assert not leaked, f"{lesson.name}: solution text in the student version: {leaked}"
     for cell in student.cells:
-        if _is_solution(cell):
+        if is_solution(cell):
             assert STUB.search(cell.source), cell.source
 
 
@@ -165,8 +151,8 @@ def test_student_version_leaks_no_solution(lesson, student_version):
 def test_student_version_runs_to_first_task_and_its_tests_fail(lesson, student_version, tmp_path, monkeypatch):
     for name, value in _env(tmp_path).items():
         monkeypatch.setenv(name, value)
-    nb = _read(_released(student_version, lesson))
-    last_test = max(i for i, cell in enumerate(nb.cells) if _is_graded_test(cell))
+    nb = read_notebook(_released(student_version, lesson))
+    last_test = max(i for i, cell in enumerate(nb.cells) if is_graded_test(cell))
     nb.cells = nb.cells[:last_test + 1]      # what follows the last graded test runs under nbmake (solutions in)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(tmp_path)}})
@@ -175,23 +161,23 @@ def test_student_version_runs_to_first_task_and_its_tests_fail(lesson, student_v
     def errors(cell):
         return [out for out in cell.get("outputs", []) if out.output_type == "error"]
 
-    first_test = next(i for i, cell in enumerate(nb.cells) if _is_graded_test(cell))
+    first_test = next(i for i, cell in enumerate(nb.cells) if is_graded_test(cell))
     for index, cell in enumerate(nb.cells[:first_test]):
         assert not errors(cell), f"{lesson.name} cell {index} fails before the first task: {errors(cell)}"
 
-    graded = [cell for cell in nb.cells if _is_graded_test(cell)]
+    graded = [cell for cell in nb.cells if is_graded_test(cell)]
     for cell in graded:
         found = errors(cell)
-        assert found, f"{lesson.name}: graded test {_nbgrader(cell)['grade_id']} PASSES on the stub"
+        assert found, f"{lesson.name}: graded test {nbgrader_of(cell)['grade_id']} PASSES on the stub"
         assert found[0].ename == "NotImplementedError" and found[0].evalue.startswith("Task "), (
-            f"{lesson.name}: {_nbgrader(cell)['grade_id']} failed for another reason: "
+            f"{lesson.name}: {nbgrader_of(cell)['grade_id']} failed for another reason: "
             f"{found[0].ename}: {found[0].evalue}")
 
 
 def test_no_lesson_names_an_issue():
     pattern = re.compile(r"\bissues?\s*#?\d+", re.I)
     for lesson in LESSONS:
-        for index, cell in enumerate(_read(lesson).cells):
+        for index, cell in enumerate(read_notebook(lesson).cells):
             found = pattern.findall(cell.source)
             assert not found, f"{lesson.name} cell {index} names {found}: lessons speak of ideas, not of issues"
 
@@ -200,8 +186,8 @@ def test_no_lesson_names_an_issue():
 def test_graded_tests_keep_minimf_s_own_answer_out_of_reach(lesson):
     """Every graded test runs the student's function inside ``without(<minimf's own implementation>, task=...)``
     (tests/test_course.py checks that answers calling it score 0)."""
-    for cell in _read(lesson).cells:
-        if _is_graded_test(cell):
+    for cell in read_notebook(lesson).cells:
+        if is_graded_test(cell):
             assert "from minimf.course.integrity import without" in cell.source, cell.source
             assert re.search(r"with without\(.+task=\"\d+\.\d+\"\):", cell.source), cell.source
 
@@ -210,7 +196,7 @@ def test_graded_tests_keep_minimf_s_own_answer_out_of_reach(lesson):
 def test_pictures_a_lesson_shows_exist_and_travel_with_it(lesson):
     """Every ![picture](path) of a lesson is a file beside it, which the course build copies with it."""
     from minimf.course.build import linked_files
-    pictures = [match for cell in _read(lesson).cells if cell.cell_type == "markdown"
+    pictures = [match for cell in read_notebook(lesson).cells if cell.cell_type == "markdown"
                 for match in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", cell.source)]
     for picture in pictures:
         assert (LESSONS_DIR / picture).is_file(), f"{lesson.name} shows {picture}, which is not in lessons/"

@@ -94,6 +94,16 @@ class MixerSizes:
         self.width, self.token_hidden, self.channel_hidden, self.depth = width, token_hidden, channel_hidden, depth
         return input_shape
 
+    def _trunk(self, input_shape, patch, width, token_hidden, channel_hidden, depth, num_classes, backend, seed,
+               dtype, bias):
+        """The sizes recorded, then (input_shape, xp, rng, the patch embedding, the blocks): the trunk
+        both rules share, drawn first from the seed's generator (the heads are drawn after it)."""
+        input_shape = self._record_sizes(input_shape, patch, width, token_hidden, channel_hidden, depth, num_classes)
+        xp, rng = get_backend(backend), make_rng(seed)
+        embedding, blocks = build_trunk(input_shape, patch, self.width, self.token_hidden, self.channel_hidden,
+                                        self.depth, rng, xp, dtype, bias)
+        return input_shape, xp, rng, embedding, blocks
+
 
 # --- backprop ------------------------------------------------------------------------------------------
 
@@ -110,12 +120,9 @@ class BackpropMixer(MixerSizes, BackpropModel):
 
     def __init__(self, input_shape=(1, 28, 28), patch=4, width=128, token_hidden=64, channel_hidden=512, depth=4,
                  num_classes=10, backend="numpy", seed=0, bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
-        input_shape = self._record_sizes(input_shape, patch, width, token_hidden, channel_hidden, depth,
-                                         num_classes)
-        xp = get_backend(backend)
-        rng = make_rng(seed)
-        embedding, blocks = build_trunk(input_shape, patch, self.width, self.token_hidden, self.channel_hidden,
-                                        self.depth, rng, xp, dtype, bias)
+        input_shape, xp, rng, embedding, blocks = self._trunk(input_shape, patch, width, token_hidden,
+                                                              channel_hidden, depth, num_classes, backend, seed,
+                                                              dtype, bias)
         head = DenseLayer(self.width, int(num_classes), rng, xp, dtype, bias)
         super().__init__([embedding, *blocks, head], input_shape, num_classes, xp, dtype, optimizer, lr)
 
@@ -222,12 +229,9 @@ class MonoForwardMixer(MixerSizes, MonoForwardModel):
 
     def __init__(self, input_shape=(1, 28, 28), patch=4, width=128, token_hidden=64, channel_hidden=512, depth=4,
                  num_classes=10, backend="numpy", seed=0, bias=True, optimizer="adam", lr=1e-3, dtype="float32"):
-        input_shape = self._record_sizes(input_shape, patch, width, token_hidden, channel_hidden, depth,
-                                         num_classes)
-        xp = get_backend(backend)
-        rng = make_rng(seed)
-        embedding, blocks = build_trunk(input_shape, patch, self.width, self.token_hidden, self.channel_hidden,
-                                        self.depth, rng, xp, dtype, bias)
+        input_shape, xp, rng, embedding, blocks = self._trunk(input_shape, patch, width, token_hidden,
+                                                              channel_hidden, depth, num_classes, backend, seed,
+                                                              dtype, bias)
         layers = [MonoForwardMixerLayer(block, int(num_classes), rng, xp, dtype, embedding if i == 0 else None)
                   for i, block in enumerate(blocks)]
         super().__init__(layers, input_shape, num_classes, xp, dtype, optimizer, lr)
