@@ -90,19 +90,22 @@ class RunLock:
 
 # --- a new run in a folder --------------------------------------------------------------------------
 
-def prepare_out_folder(out, overwrite=False):
-    """Make sure a new run may write into ``out``: a folder (made if missing), writable, holding no
-    run unless ``overwrite``. Returns the folder the old run was moved into (``set_aside``), or None.
+def check_out_folder(out):
+    """``out`` can take a run's files: a folder (made if missing) this process can write into.
     Raises RunFolderError."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file, not a folder")
+    check_writable(out)
+
+
+def check_holds_no_run(out, overwrite=False):
+    """A new run may use ``out``: it holds no run, or ``overwrite`` says the run there will be set
+    aside (``set_aside``). Raises RunFolderError."""
     held = what_is_there(out)
     if held and not overwrite:
         raise RunFolderError(f"--out {out} already holds a run ({held}); continue it with --resume {out}, "
                              f"or replace it with --overwrite")
-    check_writable(out)
-    return set_aside(out) if held else None
 
 
 def check_writable(out):

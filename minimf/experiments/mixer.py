@@ -5,8 +5,9 @@ of one training step against depth.
     python -m minimf.experiments mixer --quick              # MNIST, a small Mixer, CPU minutes
     python -m minimf.experiments mixer --seeds 0 1 2 3 4    # the default Mixer, the whole data sets
 
-1. The search (tune.py's pieces: ``draw_settings``, ``choose``, ``Settings``). MIXER_SEARCH's trials are
-   drawn from the search seed (the first of --seeds): learning rate log-uniform in [1e-4, 1e-2],
+1. The search (tune.py's pieces: ``draw_settings``, ``search_data``, ``search``, ``choose``,
+   ``Settings``). MIXER_SEARCH's trials are drawn from the search seed (the first of --seeds):
+   learning rate log-uniform in [1e-4, 1e-2],
    schedule constant or cosine, epochs from the scale's list (--epochs E fixes it). MF and BP train
    with the same drawn settings, trial by trial (the same budget), on the training split less the
    held-out validation images, and each rule's choice is its trial with the best accuracy on them.
@@ -37,8 +38,7 @@ from minimf.experiments.common import Report, image_datasets_present, markdown_t
 from minimf.experiments.decomposition import ENOUGH_SEEDS, paired, paired_record
 from minimf.experiments.measure import MIB, memory_meter, mixer_step_memory
 from minimf.experiments.tune import (LR_RANGE, MARGIN, SCHEDULES, SEARCH, SearchScale, choose, compare,
-                                    draw_settings, settings_of)
-from minimf.training import prepare_data
+                                    draw_settings, search, search_data, settings_of)
 from minimf.training.config import DEFAULT_MIXER
 
 RULES = ("mf", "bp")
@@ -75,16 +75,7 @@ def mixer_sizes(ctx):
     return dict(MIXERS[ctx.scale.name])
 
 
-# --- 1. the search: validation accuracy only ------------------------------------------------------
-
-def search_data(ctx, dataset, validation, seed):
-    """The search's data as images (the Mixer reads (C, H, W)): the training split less ``validation``
-    held-out images (carved with ``seed``, then the scale's subset), and the held-out images in the test
-    split's place; no test image (as tune.search_data, for any image data set)."""
-    data = prepare_data(dataset, ctx.xp, flatten=False, validation=validation, seed=seed,
-                        train_subset=ctx.scale.train_subset, data_dir=ctx.data_dir, progress=False)
-    return {"train": data["train"], "test": data["validation"], "validation": None}
-
+# --- 1. one trial, and one final run ---------------------------------------------------------------
 
 def train_mixer(ctx, algo, dataset, settings, seed, data=None):
     """One Mixer trained as ``python -m minimf.train --arch mixer`` trains it, with ``settings`` (tune.Settings):
@@ -92,20 +83,6 @@ def train_mixer(ctx, algo, dataset, settings, seed, data=None):
     _, history = train_rule(ctx, algo, dataset=dataset, arch="mixer", epochs=settings.epochs, seed=seed,
                             options={**mixer_sizes(ctx), **settings.options()}, data=data)
     return history[-1]
-
-
-def search(ctx, bar, dataset, candidates, data, seed):
-    """Every rule trained with every candidate on the search data: {rule: [trial record]}, a record the
-    trial's number, its settings and its validation accuracy (MF: bp mode), no test number."""
-    trials = {}
-    for algo in RULES:
-        trials[algo] = []
-        for number, settings in enumerate(candidates, start=1):
-            bar.set_postfix_str(f"{dataset} {algo} trial {number}")
-            record = train_mixer(ctx, algo, dataset, settings, seed, data)
-            trials[algo].append({"trial": number, **asdict(settings), "val_acc": record["test_acc"]})
-            bar.update(1)
-    return trials
 
 
 # --- 2. the final runs -----------------------------------------------------------------------------
@@ -196,7 +173,10 @@ def mixer_comparison(ctx):
            "datasets": {}}
     with ctx.bar(len(datasets) * len(RULES) * (space.trials + len(ctx.seeds)), "mixer") as bar:
         for dataset in datasets:
-            trials = search(ctx, bar, dataset, candidates, search_data(ctx, dataset, space.validation, seed), seed)
+            data = search_data(ctx, space.validation, seed, dataset, flatten=False)   # images: the Mixer reads (C, H, W)
+            trials = search(bar, RULES, candidates,
+                            lambda algo, settings: train_mixer(ctx, algo, dataset, settings, seed, data)["test_acc"],
+                            label=f"{dataset} ")
             chosen = {algo: choose(trials[algo]) for algo in RULES}
             runs = final_runs(ctx, bar, dataset, chosen)
             scores = {algo: scores_by_seed(runs[algo]) for algo in RULES}

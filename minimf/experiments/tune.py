@@ -96,13 +96,13 @@ def draw_settings(n, epochs, seed):
 
 # --- 1. the search: validation accuracy only ------------------------------------------------------
 
-def search_data(ctx, validation, seed):
+def search_data(ctx, validation, seed, dataset="mnist", flatten=True):
     """The search's data, as minimf.training.prepare_data makes them with ``validation`` and ``seed``, with
     the held-out images in the test split's place: {"train": the training split less ``validation``
     images (then --train-subset of the scale), "test": the held-out images, "validation": None}. The
-    test images are not in them: a trial cannot read them."""
-    data = prepare_data("mnist", ctx.xp, validation=validation, seed=seed, train_subset=ctx.scale.train_subset,
-                        data_dir=ctx.data_dir, progress=False)
+    test images are not in them: a trial cannot read them. ``flatten=False`` keeps images (C, H, W)."""
+    data = prepare_data(dataset, ctx.xp, flatten=flatten, validation=validation, seed=seed,
+                        train_subset=ctx.scale.train_subset, data_dir=ctx.data_dir, progress=False)
     return {"train": data["train"], "test": data["validation"], "validation": None}
 
 
@@ -124,15 +124,16 @@ def settings_of(trial):
     return Settings(trial["lr"], trial["schedule"], trial["epochs"])
 
 
-def search(ctx, bar, rules, candidates, data, hidden, seed):
-    """Every rule trained with every candidate; {rule: [trial record]}. A record holds the trial's
+def search(bar, rules, candidates, accuracy, label=""):
+    """Every rule trained with every candidate; {rule: [trial record]}. ``accuracy(algo, settings)``
+    trains one trial on the search data and returns its held-out accuracy. A record holds the trial's
     number, its settings and its validation accuracy: no test number."""
     trials = {}
     for algo in rules:
         trials[algo] = []
         for number, settings in enumerate(candidates, start=1):
-            bar.set_postfix_str(f"{algo} trial {number}")
-            acc = validation_accuracy(ctx, algo, settings, data, hidden, seed)
+            bar.set_postfix_str(f"{label}{algo} trial {number}")
+            acc = accuracy(algo, settings)
             trials[algo].append({"trial": number, **asdict(settings), "val_acc": acc})
             bar.update(1)
     return trials
@@ -182,7 +183,9 @@ def tune_hyperparameters(ctx):
         "defaults": str(defaults)}
     candidates = draw_settings(n_trials, epochs, seed)
     with ctx.bar(len(rules) * (n_trials + 2 * len(ctx.seeds)), "tune") as bar:
-        trials = search(ctx, bar, rules, candidates, search_data(ctx, space.validation, seed), hidden, seed)
+        data = search_data(ctx, space.validation, seed)
+        trials = search(bar, rules, candidates,
+                        lambda algo, settings: validation_accuracy(ctx, algo, settings, data, hidden, seed))
         chosen = {algo: choose(trials[algo]) for algo in rules}
         final = {}
         for algo in rules:

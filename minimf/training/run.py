@@ -24,9 +24,9 @@ from minimf.datasets import DATASETS, DatasetError, num_classes
 from minimf.files import atomic_write_json
 from minimf.nn.schedules import make_schedule
 from minimf.parallel.timeline import Timeline
-from minimf.run_folder import (RunFolderError, RunLock, check_writable, discard, latest_checkpoint, put_back,
-                               set_aside, set_aside_folders, what_is_there)
-from minimf.training.config import MAY_CHANGE, ConfigError, RunConfig, option, validate
+from minimf.run_folder import (RunFolderError, RunLock, check_holds_no_run, check_out_folder, discard,
+                               latest_checkpoint, put_back, set_aside, set_aside_folders, what_is_there)
+from minimf.training.config import MAY_CHANGE, ConfigError, RunConfig, check_types, is_int, option, validate
 from minimf.training.data import data_for
 from minimf.training.loop import Interrupted, fit
 from minimf.training.registry import build_network
@@ -44,10 +44,10 @@ def train_run(config, *, resume=False, overwrite=False, argv=None, log=print, on
     when the folder is in use, or a resume finds nothing to continue from."""
     config = validate(config)
     if config.out and not resume:
-        check_writable_folder(config.out)
+        as_usage_error(check_out_folder, config.out)
     with RunLock(config.out) if config.out else contextlib.nullcontext():
         if config.out and not resume:
-            check_new_run_folder(config.out, overwrite)
+            as_usage_error(check_holds_no_run, config.out, overwrite)
         xp = choose_device(config)
         data = load_data(config, xp)
         net = build(config, data)
@@ -92,23 +92,12 @@ def train_recorded(net, data, config, record, checkpoint, aside, log, on_epoch):
                       resume=checkpoint, after_files=after_files)
 
 
-def check_writable_folder(out):
-    """``out`` is a folder (made if missing) that this process can write into; else a ConfigError."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+def as_usage_error(check, *args):
+    """Run a folder check of minimf/run_folder.py; its refusal is a ConfigError (nothing was written)."""
     try:
-        check_writable(out)
+        check(*args)
     except RunFolderError as err:
         raise ConfigError(str(err)) from None
-
-
-def check_new_run_folder(out, overwrite):
-    """A new run may use ``out``: a folder holding no run, or (with ``overwrite``) one whose run will
-    be set aside. A refusal is a ConfigError (nothing was written)."""
-    held = what_is_there(out)
-    if held and not overwrite:
-        raise ConfigError(f"--out {out} already holds a run ({held}); continue it with --resume {out}, "
-                          f"or replace it with --overwrite")
 
 
 def build(config, data):
@@ -165,10 +154,6 @@ def refusal(info, config, run_id):
         return ("it was written with other settings: " +
                 ", ".join(f"{option(k)} {recorded.get(k)!r} (now {now.get(k)!r})" for k in differ))
     return None
-
-
-def is_int(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def fit_config(net, data, config, *, timeline=None, on_epoch=None, config_record=None, resume=None,
@@ -273,10 +258,13 @@ def architecture_record(config, net):
 
 def resumed_config(folder):
     """The RunConfig recorded in ``folder``/config.json (by this version or an older one, whose
-    ``settings`` also held the command-line actions ``resume`` and ``overwrite``)."""
+    ``settings`` also held the command-line actions ``resume`` and ``overwrite``), each field of its
+    option's type; RunFolderError otherwise."""
     record = recorded_record(folder)
     settings = {k: v for k, v in record["settings"].items() if k not in CLI_ONLY}
     try:
-        return validate(RunConfig.from_dict(settings))
+        config = RunConfig.from_dict(settings)
+        check_types(config)         # a hand edit; the rules between options are train_run's validate
+        return config
     except (ConfigError, TypeError) as err:
         raise RunFolderError(f"--resume {folder}: config.json's settings are not a run's ({err})") from None
