@@ -129,6 +129,19 @@ def get_array_module(*arrays):
     return np
 
 
+_KERNELS = {}   # (array module, maker) -> the kernels the maker built for that module
+
+
+def kernels_for(xp, make):
+    """The fused kernels ``make(xp)`` builds (functions wrapped by ``xp.fuse()``), made once per
+    array module and kept: CuPy traces and compiles a fused function on its first call for each
+    dtype and ndim, so a kernel made afresh every step would be traced afresh every step."""
+    key = (xp, make)
+    if key not in _KERNELS:
+        _KERNELS[key] = make(xp)
+    return _KERNELS[key]
+
+
 def backend_name(xp):
     """``"numpy"`` or ``"cupy"`` for an array module."""
     return "numpy" if xp is np else "cupy"

@@ -9,10 +9,21 @@ Speed: the ReLU pair takes ``out=``. A training step that owns z (fresh from ``x
 (fresh from a product) passes ``out=z`` / ``out=da`` and the result overwrites it, so no new
 (N, H) array is made; leaving ``out`` out gives the plain functional form, inputs untouched.
 
+One kernel where CuPy would launch two: on a GPU every whole-array operation is a kernel launch
+of a few microseconds, and for a 1000-wide layer the launches, not the arithmetic, fill a training
+step (benchmarks/launch_model.py). So on CuPy ``bias_relu`` adds the bias and takes the ReLU in one
+fused kernel (``xp.fuse``, as the optimisers' steps in minimf/nn/optim.py), and ``relu_backward``
+masks in one (the comparison ``a > 0`` and the product would be two). On NumPy both stay the
+plain array lines, the reference; they round alike (tests/test_layers.py).
+
 ``DenseLayer`` is the thin class on top: one affine layer's parameters in a ``params`` dict, the
 interface every network's ``layers`` share (saving, optimisers).
 """
-from minimf.backend import get_array_module
+import types
+
+import numpy
+
+from minimf.backend import get_array_module, kernels_for
 
 
 def dense_forward(x, W, b=None):
@@ -51,6 +62,33 @@ def dense_param_grads(dz, x, has_bias=True):
     return dW, db
 
 
+def dense_relu_forward(x, W, b=None):
+    """``a = relu(x @ W + b)``: a dense map and its ReLU, the bias added in the ReLU's pass
+    (``bias_relu``), so that on CuPy the step is one product and one kernel.
+
+    x: (N, D)   W: (D, H)   b: (H,) or None
+    Returns a: (N, H) and the caches of ``dense_backward`` and ``relu_backward``:
+    ``((x, W, has_bias), a)``.
+    """
+    a = bias_relu(x @ W, b)                       # in place: x @ W is a fresh array
+    return a, ((x, W, b is not None), a)
+
+
+def bias_relu(z, b=None):
+    """``z <- max(z + b, 0)`` in place, and z returned. z: (N, H), b: (H,) or None.
+
+    NumPy: ``z += b`` then the ReLU, two passes. CuPy: one fused kernel.
+    """
+    xp = get_array_module(z)
+    if b is None:
+        return xp.maximum(z, 0, out=z)
+    if xp is numpy:
+        z += b
+        return xp.maximum(z, 0, out=z)
+    kernels_for(xp, _make_kernels).bias_relu(z, b)
+    return z
+
+
 def relu_forward(z, out=None):
     """``a = max(z, 0)`` element-wise. z: any shape. Returns a and the cache ``a``.
 
@@ -66,10 +104,30 @@ def relu_backward(da, cache, out=None):
     """``dz = da * 1[z > 0]``; at z = 0 we take the derivative to be 0 (a subgradient).
 
     ``out=da`` overwrites da with dz (no new array), for a da nobody else needs.
+    NumPy: the comparison and the product, two passes; CuPy: one fused kernel.
     """
     a = cache
     xp = get_array_module(da)
-    return xp.multiply(da, a > 0, out=out)
+    if xp is numpy:
+        return xp.multiply(da, a > 0, out=out)
+    if out is None:
+        out = xp.empty_like(da)
+    kernels_for(xp, _make_kernels).relu_mask(da, a, out)
+    return out
+
+
+def _make_kernels(xp):
+    """The fused kernels of ``bias_relu`` and ``relu_backward`` for the array module ``xp``."""
+    maximum = xp.maximum                           # inside cupy.fuse a ufunc joins the kernel
+
+    def bias_relu(z, b):                           # z <- max(z + b, 0); b: (H,) broadcast over the rows
+        z[...] = maximum(z + b, 0)
+
+    def relu_mask(da, a, out):                     # out <- da * 1[a > 0]; out may be da itself
+        out[...] = da * (a > 0)
+
+    fuse = xp.fuse
+    return types.SimpleNamespace(bias_relu=fuse()(bias_relu), relu_mask=fuse()(relu_mask))
 
 
 def init_dense(rng, fan_in, fan_out, xp, dtype="float32", bias=True):

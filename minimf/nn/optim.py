@@ -26,7 +26,7 @@ import types
 
 import numpy
 
-from minimf.backend import get_array_module, to_numpy
+from minimf.backend import get_array_module, kernels_for, to_numpy
 from minimf.nn.schedules import Constant
 
 
@@ -224,9 +224,6 @@ class Adam:
                                                  dt(1 - self.beta2), dt(self.step_size), dt(self.eps_hat))
 
 
-_KERNELS = {}   # array module -> its fused kernels (cupy.fuse compiles each once per dtype and ndim)
-
-
 def fused_kernels(xp):
     """The optimisers' fused element-wise kernels for the array module ``xp`` (CuPy), made on first use.
 
@@ -236,9 +233,7 @@ def fused_kernels(xp):
     does, refusing Python control flow on fused values, and counts one launch). The arithmetic is ``reference_update``'s, operation for operation, so that the two
     round alike (a GPU may still contract a multiply and an add into one fused multiply-add).
     """
-    if xp not in _KERNELS:
-        _KERNELS[xp] = _make_kernels(xp)
-    return _KERNELS[xp]
+    return kernels_for(xp, _make_kernels)       # made once per array module (minimf/backend.py)
 
 
 def _make_kernels(xp):

@@ -34,8 +34,8 @@ from minimf.backend import get_backend, make_rng
 from minimf.checks import check_channels, check_image_shape, check_sizes
 from minimf.nn.cnn import ConvLayer, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.nn.conv import flatten_backward, flatten_forward
-from minimf.nn.layers import (DenseLayer, dense_backward, dense_forward, dense_param_grads, relu_backward,
-                              relu_forward)
+from minimf.nn.layers import (DenseLayer, dense_backward, dense_forward, dense_param_grads, dense_relu_forward,
+                              relu_backward)
 from minimf.nn.losses import softmax_cross_entropy
 from minimf.rules.base import Network
 
@@ -115,9 +115,8 @@ class BackpropNet(BackpropModel):
         """Class scores s: (N, C) and the caches the backward pass needs. x: (N, D)."""
         caches = []
         for layer in self.layers[:-1]:
-            z, dense_cache = dense_forward(x, layer.W, layer.b)
-            x, relu_cache = relu_forward(z, out=z)   # in place: z is fresh from x W
-            caches.append((dense_cache, relu_cache))
+            x, layer_caches = dense_relu_forward(x, layer.W, layer.b)   # (dense_cache, relu_cache)
+            caches.append(layer_caches)
         scores, dense_cache = dense_forward(x, self.layers[-1].W, self.layers[-1].b)
         caches.append((dense_cache, None))
         return scores, caches

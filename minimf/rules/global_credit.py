@@ -51,7 +51,7 @@ pipeline and the unit split (which need layers and units that learn apart) do no
 Shape letters: N batch, D_i layer input width, H_i layer width, C classes.
 """
 from minimf.backend import get_array_module
-from minimf.nn.layers import dense_backward, dense_forward, dense_param_grads, relu_backward, relu_forward
+from minimf.nn.layers import dense_backward, dense_param_grads, dense_relu_forward, relu_backward
 from minimf.nn.losses import softmax_cross_entropy
 from minimf.rules.forward_forward import EPS, ForwardForwardNet, embed_label, embed_neutral, normalize
 from minimf.rules.mono_forward import MonoForwardModel, MonoForwardNet
@@ -89,8 +89,7 @@ class MonoForwardGlobalNet(MonoForwardNet):
         nothing updated. This is what ``train_step`` (and the batch split) steps with."""
         losses, caches, dM, own = [], [], [], []
         for layer in self.layers:                       # forward: keep what the backward pass needs
-            z, dense_cache = dense_forward(x, layer.W, layer.b)
-            a, relu_cache = relu_forward(z, out=z)      # in place: z is fresh from x W
+            a, (dense_cache, relu_cache) = dense_relu_forward(x, layer.W, layer.b)
             G = a @ layer.M.T                           # (5) goodness
             loss, dG = softmax_cross_entropy(G, y)      # (6) L_i; dG = (softmax(G) - onehot(y)) / N
             dM.append(dG.T @ a)                         # (7) dL/dM_i = dL_i/dM_i: no other loss holds M_i
@@ -195,8 +194,7 @@ class ForwardForwardGlobalNet(ForwardForwardNet):
         losses, caches, own, activities = [], [], [], []
         for layer in self.layers:                                 # forward, keeping every cache
             x_hat = normalize(h, layer.normalization)             # x^_i = h_{i-1} / (r + eps)
-            z, dense_cache = dense_forward(x_hat, layer.W, layer.b)
-            h_out, relu_cache = relu_forward(z, out=z)            # in place: z is fresh from x^ W
+            h_out, (dense_cache, relu_cache) = dense_relu_forward(x_hat, layer.W, layer.b)
             loss, dh = layer.goodness_loss(h_out, n)              # L_i and dL_i/dh_i
             caches.append((h, dense_cache, relu_cache))
             own.append(dh)

@@ -57,7 +57,7 @@ from minimf.backend import get_backend, make_rng
 from minimf.checks import check_channels, check_image_shape, check_sizes
 from minimf.nn.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.nn.conv import flatten_backward, flatten_forward, init_conv
-from minimf.nn.layers import dense_forward, dense_param_grads, init_dense, relu_backward, relu_forward
+from minimf.nn.layers import dense_param_grads, dense_relu_forward, init_dense, relu_backward
 from minimf.nn.losses import softmax_cross_entropy
 from minimf.nn.norm import layer_norm
 from minimf.rules.base import Network
@@ -99,8 +99,7 @@ class MonoForwardLayer:
 
     def forward(self, x):
         """a = relu(x^ W + b), x^ = ``dense_input(x)``. x: (N, D) -> a: (N, H)."""
-        z, _ = dense_forward(self.dense_input(x), self.W, self.b)
-        return relu_forward(z, out=z)[0]            # in place: z is fresh from x W
+        return dense_relu_forward(self.dense_input(x), self.W, self.b)[0]
 
     def goodness(self, a):
         """G = a M^T. a: (N, H) -> G: (N, C)."""
@@ -114,8 +113,7 @@ class MonoForwardLayer:
         grads {"W": (D, H), "b": (H,) or None, "M": (C, H)}.
         """
         x = self.dense_input(x)                       # a constant to L_i: no backward through it
-        z, _ = dense_forward(x, self.W, self.b)
-        a, relu_cache = relu_forward(z, out=z)       # in place: z is fresh from x W
+        a, (_, relu_cache) = dense_relu_forward(x, self.W, self.b)
         G = a @ self.M.T                              # (5) goodness
         loss, dG = softmax_cross_entropy(G, y)        # (6) local loss; dG = (softmax(G) - onehot(y)) / N
         dM = dG.T @ a                                 # (7) dL/dM = dG^T a
