@@ -70,17 +70,17 @@ def test_layers_run_concurrently():
     first, second = net.layers[0], net.layers[1]
     forward1, forward2 = first.local_gradients, second.local_gradients
 
-    def layer1(x, y):
+    def layer1(x, y, **options):
         seen["layer1"] += 1
         if seen["layer1"] == 2:
             layer1_on_batch2.set()
-        return forward1(x, y)
+        return forward1(x, y, **options)
 
-    def layer2(x, y):
+    def layer2(x, y, **options):
         seen["layer2"] += 1
         if seen["layer2"] == 1:
             assert layer1_on_batch2.wait(timeout=10), "layer 1 never started batch 2 while layer 2 held batch 1"
-        return forward2(x, y)
+        return forward2(x, y, **options)
 
     first.local_gradients, second.local_gradients = layer1, layer2
     train_pipelined(net, make_batches((20,), n=3))
@@ -90,7 +90,7 @@ def test_layers_run_concurrently():
 def test_an_error_in_a_layer_is_raised_and_every_thread_ends():
     net = mlp()
 
-    def broken(x, y):
+    def broken(x, y, **options):
         raise RuntimeError("layer 2 broke")
 
     net.layers[1].local_gradients = broken

@@ -63,7 +63,7 @@ def damage_layer(net, index, seed):
     layer = net.layers[index]
     W = to_numpy(layer.W)
     noise = make_rng([seed, 200 + index]).normal(0.0, DAMAGE_SCALE * float(W.std()), size=W.shape)
-    layer.W = net.xp.asarray(W + noise, dtype=net.dtype)
+    layer.W[...] = net.xp.asarray(W + noise, dtype=net.dtype)   # in place: W is a view of the layer's flat array
 
 
 def assert_unchanged(before, after, layers, stage):

@@ -219,12 +219,12 @@ def mf_layer_trace(net, x, y, meter):
     records, state = [], {}
 
     def traced(original, index):
-        def local_gradients(x_in, y_in):
+        def local_gradients(x_in, y_in, **options):
             at_start = meter.current() - state["start"]
             meter.reset_peak()
-            out = original(x_in, y_in)
+            result = original(x_in, y_in, **options)
             records.append({"layer": index, "in_use_at_start": at_start, "peak": meter.peak() - state["start"]})
-            return out
+            return result
         return local_gradients
 
     for i, layer in enumerate(net.layers, start=1):

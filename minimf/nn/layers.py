@@ -38,27 +38,32 @@ def dense_forward(x, W, b=None):
     return z, (x, W, b is not None)
 
 
-def dense_backward(dz, cache):
+def dense_backward(dz, cache, out=None):
     """Gradients of a scalar loss L through ``z = x @ W + b``, given dz = dL/dz.
 
     dz: (N, H)
     Returns dx = dz @ W^T: (N, D), dW = x^T @ dz: (D, H), db = sum_n dz: (H,) (None without bias).
+    ``out``: as ``dense_param_grads``'s, for dW and db.
     """
     x, W, has_bias = cache
     dx = dz @ W.T
-    dW = x.T @ dz
-    db = dz.sum(axis=0) if has_bias else None
+    dW, db = dense_param_grads(dz, x, has_bias, out)
     return dx, dW, db
 
 
-def dense_param_grads(dz, x, has_bias=True):
+def dense_param_grads(dz, x, has_bias=True, out=None):
     """Only ``(dW, db)`` of ``z = x @ W + b``: what a local rule needs when the gradient stops at x.
 
     Skipping dx = dz @ W^T saves one matrix product per layer (a third of the backward work).
     dz: (N, H), x: (N, D) -> dW: (D, H), db: (H,) or None.
+    ``out``: None for new arrays, or a dict whose "W" and "b" receive them (a layer's flat
+    gradient views, minimf/nn/flat.py).
     """
-    dW = x.T @ dz
-    db = dz.sum(axis=0) if has_bias else None
+    if out is None:
+        return x.T @ dz, dz.sum(axis=0) if has_bias else None
+    xp = get_array_module(dz)
+    dW = xp.matmul(x.T, dz, out=out["W"])
+    db = dz.sum(axis=0, out=out["b"]) if has_bias else None
     return dW, db
 
 

@@ -27,6 +27,7 @@ import types
 import numpy
 
 from minimf.backend import get_array_module, kernels_for, to_numpy
+from minimf.nn.flat import FlatParameters
 from minimf.nn.schedules import Constant
 
 
@@ -48,6 +49,7 @@ class SGD:
         self.lr = self.schedule(0)          # the rate of the step in progress (set by start_step)
         self.momentum = momentum
         self.velocity = {}
+        self.flat_state = {}                # step_flat's flat velocity (FlatParameters), made once
 
     def step(self, params, grads):
         """Update every parameter in ``params`` (in place) from the gradient of the same name."""
@@ -55,6 +57,16 @@ class SGD:
         for name, g in grads.items():
             if g is not None:
                 self.update(name, params[name], g)
+
+    def step_flat(self, flat):
+        """``step(flat.params, flat.grads)`` in one pass over a layer's flat arrays (``FlatParameters``,
+        minimf/nn/flat.py), the velocity flat too: one kernel on CuPy for the whole layer."""
+        self.start_step(flat.grads)
+        arrays = (flat.values, flat.grad) + ((flat_state(self, "velocity", flat),) if self.momentum else ())
+        if get_array_module(flat.grad) is numpy:
+            self.reference_update(*arrays)
+        else:
+            self.fused_update(*arrays)
 
     def state_dict(self):
         """(scalars, arrays): what a checkpoint needs to continue exactly (minimf/checkpoint.py):
@@ -68,6 +80,7 @@ class SGD:
         _check_kind(scalars, "sgd")
         self.t, self.momentum = scalars.get("t"), scalars["momentum"]   # t: None in states saved before it was
         self.velocity = {key.split(".", 1)[1]: xp.asarray(a) for key, a in arrays.items()}
+        self.flat_state = {}
 
     def start_step(self, grads):
         """Begin a step: this step's rate, schedule(t), then t <- t + 1; and the velocity of every
@@ -146,6 +159,7 @@ class Adam:
         self.m = {}
         self.v = {}
         self.scratch = {}
+        self.flat_state = {}                # step_flat's flat m, v (and scratch), made once
 
     def step(self, params, grads):
         """Update every parameter in ``params`` (in place) from the gradient of the same name."""
@@ -153,6 +167,18 @@ class Adam:
         for name, g in grads.items():
             if g is not None:
                 self.update(name, params[name], g)
+
+    def step_flat(self, flat):
+        """``step(flat.params, flat.grads)`` in one pass over a layer's flat arrays (``FlatParameters``,
+        minimf/nn/flat.py), m and v flat too: ONE kernel on CuPy for the whole layer, and 12 passes
+        over one array instead of 12 per parameter on NumPy. The numbers are ``step``'s, bit for bit
+        (every element's update reads only that element)."""
+        self.start_step(flat.grads)
+        m, v = flat_state(self, "m", flat), flat_state(self, "v", flat)
+        if get_array_module(flat.grad) is numpy:
+            self.reference_update(flat.values, flat.grad, m, v, flat_state(self, "scratch", flat))
+        else:
+            self.fused_update(flat.values, flat.grad, m, v)
 
     def state_dict(self):
         """(scalars, arrays): what a checkpoint needs to continue exactly (minimf/checkpoint.py):
@@ -167,7 +193,7 @@ class Adam:
         """Restore ``state_dict``'s state; the arrays go to ``xp`` (and the scratch arrays are made again)."""
         _check_kind(scalars, "adam")
         self.t, self.beta1, self.beta2, self.eps = (scalars[k] for k in ("t", "beta1", "beta2", "eps"))
-        self.m, self.v, self.scratch = {}, {}, {}
+        self.m, self.v, self.scratch, self.flat_state = {}, {}, {}, {}
         for key, a in arrays.items():
             which, name = key.split(".", 1)
             getattr(self, which)[name] = xp.asarray(a)
@@ -257,6 +283,21 @@ def _make_kernels(xp):
 
     fuse = xp.fuse
     return types.SimpleNamespace(sgd=fuse()(sgd), momentum=fuse()(momentum), adam=fuse()(adam))
+
+
+def flat_state(optimizer, which, flat):
+    """The optimiser's state ``which`` ("m", "v", "velocity", "scratch": a dict {name: array}) for
+    every parameter of ``flat`` (minimf/nn/flat.py) as one flat array laid out as ``flat.values``.
+    Made on the first call, from the arrays the state holds (zeros from ``start_step``, or those
+    ``load_state_dict`` restored), whose entries then become views of it; kept until
+    ``load_state_dict`` replaces the state."""
+    if which not in optimizer.flat_state:
+        state = getattr(optimizer, which)
+        laid_out = FlatParameters({name: None if g is None else state[name] for name, g in flat.grads.items()},
+                                  get_array_module(flat.grad), grad=False)
+        state.update({name: a for name, a in laid_out.params.items() if a is not None})
+        optimizer.flat_state[which] = laid_out.values
+    return optimizer.flat_state[which]
 
 
 def flat_parts(part, *arrays):

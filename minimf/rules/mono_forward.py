@@ -53,10 +53,13 @@ the same code for MLP and CNN.
 Shape letters: N batch, D_i layer input width, H_i layer width, C classes;
 conv layers: F_i channels, H_i x W_i map size.
 """
-from minimf.backend import get_backend, make_rng
+import numpy
+
+from minimf.backend import get_array_module, get_backend, make_rng
 from minimf.checks import check_channels, check_image_shape, check_sizes
 from minimf.nn.cnn import KERNEL, block_shapes, check_pool, conv_block_backward, conv_block_forward
 from minimf.nn.conv import flatten_backward, flatten_forward, init_conv
+from minimf.nn.flat import FlatParameters
 from minimf.nn.layers import dense_param_grads, dense_relu_forward, init_dense, relu_backward
 from minimf.nn.losses import softmax_cross_entropy
 from minimf.nn.norm import layer_norm
@@ -79,18 +82,27 @@ class MonoForwardLayer:
 
     Arrays: W (D, H), b (H,) or None, M (C, H). ``params`` maps "W", "b", "M" to them.
     ``input_norm`` "layer" layer-normalises the input first (``dense_input``); "none" leaves it.
+    The three are views of one flat array, ``flat`` (minimf/nn/flat.py); on CuPy their gradients
+    in a training step are views of another, and the optimiser steps the layer in one launch.
     """
 
     def __init__(self, in_features, width, num_classes, rng, xp, dtype="float32", bias=True, input_norm="none"):
-        self.W, self.b = init_dense(rng, in_features, width, xp, dtype, bias)
+        W, b = init_dense(rng, in_features, width, xp, dtype, bias)
         # M reads H activations out as C scores, like a dense layer from H to C.
         bound = 1.0 / width ** 0.5
-        self.M = xp.asarray(rng.uniform(-bound, bound, size=(num_classes, width)), dtype=dtype)
+        M = xp.asarray(rng.uniform(-bound, bound, size=(num_classes, width)), dtype=dtype)
+        # one flat array for W, b, M; on a GPU their gradients too, so that one launch steps all three
+        # (train_layer); on NumPy, where a launch costs nothing, the gradients are new arrays each step
+        self.flat = FlatParameters({"W": W, "b": b, "M": M}, xp, grad=xp is not numpy)
         self.input_norm = known_input_norm(input_norm)
+
+    W = property(lambda self: self.flat.params["W"])
+    b = property(lambda self: self.flat.params["b"])
+    M = property(lambda self: self.flat.params["M"])
 
     @property
     def params(self):
-        return {"W": self.W, "b": self.b, "M": self.M}
+        return dict(self.flat.params)
 
     def dense_input(self, x):
         """What the dense map reads: x itself, or with input_norm "layer" every example shifted to
@@ -105,21 +117,22 @@ class MonoForwardLayer:
         """G = a M^T. a: (N, H) -> G: (N, C)."""
         return a @ self.M.T  # (5) goodness
 
-    def local_gradients(self, x, y):
+    def local_gradients(self, x, y, out=None):
         """Forward this layer and differentiate its local loss; nothing is updated.
 
         x: (N, D) the layer's input a_{i-1} (treated as a constant)   y: (N,) labels
         Returns (a, loss, grads): a (N, H) for the next layer, loss a 0-d array,
-        grads {"W": (D, H), "b": (H,) or None, "M": (C, H)}.
+        grads {"W": (D, H), "b": (H,) or None, "M": (C, H)}: new arrays, or written into ``out``
+        (a dict of arrays of those names: ``flat.grads`` in a training step).
         """
         x = self.dense_input(x)                       # a constant to L_i: no backward through it
         a, (_, relu_cache) = dense_relu_forward(x, self.W, self.b)
         G = a @ self.M.T                              # (5) goodness
         loss, dG = softmax_cross_entropy(G, y)        # (6) local loss; dG = (softmax(G) - onehot(y)) / N
-        dM = dG.T @ a                                 # (7) dL/dM = dG^T a
+        dM = get_array_module(a).matmul(dG.T, a, out=None if out is None else out["M"])  # (7) dL/dM = dG^T a
         da = dG @ self.M                              # the error reaches a only through M
         dz = relu_backward(da, relu_cache, out=da)    # ... and z only where z > 0 (in place)
-        dW, db = dense_param_grads(dz, x, self.b is not None)  # (8) dL/dW = x^T dz; stops at x
+        dW, db = dense_param_grads(dz, x, self.b is not None, out)  # (8) dL/dW = x^T dz; stops at x
         return a, loss, {"W": dW, "b": db, "M": dM}
 
 
@@ -133,8 +146,13 @@ def train_layer(layer, optimizer, x, y):
     the gradients the step used. ``MonoForwardModel.train_step`` runs it layer after layer, the
     pipelines (minimf/parallel/) in a thread or a process per layer.
     """
-    a, loss, grads = layer.local_gradients(x, y)
-    optimizer.step(layer.params, grads)           # (7) M update, (8) W and b update
+    flat = getattr(layer, "flat", None)           # flat arrays for parameters and gradients (minimf/nn/flat.py)?
+    if flat is None or flat.grad is None:
+        a, loss, grads = layer.local_gradients(x, y)
+        optimizer.step(layer.params, grads)       # (7) M update, (8) W and b update
+    else:                                         # the gradients into flat.grad, and ONE pass over it
+        a, loss, grads = layer.local_gradients(x, y, out=flat.grads)
+        optimizer.step_flat(flat)                 # (7) and (8) at once
     return a, loss, grads
 
 
