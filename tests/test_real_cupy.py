@@ -470,3 +470,34 @@ def test_the_cupy_backend_without_a_gpu_is_a_clear_error(real_cupy_only):
     with pytest.raises(BackendError, match="CuPy .*is installed but cannot reach a CUDA device") as caught:
         get_backend("cupy")
     assert "--backend numpy" in str(caught.value)
+
+
+def written_arguments(kernel, n_arrays):
+    """The array arguments (by position) the traced kernel writes: its non-const parameters."""
+    assert isinstance(kernel, cupy._core._kernel.ElementwiseKernel) and kernel.out_params == ()
+    return [i for i, p in enumerate(kernel.in_params[:n_arrays]) if not p.is_const]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_step_s_fused_kernels_trace_under_the_real_cupy_fuse(dtype):
+    """The loss's row kernel (minimf/nn/losses.py) over C column views, bias + ReLU and the ReLU mask
+    (minimf/nn/layers.py): each one ElementwiseKernel, no fallback, writing what the stand-in writes
+    (tests/test_fused.py holds their numbers to the references)."""
+    if gpu_available():
+        pytest.skip("a GPU is present: tests/test_fused.py runs the fused kernels there")
+    from minimf.nn import layers, losses
+    n, C, H = 6, 10, 5
+    logits, grads = device_free_array((n, C), dtype), device_free_array((n, C), dtype)
+    y, row_loss = device_free_array((n,), "int64"), device_free_array((n,), dtype)
+    columns = [logits[:, c] for c in range(C)] + [grads[:, c] for c in range(C)] + [row_loss]
+    fused = losses._make_kernels(cupy).softmax_cross_entropy_rows
+    (kernel, _), = trace(fused, [y], [np.dtype(dtype).type(n), *columns]).values()
+    # parameters: y, n, then the columns; the written ones are the C gradient columns and the row loss
+    assert [p.name for p in kernel.in_params if not p.is_const] == [kernel.in_params[i].name
+                                                                   for i in range(2 + C, 2 + 2 * C + 1)]
+    z, b, a = device_free_array((n, H), dtype), device_free_array((H,), dtype), device_free_array((n, H), dtype)
+    kernels = layers._make_kernels(cupy)
+    (kernel, _), = trace(kernels.bias_relu, [z, b], []).values()
+    assert written_arguments(kernel, 2) == [0]
+    (kernel, _), = trace(kernels.relu_mask, [z, a, device_free_array((n, H), dtype)], []).values()
+    assert written_arguments(kernel, 3) == [2]
