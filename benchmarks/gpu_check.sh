@@ -14,9 +14,11 @@
 #   (b) the command line end to end, one epoch each, `--backend cupy`: MF and BP on the MLP
 #       (784-1000-1000, full MNIST) and on the paper's CNN (64-128-256-512; --train-subset 5000
 #       --test-subset 2000, so that both fit the time budget);
-#   (c) benchmarks/epoch_time.py --backend cupy for the MLP 784-1000-1000, batch 256 (full epoch,
-#       3 repeats), and for the paper's CNN (fraction 0.2 of an epoch, 2 repeats), each with --json,
-#       and prints their ratios (against PyTorch on the same GPU where torch.cuda works).
+#   (c) benchmarks/launch_model.py, the launches counted per step and the model's predicted step and
+#       epoch (docs/gpu.md), then benchmarks/epoch_time.py --backend cupy for the MLP 784-1000-1000,
+#       batch 256 (full epoch, 3 repeats), and for the paper's CNN (fraction 0.2 of an epoch,
+#       2 repeats), each with --json, and prints their ratios (against PyTorch on the same GPU where
+#       torch.cuda works): the prediction and the measurement side by side in one log.
 # Without a GPU it says why (the probe's last line), runs the stand-in tests instead (MINIMF_STRICT_CUPY=1:
 # tests/test_strict_cupy.py and tests/test_gpu.py on minimf's CPU stand-in for CuPy, and
 # tests/test_real_cupy.py, which holds the stand-in against the real CuPy where it imports) and exits
@@ -189,7 +191,7 @@ run_tests() {
     step test-gpu 80 "${PYTEST[@]}" --durations=5 tests/test_gpu.py tests/test_real_cupy.py
     step pytest-m-gpu 40 "${PYTEST[@]}" -m gpu --continue-on-collection-errors tests/
     # shellcheck disable=SC2046
-    step pytest-k-cupy 85 "${PYTEST[@]}" --durations=5 -k cupy --continue-on-collection-errors $(backend_test_files)
+    step pytest-k-cupy 70 "${PYTEST[@]}" --durations=5 -k cupy --continue-on-collection-errors $(backend_test_files)
 }
 
 run_cli() {
@@ -214,6 +216,7 @@ run_benchmarks() {
     else
         say "note: no torch: the benchmarks run without PyTorch rows (minimf ratios only)"
     fi
+    step launch-model 15 "$PYTHON" benchmarks/launch_model.py
     local bench=("$PYTHON" benchmarks/epoch_time.py --backend cupy)
     step epoch-time-mlp 60 "${bench[@]}" --hidden 1000 1000 --batch-size 256 --json "$OUT/epoch_time_mlp.json"
     step epoch-time-cnn 60 "${bench[@]}" --arch cnn --fraction 0.2 --repeats 2 --json "$OUT/epoch_time_cnn.json"
