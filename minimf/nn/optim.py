@@ -49,7 +49,7 @@ class SGD:
         self.lr = self.schedule(0)          # the rate of the step in progress (set by start_step)
         self.momentum = momentum
         self.velocity = {}
-        self.flat_state = {}                # step_flat's flat velocity (FlatParameters), made once
+        self.flat_arrays = {}               # step_flat's flat velocity, by name of state (flat_state)
 
     def step(self, params, grads):
         """Update every parameter in ``params`` (in place) from the gradient of the same name."""
@@ -80,7 +80,7 @@ class SGD:
         _check_kind(scalars, "sgd")
         self.t, self.momentum = scalars.get("t"), scalars["momentum"]   # t: None in states saved before it was
         self.velocity = {key.split(".", 1)[1]: xp.asarray(a) for key, a in arrays.items()}
-        self.flat_state = {}
+        self.flat_arrays = {}
 
     def start_step(self, grads):
         """Begin a step: this step's rate, schedule(t), then t <- t + 1; and the velocity of every
@@ -159,7 +159,7 @@ class Adam:
         self.m = {}
         self.v = {}
         self.scratch = {}
-        self.flat_state = {}                # step_flat's flat m, v (and scratch), made once
+        self.flat_arrays = {}                # step_flat's flat m, v (and scratch), made once
 
     def step(self, params, grads):
         """Update every parameter in ``params`` (in place) from the gradient of the same name."""
@@ -193,7 +193,7 @@ class Adam:
         """Restore ``state_dict``'s state; the arrays go to ``xp`` (and the scratch arrays are made again)."""
         _check_kind(scalars, "adam")
         self.t, self.beta1, self.beta2, self.eps = (scalars[k] for k in ("t", "beta1", "beta2", "eps"))
-        self.m, self.v, self.scratch, self.flat_state = {}, {}, {}, {}
+        self.m, self.v, self.scratch, self.flat_arrays = {}, {}, {}, {}
         for key, a in arrays.items():
             which, name = key.split(".", 1)
             getattr(self, which)[name] = xp.asarray(a)
@@ -291,13 +291,13 @@ def flat_state(optimizer, which, flat):
     Made on the first call, from the arrays the state holds (zeros from ``start_step``, or those
     ``load_state_dict`` restored), whose entries then become views of it; kept until
     ``load_state_dict`` replaces the state."""
-    if which not in optimizer.flat_state:
+    if which not in optimizer.flat_arrays:
         state = getattr(optimizer, which)
         laid_out = FlatParameters({name: None if g is None else state[name] for name, g in flat.grads.items()},
                                   get_array_module(flat.grad), grad=False)
         state.update({name: a for name, a in laid_out.params.items() if a is not None})
-        optimizer.flat_state[which] = laid_out.values
-    return optimizer.flat_state[which]
+        optimizer.flat_arrays[which] = laid_out.values
+    return optimizer.flat_arrays[which]
 
 
 def flat_parts(part, *arrays):
