@@ -21,6 +21,12 @@ tensor cores (CuPy's float32 products do not use TF32 unless CUPY_TF32=1) and 3.
 5 us of host time per launch, the low end of the 5-8 us the project's GPU issue estimated for CuPy's
 Python-side launch path (measured, with benchmarks/gpu_check.sh, the day a GPU is lent). They are
 options, so a measured figure replaces a stated one.
+
+CUDA graphs would replay many kernels with one launch, but CuPy 14 refuses every cuBLAS call on a
+stream that is being captured (``cublas.setStream`` in cupy_backends/cuda/libs/cublas.pyx raises
+NotImplementedError), so no matrix product can be in a graph. The column "graphs" counts what
+graphs could still do: each product stays one launch, and each stretch of kernels between two
+products becomes one graph launch (``launches_with_graphs``).
 """
 import argparse
 import math
@@ -62,6 +68,11 @@ def widths(words):
 def counted_launches(net_class, sizes, batch_size):
     """Kernel launches of one step (after the first, which makes the optimiser's state) on the stand-in
     (MINIMF_STRICT_CUPY=1: the real CuPy counts nothing)."""
+    return sum(launches for _, launches in launch_sequence(net_class, sizes, batch_size))
+
+
+def launch_sequence(net_class, sizes, batch_size):
+    """[(operation, launches)] of one step (after the first), in the order the stand-in counts them."""
     xp = get_backend("cupy")
     if xp is not strict_cupy:          # the real CuPy counts nothing
         raise RuntimeError("counting launches needs the strict stand-in: run with MINIMF_STRICT_CUPY=1")
@@ -70,9 +81,23 @@ def counted_launches(net_class, sizes, batch_size):
     y = xp.asarray(rng.integers(0, CLASSES, batch_size))
     net = net_class(sizes=sizes, num_classes=CLASSES, backend="cupy", seed=0)
     net.train_step(x, y, validate=False)
-    before = strict_cupy.kernel_launches()
-    net.train_step(x, y, validate=False)
-    return strict_cupy.kernel_launches() - before
+    with strict_cupy.launch_record() as record:
+        net.train_step(x, y, validate=False)
+    return record
+
+
+def launches_with_graphs(sequence):
+    """The launches of ``sequence`` if every stretch of operations between two matrix products were
+    captured as one CUDA graph: the products stay (CuPy 14 cannot capture a cuBLAS call), each
+    stretch becomes one launch."""
+    launches, in_stretch = 0, False
+    for operation, count in sequence:
+        if operation == "matmul":
+            launches += count + in_stretch
+            in_stretch = False
+        else:
+            in_stretch = True
+    return launches + in_stretch
 
 
 def products(rule, sizes, n):
@@ -119,12 +144,14 @@ def main(argv=None):
     steps = math.ceil(TRAIN_EXAMPLES / args.batch_size)
     print(f"784-{'-'.join(map(str, sizes[1:]))}, batch {args.batch_size}, float32, Adam; {args.launch_us:g} us "
           f"per launch, {args.tflops:g} TFLOP/s, {args.tbps:g} TB/s; an MNIST epoch = {steps} steps")
-    print(f"{'rule':<5}{'launches':>9}{'GFLOP':>8}{'MB':>8}{'host ms':>9}{'device ms':>11}{'epoch s':>9}  bound")
+    print(f"{'rule':<5}{'launches':>9}{'graphs':>7}{'GFLOP':>8}{'MB':>8}{'host ms':>9}{'device ms':>11}"
+          f"{'epoch s':>9}  bound")
     for rule, net_class in (("MF", MonoForwardNet), ("BP", BackpropNet)):
-        launches = counted_launches(net_class, sizes, args.batch_size)
+        sequence = launch_sequence(net_class, sizes, args.batch_size)
+        launches = sum(count for _, count in sequence)
         r = predict(rule.lower(), sizes, args.batch_size, launches, args.launch_us, args.tflops, args.tbps)
-        print(f"{rule:<5}{r['launches']:>9}{r['gflop']:>8.2f}{r['mbytes']:>8.1f}{r['host_ms']:>9.3f}"
-              f"{r['device_ms']:>11.3f}{steps * r['step_ms'] / 1e3:>9.2f}  {r['bound']}")
+        print(f"{rule:<5}{r['launches']:>9}{launches_with_graphs(sequence):>7}{r['gflop']:>8.2f}{r['mbytes']:>8.1f}"
+              f"{r['host_ms']:>9.3f}{r['device_ms']:>11.3f}{steps * r['step_ms'] / 1e3:>9.2f}  {r['bound']}")
     return 0
 
 

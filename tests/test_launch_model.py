@@ -41,3 +41,21 @@ def test_the_script_prints_both_rules(capsys, monkeypatch):
     assert launch_model.main(["--hidden", "64", "x2"]) == 0
     out = capsys.readouterr().out
     assert "MF " in out and "BP " in out and "bound" in out
+
+
+def test_graphs_between_products_count_each_stretch_once():
+    sequence = [("matmul", 1), ("fuse: bias_relu", 1), ("matmul", 1), ("fuse: loss", 1), ("sum", 1),
+                ("matmul", 1), ("matmul", 1), ("fuse: adam", 1)]
+    assert launch_model.launches_with_graphs(sequence) == 4 + 3          # the 4 products, 3 stretches
+    assert launch_model.launches_with_graphs([("matmul", 1)] * 3) == 3   # no stretch: nothing to save
+    assert launch_model.launches_with_graphs([("sum", 1), ("sum", 1)]) == 1
+
+
+def test_an_mf_step_saves_few_launches_with_graphs_between_its_products(monkeypatch):
+    monkeypatch.setenv("MINIMF_STRICT_CUPY", "1")
+    from minimf import MonoForwardNet
+    sequence = launch_model.launch_sequence(MonoForwardNet, [784, 64, 64], 256)
+    products = sum(count for operation, count in sequence if operation == "matmul")
+    total = sum(count for _, count in sequence)
+    assert products == 10 and total == 22
+    assert launch_model.launches_with_graphs(sequence) == 18

@@ -42,29 +42,12 @@ where a program would silently go wrong on a GPU:
   current device is another raises ``ValueError``, as CuPy does without peer access.
 * **Integer array indices out of range wrap around**, as CuPy's do (NumPy raises): a label 12 of
   10 classes reads class 2, so only a label check catches it.
-* **CUDA graphs are modelled.** Between ``stream.begin_capture()`` and ``stream.end_capture()``
-  (which returns a ``cuda.Graph``) the operations queued on that stream are recorded, not run.
-  The stand-in computes them at once (Python needs their shapes) and undoes it at
-  ``end_capture``: arrays that existed hold what they held, arrays the capture made hold garbage
-  (NaN; 0xA5 bytes for integers) until ``graph.launch()`` replays the operations, in order, on the
-  arrays' contents at that moment, with the plain numbers frozen at capture (a kernel's arguments
-  are), as ONE launch and no host sync (``_Capture``, ``_Graph``). What CuPy or CUDA refuses
-  during a capture is refused with their messages: transfers to the host, copies from it (a host
-  index, a scatter of a host value, a concatenation of more than 8 arrays), synchronising, cuBLAS
-  (a float matrix product), the legacy stream while a blocking stream captures. Allocating from
-  the default memory pool on a capturing stream raises, though CuPy allows it, because it goes
-  wrong silently: the graph writes that memory on every launch, yet the pool takes it back when
-  Python drops the array and gives it to later arrays. Capture under
-  ``cuda.using_allocator(pool.malloc)`` with a ``cuda.MemoryPool()`` kept as long as the graph.
 
 What it cannot show: kernel speed, what cuBLAS and CUB launch inside one call (counted as CuPy
 calls them), cuBLAS's rounding (results here are NumPy's, bit for bit), real concurrency of
-streams, which block a memory pool hands out (``MemoryPool`` counts bytes only), memory a graph
-uses after Python dropped its array (a graph here keeps its arrays; a GPU graph keeps bare
-addresses, whose blocks go back to their pool), a capture that spreads to other streams through
-events (refused). ``MINIMF_STRICT_CUPY=1`` makes ``get_backend("cupy")`` return this module; the
-stand-in has ``MINIMF_STRICT_CUPY_DEVICES`` devices (default 2, so that code for a second device
-runs in CI), and ``MINIMF_STRICT_CUPY_MAX_BYTES`` (optional) makes any larger single
+streams, memory pools. ``MINIMF_STRICT_CUPY=1`` makes ``get_backend("cupy")`` return this module;
+the stand-in has ``MINIMF_STRICT_CUPY_DEVICES`` devices (default 2, so that code for a second
+device runs in CI), and ``MINIMF_STRICT_CUPY_MAX_BYTES`` (optional) makes any larger single
 allocation raise ``cuda.memory.OutOfMemoryError``, to test out-of-memory handling. No training code
 imports this module: ``minimf.backend`` does, when asked to.
 """
@@ -222,7 +205,6 @@ class _Stream:
         self._name = "the null stream" if null else (
             f"stream {next(_stream_numbers)}{' (non-blocking)' if non_blocking else ''}")
         self._clock = {self: 0}          # what this stream is known to have waited for: stream -> ops
-        self._capture = None             # the _Capture in progress on this stream, if any
         _all_streams.add(self)
         if not null and not non_blocking:
             _blocking_streams.add(self)
@@ -241,14 +223,8 @@ class _Stream:
         return self
 
     def synchronize(self):
-        """The host waits for everything queued on this stream (and what it waited for). CUDA refuses
-        it on a capturing stream, whose work has not run, and invalidates the capture."""
+        """The host waits for everything queued on this stream (and what it waited for)."""
         with _lock:
-            _check_capture_rules(self)
-            if self._capture is not None:
-                raise self._capture.invalidate(_cuda_error(
-                    "cudaErrorStreamCaptureUnsupported", "operation not permitted when stream is capturing",
-                    f"{self._name} is capturing: nothing queued on it has run, so there is nothing to wait for"))
             _merge(_done, self._clock)
 
     def record(self, event=None):
@@ -259,48 +235,7 @@ class _Stream:
     def wait_event(self, event):
         """Later operations on this stream wait for what ``event`` recorded."""
         with _lock:
-            _check_capture_rules(self)
-            _refuse_fork_or_join(self)
             _merge(self._clock, event._clock)
-
-    def begin_capture(self, mode=None):
-        """From now on this stream's operations are recorded into a graph, not run (``_Capture``);
-        ``end_capture`` returns the graph. CuPy's default mode (relaxed) is the only one here."""
-        if self._null:
-            raise RuntimeError("cannot capture on the default (legacy) stream")
-        if mode not in (None, _Runtime.streamCaptureModeRelaxed):
-            raise NotImplementedError("the stand-in captures in CuPy's default mode, "
-                                      "runtime.streamCaptureModeRelaxed, only")
-        with _lock:
-            if self._capture is not None:
-                raise _cuda_error("cudaErrorIllegalState", "the operation cannot be performed in the present state",
-                                  f"{self._name} is capturing already")
-            self._capture = _Capture(self)
-            _captures.append(self._capture)
-
-    def end_capture(self):
-        """The graph of the operations recorded since ``begin_capture``. The stream leaves capture
-        mode even when CUDA invalidated the capture (then this raises, as CUDA does)."""
-        with _lock:
-            capture = self._capture
-            if capture is None:
-                raise _cuda_error("cudaErrorIllegalState", "the operation cannot be performed in the present state",
-                                  f"{self._name} is not capturing: call begin_capture first")
-            self._capture = None
-            _captures.remove(capture)
-            capture.close()
-        if capture.invalid:
-            raise _cuda_error("cudaErrorStreamCaptureInvalidated",
-                              "operation failed due to a previous error during capture", capture.invalid)
-        return _Graph._from_capture(capture)
-
-    def is_capturing(self):
-        """True between ``begin_capture`` and ``end_capture``. As CUDA, asking the legacy stream while
-        a blocking stream captures is an error, and so is asking about an invalidated capture."""
-        if self._capture is not None and self._capture.invalid:
-            raise RuntimeError("the stream was capturing, but an error has invalidated the capture sequence")
-        _check_capture_rules(self, invalidate=False)
-        return self._capture is not None
 
     def __repr__(self):
         return f"<{self._name}>"
@@ -325,8 +260,6 @@ class _Event:
     def record(self, stream=None):
         stream = _get_current_stream() if stream is None else stream
         with _lock:
-            _check_capture_rules(stream)
-            _refuse_fork_or_join(stream)
             self._clock = dict(stream._clock)
 
     def synchronize(self):
@@ -380,16 +313,7 @@ def _visible(stream, writer):
 
 
 def _synchronize_all():
-    """The host waits for every stream: CUDA refuses it while any stream captures (the device's work
-    includes work that has not run) and invalidates the captures."""
     with _lock:
-        if _captures:
-            error = _cuda_error("cudaErrorStreamCaptureUnsupported", "operation not permitted when stream is "
-                                "capturing", "a device-wide synchronisation while "
-                                + ", ".join(c.stream._name for c in _captures) + " captures")
-            for capture in _captures:
-                capture.invalidate(error)
-            raise error
         for stream in list(_all_streams):
             _merge(_done, stream._clock)
 
@@ -399,8 +323,6 @@ class _Runtime:
 
     class CUDARuntimeError(RuntimeError):
         pass
-
-    streamCaptureModeRelaxed = 2     # CuPy's default capture mode (the stand-in's only one)
 
     @staticmethod
     def getDeviceCount():
@@ -415,275 +337,6 @@ class _Runtime:
         _synchronize_all()
 
 
-# --------------------------------------------------------------------------------------------
-# Stream capture and CUDA graphs (cuda.Graph); memory pools (cuda.MemoryPool, using_allocator)
-# --------------------------------------------------------------------------------------------
-
-_captures = []                           # the captures in progress, in any thread
-
-
-def _cuda_error(name, text, why):
-    """A ``CUDARuntimeError`` as CuPy words one (``name: CUDA's text``), with the stand-in's reason."""
-    return _Runtime.CUDARuntimeError(f"{name}: {text} (minimf strict stand-in: {why})")
-
-
-def _check_capture_rules(stream, invalidate=True):
-    """Refuse what CUDA refuses on ``stream`` because of the captures in progress: more work on a
-    capture that CUDA invalidated, and the legacy stream while a blocking stream captures (its
-    implicit ordering with blocking streams would tie it to work that has not run; CUDA then
-    invalidates that capture, unless the call only asked about the stream)."""
-    if not _captures:
-        return
-    capture = stream._capture
-    if capture is not None and capture.invalid:
-        raise _cuda_error("cudaErrorStreamCaptureInvalidated", "operation failed due to a previous error during "
-                          "capture", capture.invalid)
-    if stream._null:
-        for capture in _captures:
-            if not capture.stream._non_blocking:
-                error = _cuda_error("cudaErrorStreamCaptureImplicit", "operation would make the legacy stream "
-                                    "depend on a capturing blocking stream",
-                                    f"the null stream was used while {capture.stream._name} captures; capture "
-                                    "on a cuda.Stream(non_blocking=True)")
-                raise capture.invalidate(error) if invalidate else error
-
-
-def _refuse_fork_or_join(stream):
-    if stream._capture is not None:
-        raise NotImplementedError("recording or waiting for an event on a capturing stream (a capture that "
-                                  "spreads to other streams) is not in the stand-in")
-
-
-def _check_transfer(direction, stream=None):
-    """CuPy refuses a host-to-device ("H2D") or device-to-host ("D2H") copy on a capturing stream
-    (before CUDA sees it: the capture stays valid): a graph replays device work only."""
-    stream = _get_current_stream() if stream is None else stream
-    if stream._capture is not None:
-        raise RuntimeError(f"the current stream is capturing, so {direction} transfers are disallowed")
-
-
-def _garbage(dtype):
-    """What memory that nothing has written yet shows here: NaN, or 0xA5 bytes (True for booleans)."""
-    if dtype.kind in "fc":
-        return _np.nan
-    if dtype.kind == "b":
-        return True
-    return _np.frombuffer(b"\xa5" * dtype.itemsize, dtype)[0]
-
-
-def _leaves(value):
-    """The items of a (nested) tuple of results, in order."""
-    return [x for v in value for x in _leaves(v)] if isinstance(value, tuple) else [value]
-
-
-class _Capture:
-    """What one stream capture has recorded. On a GPU nothing captured runs until the graph is
-    launched; the stand-in runs each operation at once in NumPy (Python needs its result's shape and
-    dtype) and keeps what undoes that at ``close``: the old contents of each view of an older array
-    that a captured operation wrote (``journal``), and the arrays the capture allocated."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.steps = []                  # _Step, in capture order
-        self.journal = []                # (view, its contents before the capture wrote it)
-        self.allocated = []              # (buffer, data) of every array the capture allocated
-        self.touched, self.written = {}, {}     # id -> array: what the graph reads or writes, and writes
-        self.invalid = None              # why CUDA invalidated the capture, if it did
-
-    def invalidate(self, error):
-        """CUDA invalidates a capture when an operation on it fails; ``end_capture`` then fails too."""
-        self.invalid = self.invalid or str(error)
-        return error
-
-    def keep_contents(self, arrays):
-        """Before a captured operation writes ``arrays``: remember what the older ones hold."""
-        for array in arrays:
-            if array._buffer.capture is not self:
-                self.journal.append((array._data, array._data.copy()))
-
-    def record(self, replay, wrapped, allocations, inputs, writes):
-        """One captured operation: ``replay`` = (function, arguments, keyword arguments), ``wrapped``
-        its result, ``allocations`` the (buffer, data) it allocated."""
-        made = {id(buffer) for buffer, _ in allocations}
-        fresh = [(i, a) for i, a in enumerate(_leaves(wrapped)) if isinstance(a, ndarray) and id(a._buffer) in made]
-        self.steps.append(_Step(*replay, fresh))
-        for array in list(inputs) + list(writes) + [a for _, a in fresh]:
-            self.touched.setdefault(id(array), array)
-        for array in list(writes) + [a for _, a in fresh]:
-            self.written.setdefault(id(array), array)
-
-    def close(self):
-        """Undo what the stand-in ran: older arrays hold what they held before the capture, the
-        capture's own arrays hold garbage (nothing has run on a GPU)."""
-        for view, contents in reversed(self.journal):
-            view[...] = contents
-        for buffer, data in self.allocated:
-            data[...] = _garbage(data.dtype)
-            buffer.capture = None
-        self.journal = []
-
-
-class _Step:
-    """One captured operation, replayed with the arrays' contents at launch and its plain-number
-    arguments as they were at capture (a kernel's arguments are copied into the graph). An array the
-    operation allocated gets its new value in place: every launch writes the same memory."""
-    __slots__ = ("func", "args", "kwargs", "fresh")
-
-    def __init__(self, func, args, kwargs, fresh):
-        self.func, self.args, self.kwargs, self.fresh = func, args, kwargs, fresh
-
-    def replay(self):
-        outputs = _leaves(self.func(*_unwrap(self.args), **_unwrap(self.kwargs)))
-        for i, array in self.fresh:
-            _np.copyto(array._data, outputs[i])
-
-
-class _Graph:
-    """A captured stream, made by ``Stream.end_capture`` only (CuPy's ``cuda.Graph``)."""
-
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("currently this class cannot be initiated by the user and must be created "
-                                  "via stream capture")
-
-    @classmethod
-    def _from_capture(cls, capture):
-        graph = object.__new__(cls)
-        graph._steps = capture.steps
-        graph._touched, graph._written = list(capture.touched.values()), list(capture.written.values())
-        return graph
-
-    def launch(self, stream=None):
-        """Replay the captured operations on ``stream`` (default: the current one): ONE launch, no
-        host sync, ordered as one operation that reads and writes every array the graph does."""
-        stream = _get_current_stream() if stream is None else stream
-        if stream._capture is not None:
-            raise NotImplementedError("launching a graph into a capture (a child graph) is not in the stand-in")
-        stream, _ = _begin(self._touched, self._written, stream)
-        for step in self._steps:
-            step.replay()
-        _queue(stream, 1, "graph launch", self._written)
-
-    def upload(self, stream=None):
-        """Prepare the graph's launch on ``stream`` ahead of time: nothing to model but the stream rules."""
-        stream = _get_current_stream() if stream is None else stream
-        with _lock:
-            _check_capture_rules(stream)
-
-
-def _default_malloc(size):
-    """The default allocator (CuPy's is its default memory pool's ``malloc``; the stand-in counts nothing)."""
-
-
-def _raw_malloc(size):
-    """``using_allocator(None)``: CuPy's ``cudaMalloc`` without a pool."""
-
-
-_default_malloc.__name__ = _default_malloc.__qualname__ = "malloc"
-
-
-@_contextlib.contextmanager
-def _using_allocator(allocator=None):
-    """``cuda.using_allocator``: new arrays made in this thread inside the block take their memory from
-    ``allocator`` (``pool.malloc``; ``None``: no pool)."""
-    previous = getattr(_thread, "allocator", None)
-    _thread.allocator = _raw_malloc if allocator is None else allocator
-    try:
-        yield
-    finally:
-        _thread.allocator = previous
-
-
-def _get_allocator():
-    """``cuda.get_allocator``: this thread's allocator (``using_allocator``), else the default one."""
-    return getattr(_thread, "allocator", None) or _default_malloc
-
-
-_using_allocator.__name__ = _using_allocator.__qualname__ = "using_allocator"
-_get_allocator.__name__ = _get_allocator.__qualname__ = "get_allocator"
-
-
-def _allocate(nbytes, capture):
-    """The memory of a new array of ``nbytes``, from this thread's allocator: what it returns (a
-    pool's block) stays with the array's buffer, so the pool gets it back when the last view goes.
-    ``capture``: the capture the array is made in, which refuses the default pool."""
-    _check_allocation(nbytes)
-    allocator = getattr(_thread, "allocator", None)
-    if capture is not None and nbytes and allocator in (None, _default_malloc, _raw_malloc):
-        raise RuntimeError(
-            f"an array allocated from the default memory pool while {capture.stream._name} captures (minimf "
-            "strict stand-in; CuPy allows it, and it goes wrong silently): the graph writes this memory on every "
-            "launch, but the pool takes it back when Python drops the array and gives it to later arrays, which "
-            "every launch then overwrites. Capture under `with cupy.cuda.using_allocator(pool.malloc):` with a "
-            "pool = cupy.cuda.MemoryPool() kept as long as the graph")
-    return None if allocator is None or not nbytes else allocator(nbytes)
-
-
-def _round_size(size):
-    """CuPy's pools hand out multiples of 512 bytes."""
-    return -(-size // 512) * 512
-
-
-class _MemoryPool:
-    """``cuda.MemoryPool``: device memory of its own, for the arrays made under
-    ``using_allocator(pool.malloc)``; an array's block goes back to the pool (not to the device) when
-    its last view goes. The stand-in counts bytes only: ``malloc`` rounds a size up to 512 bytes, as
-    CuPy's, and reuses a free block of that rounded size, else takes new memory. It neither splits
-    nor merges blocks as CuPy's does, so ``n_free_blocks`` can differ from CuPy's. A graph here
-    keeps the arrays it uses, and so their blocks, in use; a GPU graph holds bare addresses, so
-    an array Python drops goes back to its pool while the graph still writes its memory."""
-
-    def __init__(self, allocator=None):
-        if allocator is not None:
-            raise NotImplementedError("the stand-in's MemoryPool takes its memory from the device (no allocator)")
-        self._used, self._free = 0, []
-
-    def malloc(self, size):
-        """A block of at least ``size`` bytes (opaque here: CuPy's is a ``MemoryPointer``)."""
-        size = _round_size(int(size))
-        with _lock:
-            if size in self._free:
-                self._free.remove(size)
-            self._used += size
-        return _PooledMemory(self, size)
-
-    def _give_back(self, size):
-        with _lock:
-            self._used -= size
-            self._free.append(size)
-
-    def used_bytes(self):
-        """Bytes in blocks that arrays hold."""
-        return self._used
-
-    def total_bytes(self):
-        """Bytes the pool holds: in use and free."""
-        return self._used + _builtins.sum(self._free)
-
-    def free_all_blocks(self, stream=None):
-        """Give the free blocks back to the device."""
-        with _lock:
-            self._free.clear()
-
-    def n_free_blocks(self):
-        return len(self._free)
-
-
-class _PooledMemory:
-    """A block of a ``MemoryPool``: back to the pool when nothing holds it."""
-    __slots__ = ("_pool", "_size")
-
-    def __init__(self, pool, size):
-        self._pool, self._size = pool, size
-
-    def __del__(self):
-        if self._size:
-            self._pool._give_back(self._size)
-
-
-for _class, _name in ((_Graph, "Graph"), (_MemoryPool, "MemoryPool")):
-    _class.__name__ = _class.__qualname__ = _name
-
-
 class _OutOfMemoryError(MemoryError):
     """Raised, as CuPy's ``cuda.memory.OutOfMemoryError``, for an allocation above
     ``MINIMF_STRICT_CUPY_MAX_BYTES``."""
@@ -694,9 +347,8 @@ class _OutOfMemoryError(MemoryError):
 
 _OutOfMemoryError.__name__ = _OutOfMemoryError.__qualname__ = "OutOfMemoryError"
 
-cuda = _types.SimpleNamespace(Device=_Device, Stream=_Stream, Event=_Event, Graph=_Graph, runtime=_Runtime(),
-                              get_current_stream=_get_current_stream, MemoryPool=_MemoryPool,
-                              using_allocator=_using_allocator, get_allocator=_get_allocator,
+cuda = _types.SimpleNamespace(Device=_Device, Stream=_Stream, Event=_Event, runtime=_Runtime(),
+                              get_current_stream=_get_current_stream,
                               memory=_types.SimpleNamespace(OutOfMemoryError=_OutOfMemoryError))
 
 
@@ -705,12 +357,11 @@ cuda = _types.SimpleNamespace(Device=_Device, Stream=_Stream, Event=_Event, Grap
 # --------------------------------------------------------------------------------------------
 
 class _Buffer:
-    """What the views of one allocation share: the device it lives on, its last write, its memory (a
-    pool's block, or None) and, until that capture ends, the capture that allocated it."""
-    __slots__ = ("device", "writer", "memory", "capture")
+    """What the views of one allocation share: the device it lives on and its last write."""
+    __slots__ = ("device", "writer")
 
-    def __init__(self, device, writer, memory=None, capture=None):
-        self.device, self.writer, self.memory, self.capture = device, writer, memory, capture
+    def __init__(self, device, writer):
+        self.device, self.writer = device, writer
 
 
 class _Flags:
@@ -799,7 +450,6 @@ class ndarray:
     @_declare("(self, arr, stream=None)")
     def set(self, arr, stream):
         """Host -> this array, in place (one host-to-device copy)."""
-        _check_transfer("H2D", stream)
         if not isinstance(arr, _np.ndarray):
             raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
         if arr.dtype != self.dtype:
@@ -879,16 +529,12 @@ class ndarray:
     # --- indexing -----------------------------------------------------------------------------
     def __getitem__(self, slices):
         launches, what, masks = _index_launches(self, slices, setting=False)
-        if _index_copies_from_host(slices, setting=False):
-            _check_transfer("H2D")
         _read_mask_counts(masks)            # the size of a[mask] is a count the host must read first
         return _run(lambda a, k: a[_numpy_index(k, a.shape)], (self, slices), launches=launches, what=what)
 
     def __setitem__(self, slices, value):
         _refuse_host_array(value)
         launches, what, masks = _index_launches(self, slices, setting=True, value=value)
-        if _index_copies_from_host(slices, setting=True, value=value):
-            _check_transfer("H2D")
         _read_mask_counts(masks)
         _run(lambda a, k, v: a.__setitem__(_numpy_index(k, a.shape), v), (self, slices, value),
              writes=(self,), launches=launches, what=what)
@@ -897,7 +543,6 @@ class ndarray:
 def _read_on_host(array, stream=None, launches=0):
     """A device-to-host transfer on the current stream (or ``stream``): counted, and ordered like any
     read; ``launches``: the device copies it needs first (a non-contiguous array)."""
-    _check_transfer("D2H", stream)
     _run(lambda a: None, (array,), launches=launches, what="copy before a transfer to the host", stream=stream)
     _count_sync()
     (stream or _get_current_stream()).synchronize()
@@ -958,17 +603,6 @@ def _numpy_index(key, shape):
             axis += 1
         out.append(part)
     return tuple(out) if isinstance(key, tuple) else out[0]
-
-
-def _index_copies_from_host(slices, setting, value=None):
-    """Does CuPy copy host data to the device for ``a[slices]`` (or ``a[slices] = value``)? A host
-    index array (a list, a NumPy array) is copied; so is the value of a scatter through an integer
-    or boolean array index when it is not a device array (``core.array(value)``)."""
-    parts = _index_parts(slices)
-    if _builtins.any(isinstance(p, (list, _np.ndarray)) for p in parts):
-        return True
-    advanced = _builtins.any(_is_int_array(p) or _is_bool_array(p) for p in parts)
-    return setting and advanced and not isinstance(value, ndarray)
 
 
 def _scan_launches(n):
@@ -1052,15 +686,10 @@ def _device_arrays(value):
 
 
 def _check_access(array, stream, device, action):
-    buffer = array._buffer
-    if buffer.device != device:
-        raise ValueError(f"The device where the array resides ({buffer.device}) is different from the "
+    if array._buffer.device != device:
+        raise ValueError(f"The device where the array resides ({array._buffer.device}) is different from the "
                          f"current device ({device}). Peer access is unavailable between these devices.")
-    if buffer.capture is not None and buffer.capture is not stream._capture:
-        raise StreamOrderError(
-            f"an array made by the capture on {buffer.capture.stream._name} was {action} on {stream._name}: "
-            "it holds nothing until the graph is launched (on a GPU: whatever the memory held)")
-    if stream._capture is None and not _visible(stream, buffer.writer):
+    if not _visible(stream, array._buffer.writer):
         raise StreamOrderError(
             f"an array written on {array._buffer.writer[0]._name} was {action} on {stream._name} before "
             f"{stream._name} waited for it (synchronize that stream, or record an event there and wait for "
@@ -1069,41 +698,23 @@ def _check_access(array, stream, device, action):
 
 def _begin(inputs, writes, stream=None):
     """Check every device array an operation reads or writes (right device, its last write visible to
-    the stream); return (stream, device). On a capturing stream order is not checked: nothing runs
-    until the graph is launched, and its launch is checked then."""
+    the stream); return (stream, device)."""
     stream, device = stream or _get_current_stream(), _current_device_id()
-    written = {id(w) for w in writes}
     with _lock:
-        _check_capture_rules(stream)
-        if stream._capture is None:
-            _implicit_waits(stream)
+        _implicit_waits(stream)
         for array in inputs:
-            _check_access(array, stream, device, "written" if id(array) in written else "read")
+            _check_access(array, stream, device, "written" if _builtins.any(array is w for w in writes) else "read")
     return stream, device
 
 
-def _queue(stream, launches, what, writes):
-    """Count an operation's launches, queue it on ``stream``, mark what it wrote; its number there."""
+def _finish(result, inputs, writes, launches, what, stream, device):
+    """Count the operation's launches, queue it on ``stream``, mark what it wrote; wrap its result."""
     with _lock:
         number = _enqueue(stream)
         _count_launches(launches, what)
     for array in writes:
         array._buffer.writer = (stream, number)
-    return number
-
-
-def _finish(result, inputs, writes, launches, what, stream, device, replay=None):
-    """Queue the operation (``_queue``) and wrap its result. On a capturing stream nothing is queued
-    or counted: the operation is recorded instead, ``replay`` = (function, arguments, keyword
-    arguments) with device arrays by reference, for the graph to run (``_Capture.record``)."""
-    capture = stream._capture
-    if capture is None:
-        return _wrap_result(result, inputs, writes, device, (stream, _queue(stream, launches, what, writes)))
-    allocated = len(capture.allocated)
-    wrapped = _wrap_result(result, inputs, writes, device, None, capture)
-    if launches:
-        capture.record(replay, wrapped, capture.allocated[allocated:], inputs, writes)
-    return wrapped
+    return _wrap_result(result, inputs, writes, stream, number, device)
 
 
 def _run(func, args, kwargs=None, writes=(), launches=None, what=None, stream=None):
@@ -1118,13 +729,10 @@ def _run(func, args, kwargs=None, writes=(), launches=None, what=None, stream=No
     inputs = list(_device_arrays(args)) + list(_device_arrays(kwargs))
     writes = tuple(w for w in writes if w is not None)
     stream, device = _begin(inputs, writes, stream)
-    if stream._capture is not None:
-        stream._capture.keep_contents(writes)
     result = func(*_unwrap(args), **_unwrap(kwargs))
     if launches is None:
         launches = _elementwise_launches(result, inputs, writes)
-    return _finish(result, inputs, writes, launches, what or getattr(func, "__name__", "operation"), stream, device,
-                   replay=(func, args, kwargs))
+    return _finish(result, inputs, writes, launches, what or getattr(func, "__name__", "operation"), stream, device)
 
 
 def _elementwise_launches(result, inputs, writes):
@@ -1143,11 +751,9 @@ def _is_view(result, inputs):
         result is a._data or _np.may_share_memory(result, a._data) for a in inputs)
 
 
-def _wrap_result(result, inputs, writes, device, writer, capture=None):
-    """Device arrays for what NumPy returned: an input itself, a view sharing its input's buffer, or
-    a new allocation (``writer``: its write; ``capture``: the capture it is made in, if any)."""
+def _wrap_result(result, inputs, writes, stream, number, device):
     if isinstance(result, tuple):
-        return tuple(_wrap_result(r, inputs, writes, device, writer, capture) for r in result)
+        return tuple(_wrap_result(r, inputs, writes, stream, number, device) for r in result)
     if isinstance(result, _np.generic):
         result = _np.asarray(result)          # reductions give 0-d device arrays, as on CuPy
     if not isinstance(result, _np.ndarray):
@@ -1158,10 +764,8 @@ def _wrap_result(result, inputs, writes, device, writer, capture=None):
     for array in inputs:                      # a view shares its base's buffer (and its writes)
         if _np.may_share_memory(result, array._data):
             return ndarray._wrap(result, array._buffer)
-    buffer = _Buffer(device, writer, _allocate(result.nbytes, capture), capture)
-    if capture is not None:
-        capture.allocated.append((buffer, result))
-    return ndarray._wrap(result, buffer)
+    _check_allocation(result.nbytes)
+    return ndarray._wrap(result, _Buffer(device, (stream, number)))
 
 
 def _check_allocation(nbytes):
@@ -1522,17 +1126,12 @@ def where(condition, x, y):
     return _run(_np.where, (condition, x, y), what="where")
 
 
-def _one_kernel_concatenate(arrays, dtype):
-    """CuPy's ``_concatenate`` joins more than 8 arrays of one dtype, under 2 MiB each on average, in
-    one kernel, after it copies their pointers from the host (so never in a capture)."""
-    total = _builtins.sum(a.size for a in arrays) * dtype.itemsize
-    return len(arrays) > 8 and _builtins.all(a.dtype == dtype for a in arrays) and total < 2 * 1024 * 1024 * len(arrays)
-
-
 def _concatenate_launches(arrays, dtype, axis):
-    """``_one_kernel_concatenate``: 1 copy of the pointers and the kernel (3 copies when the arrays
-    differ in shape or are not contiguous); otherwise one copy kernel per non-empty array."""
-    if _one_kernel_concatenate(arrays, dtype):
+    """CuPy's ``_concatenate``: more than 8 arrays of one dtype, under 2 MiB each on average, go in
+    one kernel, after their pointers are copied to the device (1 copy; 3 when they differ in shape
+    or are not contiguous); otherwise one copy kernel per non-empty array."""
+    total = _builtins.sum(a.size for a in arrays) * dtype.itemsize
+    if len(arrays) > 8 and _builtins.all(a.dtype == dtype for a in arrays) and total < 2 * 1024 * 1024 * len(arrays):
         axis_size = _builtins.sum(a.shape[axis] for a in arrays) // len(arrays)
         same = _builtins.all(a._data.flags.c_contiguous and a.shape[axis] == axis_size for a in arrays)
         return (1 if same else 3) + 1
@@ -1552,8 +1151,6 @@ def _joined(tup, axis, out, dtype, casting, what, expand):
     views = [ndarray._wrap(a._data.reshape(s), a._buffer) for a, s in zip(arrays, shapes)]
     result_dtype = out.dtype if out is not None else _np.dtype(dtype) if dtype is not None else \
         _np.result_type(*(a.dtype for a in arrays))
-    if _one_kernel_concatenate(views, result_dtype):
-        _check_transfer("H2D")
     launches = _concatenate_launches(views, result_dtype, axis % views[0].ndim if views[0].ndim else 0)
     function = _np.stack if expand else _np.concatenate
     return _run(lambda xs, **kw: function(xs, **kw), (arrays,),
@@ -1642,28 +1239,14 @@ def _matmul_launches(a, b, out):
     return copies + (3 * (ndim - 2) if broadcast else 0) + 1 + out_copy
 
 
-def _uses_cublas(a, b):
-    """Does CuPy 14 call cuBLAS for ``a @ b`` (``_routines_linalg.pyx``)? Not for an empty product, an
-    integer or boolean one (its own kernel), nor a product of one element from 1- or 2-d operands
-    (a multiply and a sum, ``tensordot_core``)."""
-    if a.size == 0 or b.size == 0 or _np.result_type(a.dtype, b.dtype).kind not in "fc":
-        return False
-    if _builtins.max(a.ndim, b.ndim) > 2:
-        return True
-    return (a.shape[0] if a.ndim == 2 else 1) * (b.shape[-1] if b.ndim == 2 else 1) > 1
-
-
 @_declare("(x1, x2, /, *, out=None)")
 def matmul(x1, x2, out):
-    """``_matmul_launches``. CuPy 14 refuses cuBLAS on a capturing stream (``cublas.setStream``), so a
-    float product cannot be captured."""
+    """``_matmul_launches``."""
     _check_inputs(x1, x2, out)
     if not isinstance(x1, ndarray) or not isinstance(x2, ndarray):
         raise TypeError("matmul of device arrays only (minimf strict stand-in)")
     if x1.ndim == 0 or x2.ndim == 0:
         raise ValueError("Scalar operands are not allowed, use '*' instead")
-    if _get_current_stream()._capture is not None and _uses_cublas(x1, x2):
-        raise NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")
     return _run(lambda a, b, **kw: _np.matmul(a, b, **kw), (x1, x2), _drop_none(out=out), writes=(out,),
                 launches=_matmul_launches(x1, x2, out), what="matmul")
 
@@ -1693,7 +1276,6 @@ def asarray(a, dtype, order, copy, blocking):
         raise TypeError("xp.asarray of a list holding device arrays: use xp.stack")
     if copy is False:
         raise ValueError("Unable to avoid copy while creating an array from host data.")
-    _check_transfer("H2D")
     data = _np.array(a, dtype=dtype, order=order or "K", copy=True)
     return _run(lambda: data, (), launches=int(data.size > 0), what="asarray (host-to-device copy)")
 
@@ -1875,26 +1457,17 @@ class _Fusion:
                             f"({', '.join(repr(type(a)) for a in args)})")
         arrays = [a for a in args if isinstance(a, ndarray)]
         stream, device = _begin(arrays, ())
-        if stream._capture is not None:        # what the function writes is known only once it ran
-            stream._capture.keep_contents(arrays)
-        returned, writes, results = self._trace(_unwrap(args))
-        written = tuple(a for a, w in zip(args, writes) if w)
-        outcome = _finish(results, arrays, written, 1, f"fuse: {self.name}", stream, device,
-                          replay=(lambda *values: self._trace(values)[2], args, {}))
-        return outcome[0] if isinstance(returned, _Fused) else (outcome if isinstance(returned, tuple) else None)
-
-    def _trace(self, values):
-        """Run the function on fused stand-ins for ``values`` (its arguments, device arrays unwrapped):
-        (what it returned, whether it wrote each argument, its results as new arrays of the arrays'
-        broadcast shape). A graph's replay traces again, as the kernel runs again."""
-        proxies = [_FusedArray(v) if isinstance(v, _np.ndarray) else None if v is None else _Fused(v) for v in values]
+        proxies = [_FusedArray(a._data) if isinstance(a, ndarray) else None if a is None else _Fused(a)
+                   for a in args]
         returned = self.func(*proxies)
+        written = tuple(a for a, p in zip(args, proxies) if isinstance(p, _FusedArray) and p._written)
         if returned is not None and not isinstance(returned, (_Fused, tuple)):
             raise TypeError(f"Fusion function can't return {type(returned)}")
-        shape = _np.broadcast_shapes(*(v.shape for v in values if isinstance(v, _np.ndarray)))
-        kept = [r for r in (returned if isinstance(returned, tuple) else (returned,)) if r is not None]
-        results = tuple(_np.array(_np.broadcast_to(r._value, shape)) for r in kept)
-        return returned, [isinstance(p, _FusedArray) and p._written for p in proxies], results
+        shape = _np.broadcast_shapes(*(a.shape for a in arrays))
+        values = [r for r in (returned if isinstance(returned, tuple) else (returned,)) if r is not None]
+        results = tuple(_np.array(_np.broadcast_to(r._value, shape)) for r in values)
+        outcome = _finish(results, arrays, written, 1, f"fuse: {self.name}", stream, device)
+        return outcome[0] if isinstance(returned, _Fused) else (outcome if isinstance(returned, tuple) else None)
 
     def clear_cache(self):
         pass
