@@ -265,6 +265,8 @@ def run(args, xp):
     layers = len(args.hidden) if args.arch == "mlp" else len(args.channels)
     ratios = print_ratios(seconds, mf_flops / bp_flops, net.arch, pipeline_cores=layers if layers > threads else None)
     ratios.update(print_gpu_ratios(seconds, net.arch))
+    if args.backend == "cupy" and args.arch == "mlp":
+        print_prediction(seconds, [784, *args.hidden], args.batch_size, steps)
     if args.json:
         atomic_write_json(args.json, json_report(args, net, torch, gpu_torch, steps, seconds, ratios))
         print(f"\nwrote {args.json}")
@@ -679,6 +681,20 @@ def print_lower_bound(seconds, net, steps, examples, fraction):
               f"({products:.3f} s per {part}); {rule} (minimf) takes "
               f"{statistics.median(seconds[f'{rule} (minimf)']) / products:.2f}x that")
     print()
+
+
+def print_prediction(seconds, sizes, batch_size, steps):
+    """The launch-and-FLOP model's step (benchmarks/launch_model.py, with its H100 constants) beside
+    the step this run measured, for minimf's MF and BP on CuPy."""
+    from launch_model import predicted_steps                   # benchmarks/launch_model.py, beside this script
+    print()
+    print("The launch model's step (benchmarks/launch_model.py, H100 constants) against this run's:")
+    print(f"  {'':<12} {'launches':>8} {'predicted ms':>12} {'measured ms':>11}  predicted bound")
+    for rule, r in predicted_steps(sizes, batch_size).items():
+        row = f"{rule} (minimf)"
+        if row in seconds:
+            measured = 1e3 * statistics.median(seconds[row]) / steps
+            print(f"  {row:<12} {r['launches']:>8} {r['step_ms']:>12.3f} {measured:>11.3f}  {r['bound']}")
 
 
 def ratio(seconds, first, second, target=None):

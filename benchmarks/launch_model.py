@@ -137,6 +137,26 @@ def predict(rule, sizes, batch_size, launches, launch_us, tflops, tbps):
             "bound": "launch-bound" if host > device else "compute-bound"}
 
 
+def predicted_steps(sizes, batch_size, constants=H100):
+    """{"MF": step, "BP": step}, each ``predict``'s, with the launches counted on the stand-in, which
+    ``get_backend("cupy")`` gives while MINIMF_STRICT_CUPY=1: set here for the count only, so that a
+    process training on a real GPU (benchmarks/epoch_time.py) can ask too."""
+    before = os.environ.get("MINIMF_STRICT_CUPY")
+    os.environ["MINIMF_STRICT_CUPY"] = "1"
+    try:
+        sequences = {rule: launch_sequence(net_class, sizes, batch_size)
+                     for rule, net_class in (("MF", MonoForwardNet), ("BP", BackpropNet))}
+    finally:
+        if before is None:
+            del os.environ["MINIMF_STRICT_CUPY"]
+        else:
+            os.environ["MINIMF_STRICT_CUPY"] = before
+    return {rule: dict(predict(rule.lower(), sizes, batch_size, sum(count for _, count in sequence),
+                               constants["launch_us"], constants["tflops"], constants["tbps"]),
+                       graphs=launches_with_graphs(sequence))
+            for rule, sequence in sequences.items()}
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MINIMF_STRICT_CUPY", "1")     # the launches are counted on the stand-in
@@ -146,11 +166,9 @@ def main(argv=None):
           f"per launch, {args.tflops:g} TFLOP/s, {args.tbps:g} TB/s; an MNIST epoch = {steps} steps")
     print(f"{'rule':<5}{'launches':>9}{'graphs':>7}{'GFLOP':>8}{'MB':>8}{'host ms':>9}{'device ms':>11}"
           f"{'epoch s':>9}  bound")
-    for rule, net_class in (("MF", MonoForwardNet), ("BP", BackpropNet)):
-        sequence = launch_sequence(net_class, sizes, args.batch_size)
-        launches = sum(count for _, count in sequence)
-        r = predict(rule.lower(), sizes, args.batch_size, launches, args.launch_us, args.tflops, args.tbps)
-        print(f"{rule:<5}{r['launches']:>9}{launches_with_graphs(sequence):>7}{r['gflop']:>8.2f}{r['mbytes']:>8.1f}"
+    constants = {"launch_us": args.launch_us, "tflops": args.tflops, "tbps": args.tbps}
+    for rule, r in predicted_steps(sizes, args.batch_size, constants).items():
+        print(f"{rule:<5}{r['launches']:>9}{r['graphs']:>7}{r['gflop']:>8.2f}{r['mbytes']:>8.1f}"
               f"{r['host_ms']:>9.3f}{r['device_ms']:>11.3f}{steps * r['step_ms'] / 1e3:>9.2f}  {r['bound']}")
     return 0
 

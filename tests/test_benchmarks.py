@@ -104,6 +104,8 @@ def test_epoch_time_runs_on_cupy(capsys):
     assert load_script("epoch_time").main(args) == 0
     out = capsys.readouterr().out
     assert "MF/BP (minimf)" in out and "MF pipelined" in out
+    prediction = out[out.index("The launch model's step"):].splitlines()
+    assert [line.split()[:3] for line in prediction[2:4]] == [["MF", "(minimf)", "11"], ["BP", "(minimf)", "16"]]  # one hidden layer
     if "torch" not in sys.modules or not sys.modules["torch"].cuda.is_available():
         assert "BP (PyTorch, CUDA)" not in out and "On the GPU, against PyTorch" not in out
 
