@@ -237,3 +237,45 @@ def test_fused_kernels_are_made_once_and_adam_on_cupy_needs_no_scratch(rng):
     opt = Adam()
     opt.step(params, grads)
     assert opt.scratch == {} and set(opt.m) == set(opt.v) == {"W", "b"}
+
+
+def test_cache_pieces_cover_the_part_in_order():
+    a = np.zeros((300, 400), dtype=np.float32)                 # 120,000 numbers
+    pieces = optim.cache_pieces(None, (a,), piece=50_000)
+    assert pieces == [slice(0, 50_000), slice(50_000, 100_000), slice(100_000, 120_000)]
+    assert optim.cache_pieces(slice(10, 60_010), (a,), piece=50_000) == [slice(10, 50_010), slice(50_010, 60_010)]
+    assert optim.cache_pieces(None, (a[:10],), piece=50_000) == [None]          # small: as it is
+    assert optim.cache_pieces(None, (a, a.T), piece=50_000) == [None]          # a.T: not C-contiguous
+
+
+CACHE_PIECES = optim.cache_pieces
+
+
+def pieces_of(size, drop_last=False):
+    """cache_pieces with pieces of ``size`` numbers (and, for the must-fail case, the last one lost)."""
+    def pieces(part, arrays):
+        cut = CACHE_PIECES(part, arrays, piece=size)
+        return cut[:-1] if drop_last else cut
+    return pieces
+
+
+def stepped_by_pieces(kind, p, grads):
+    """p after ``step`` with each gradient of ``grads`` in turn (NumPy: piece by piece)."""
+    opt = {"adam": Adam(lr=0.01), "sgd": SGD(lr=0.1), "momentum": SGD(lr=0.1, momentum=0.9)}[kind]
+    params = {"W": p.copy()}
+    for g in grads:
+        opt.step(params, {"W": g})
+    return params["W"]
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd", "momentum"])
+def test_numpy_updates_piece_by_piece_as_one_whole_pass(rng, kind, monkeypatch):
+    """A parameter of 3.5 pieces, stepped piece by piece, equals the same steps taken in one
+    piece, bit for bit; and a piece left out is caught."""
+    p = rng.standard_normal((35, 100)).astype(np.float32)
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for _ in range(3)]
+    whole = stepped_by_pieces(kind, p, grads)                   # 3,500 numbers < CACHE_PIECE: one piece
+    monkeypatch.setattr(optim, "cache_pieces", pieces_of(1000))
+    assert np.array_equal(stepped_by_pieces(kind, p, grads), whole)
+    monkeypatch.setattr(optim, "cache_pieces", pieces_of(1000, drop_last=True))
+    assert not np.array_equal(stepped_by_pieces(kind, p, grads), whole)
