@@ -37,8 +37,10 @@ GELU in its tanh form (Hendrycks & Gimpel 2016; the form the Mixer authors' JAX 
     k = sqrt(2/pi), a = 0.044715;   1/2 (1 + tanh(u)) = sigmoid(2u)
     dgelu/dz = s + z s (1 - s) dv/dz,   s = sigmoid(v),   dv/dz = 2k (1 + 3a z^2)          (MX-10)
 
-Written with the logistic function it needs only exp, log1p and maximum (``sigmoid``,
-minimf/nn/losses.py), which is stable for any z and exists on every backend.
+s is computed as (1 + tanh(v/2)) / 2: one transcendental function, stable for any z (tanh saturates
+at +-1 where exp would overflow) and on every backend; the logistic function through exp and log1p
+(``sigmoid``, minimf/nn/losses.py) gives the same numbers to rounding in three times as many passes,
+and GELU is the Mixer's largest element-wise cost.
 
 The dense maps act on the last axis of an array of any rank, as one (rows, D) product: the token
 MLP first makes its transposed input (N, D, S) contiguous, so that its rows are the D channels of
@@ -54,7 +56,6 @@ D channels (the Mixer's width), H_t token-MLP hidden size, H_c channel-MLP hidde
 """
 from minimf.backend import get_array_module
 from minimf.nn.layers import init_dense
-from minimf.nn.losses import sigmoid
 from minimf.nn.norm import EPS
 
 GELU_K = (2 / 3.141592653589793) ** 0.5   # sqrt(2 / pi)
@@ -176,12 +177,15 @@ def layer_norm_backward(dy, cache, input_grad=True):
 def gelu_forward(z):
     """(MX-9) h = z * sigmoid(2k (z + a z^3)), element-wise (the tanh form of GELU). Returns h and
     the cache (z, s) with s = sigmoid(v)."""
-    v = z * z
-    v *= GELU_A
-    v += 1
-    v *= z
-    v *= 2 * GELU_K                                        # v = 2k (z + a z^3)
-    s = sigmoid(v)
+    xp = get_array_module(z)
+    s = z * z
+    s *= GELU_A
+    s += 1
+    s *= z
+    s *= GELU_K                                            # v/2 = k (z + a z^3)
+    xp.tanh(s, out=s)
+    s += 1
+    s *= 0.5                                               # s = (1 + tanh(v/2)) / 2 = sigmoid(v)
     return z * s, (z, s)
 
 
