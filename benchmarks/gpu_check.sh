@@ -18,7 +18,9 @@
 #       epoch (docs/gpu.md), then benchmarks/epoch_time.py --backend cupy for the MLP 784-1000-1000,
 #       batch 256 (full epoch, 3 repeats), and for the paper's CNN (fraction 0.2 of an epoch,
 #       2 repeats), each with --json, and prints their ratios (against PyTorch on the same GPU where
-#       torch.cuda works): the prediction and the measurement side by side in one log.
+#       torch.cuda works): the prediction and the measurement side by side in one log; then
+#       benchmarks/mixer_memory.py --backend cupy, the peak of CuPy's memory pool in one MF and one BP
+#       Mixer step against depth (MF v2's 31%).
 # Without a GPU it says why (the probe's last line), runs the stand-in tests instead (MINIMF_STRICT_CUPY=1:
 # tests/test_strict_cupy.py and tests/test_gpu.py on minimf's CPU stand-in for CuPy, and
 # tests/test_real_cupy.py, which holds the stand-in against the real CuPy where it imports) and exits
@@ -34,7 +36,7 @@ set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-BUDGET="${GPU_CHECK_BUDGET:-540}"   # seconds for everything: the probe (at most 65) and the steps' caps (465)
+BUDGET="${GPU_CHECK_BUDGET:-555}"   # seconds for everything: the probe (at most 65) and the steps' caps (480)
 PROBE_ONLY=""
 [ "${1:-}" = "--probe" ] && PROBE_ONLY=1
 OUT="${OUT:-}"
@@ -216,10 +218,11 @@ run_benchmarks() {
     else
         say "note: no torch: the benchmarks run without PyTorch rows (minimf ratios only)"
     fi
-    step launch-model 15 "$PYTHON" benchmarks/launch_model.py
+    step launch-model 10 "$PYTHON" benchmarks/launch_model.py
     local bench=("$PYTHON" benchmarks/epoch_time.py --backend cupy)
     step epoch-time-mlp 60 "${bench[@]}" --hidden 1000 1000 --batch-size 256 --json "$OUT/epoch_time_mlp.json"
     step epoch-time-cnn 60 "${bench[@]}" --arch cnn --fraction 0.2 --repeats 2 --json "$OUT/epoch_time_cnn.json"
+    step mixer-memory 20 "$PYTHON" benchmarks/mixer_memory.py --backend cupy
 }
 
 main() {
