@@ -159,7 +159,6 @@ def predicted_steps(sizes, batch_size, constants=H100):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("MINIMF_STRICT_CUPY", "1")     # the launches are counted on the stand-in
     sizes = [784] + widths(args.hidden)
     steps = math.ceil(TRAIN_EXAMPLES / args.batch_size)
     print(f"784-{'-'.join(map(str, sizes[1:]))}, batch {args.batch_size}, float32, Adam; {args.launch_us:g} us "

@@ -1105,8 +1105,8 @@ def _ufunc(name, numpy_ufunc, spec):
     return function
 
 
-_UFUNCS = {"exp": _UNARY_UFUNC, "log": _UNARY_UFUNC, "log1p": _UNARY_UFUNC, "sqrt": _UNARY_UFUNC, "tanh": _UNARY_UFUNC,
-           "abs": _UNARY_UFUNC, "isfinite": _UNARY_UFUNC, "maximum": _BINARY_UFUNC, "multiply": _BINARY_UFUNC,
+_UFUNCS = {"exp": _UNARY_UFUNC, "log": _UNARY_UFUNC, "log1p": _UNARY_UFUNC, "sqrt": _UNARY_UFUNC,
+           "tanh": _UNARY_UFUNC, "abs": _UNARY_UFUNC, "isfinite": _UNARY_UFUNC, "maximum": _BINARY_UFUNC, "multiply": _BINARY_UFUNC,
            "divide": _BINARY_UFUNC}
 for _name, _spec in _UFUNCS.items():   # abs shadows a builtin: the module's own code says builtins.* where it matters
     globals()[_name] = _ufunc(_name, getattr(_np, _name), _spec)
