@@ -65,14 +65,9 @@ def widths(words):
     return [int(w) for w in words]
 
 
-def counted_launches(net_class, sizes, batch_size):
-    """Kernel launches of one step (after the first, which makes the optimiser's state) on the stand-in
-    (MINIMF_STRICT_CUPY=1: the real CuPy counts nothing)."""
-    return sum(launches for _, launches in launch_sequence(net_class, sizes, batch_size))
-
-
 def launch_sequence(net_class, sizes, batch_size):
-    """[(operation, launches)] of one step (after the first), in the order the stand-in counts them."""
+    """[(operation, launches)] of one step (after the first, which makes the optimiser's state), in the
+    order the stand-in counts them (MINIMF_STRICT_CUPY=1: the real CuPy counts nothing)."""
     xp = get_backend("cupy")
     if xp is not strict_cupy:          # the real CuPy counts nothing
         raise RuntimeError("counting launches needs the strict stand-in: run with MINIMF_STRICT_CUPY=1")

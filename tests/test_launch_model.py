@@ -33,7 +33,7 @@ def test_the_bound_is_the_larger_time():
 def test_the_launches_are_counted_on_the_stand_in(monkeypatch):
     monkeypatch.setenv("MINIMF_STRICT_CUPY", "1")
     from minimf import MonoForwardNet
-    assert launch_model.counted_launches(MonoForwardNet, [784, 64, 64], 256) > 0
+    assert sum(count for _, count in launch_model.launch_sequence(MonoForwardNet, [784, 64, 64], 256)) > 0
 
 
 def test_the_script_prints_both_rules(capsys, monkeypatch):
