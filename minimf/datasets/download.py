@@ -112,17 +112,25 @@ def _verified_key(path):
     return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
+def _fault_of(path, remote):
+    """None if the existing file ``path`` holds ``remote`` (checked once per path, modification time
+    and size: ``_VERIFIED``), else what is wrong with it, in words (``check_file``)."""
+    key = _verified_key(path)
+    if key in _VERIFIED:
+        return None
+    fault = check_file(path, remote)
+    if fault is None:
+        _VERIFIED.add(key)
+    return fault
+
+
 def _is_verified(path, remote, delete_bad=True):
     """True if ``path`` holds ``remote``. With ``delete_bad`` a file with the wrong bytes is deleted,
     saying so; only a holder of the lock may do that (another process may be renaming a good copy)."""
     if not path.exists():
         return False
-    key = _verified_key(path)
-    if key in _VERIFIED:
-        return True
-    fault = check_file(path, remote)
+    fault = _fault_of(path, remote)
     if fault is None:
-        _VERIFIED.add(key)
         return True
     if delete_bad:
         path.unlink(missing_ok=True)
@@ -221,12 +229,8 @@ def _placed_by_hand(remote, path, label):
     Nothing is downloaded and nothing is deleted."""
     if not path.exists():
         raise _missing(remote, path, label)
-    key = _verified_key(path)
-    if key in _VERIFIED:
-        return path
-    fault = check_file(path, remote)
+    fault = _fault_of(path, remote)
     if fault is None:
-        _VERIFIED.add(key)
         return path
     raise DownloadError(f"{path}: {fault}; the file was left as it is.\n" + manual_help(remote, path))
 
