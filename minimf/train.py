@@ -36,7 +36,7 @@ from minimf.run_folder import RunFolderError
 from minimf.training.config import (DEFAULT_CHANNELS, DEFAULT_EPOCHS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MIXER,
                                     DEFAULT_SCHEDULE,
                                     ConfigError, RunConfig, resumed)
-from minimf.training.loop import Interrupted, TrainingDiverged
+from minimf.training.loop import EXIT_INTERRUPTED, Interrupted, TrainingDiverged
 from minimf.training.records import MODE_NAMES, headline_mode
 from minimf.training.registry import ARCHITECTURES, NETWORKS, algos_with
 from minimf.training.run import resumed_config, train_run
@@ -44,8 +44,7 @@ from minimf.training.run import resumed_config, train_run
 RESTARTS = 3   # --pipeline ray: times a run whose worker died continues from its last checkpoint
 EXIT_STOPPED = 1       # the run stopped on an error; its files hold the last finished epoch
 EXIT_USAGE = 2         # a usage error (argparse's code): nothing was written
-EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}   # 128 + the signal's number, as a shell reports it:
-                                                   # a checkpoint was written (with --out); --resume continues
+# EXIT_INTERRUPTED (minimf/training/loop.py), 130 or 143: a checkpoint was written (with --out); --resume continues
 
 
 def build_parser(defaults=True):

@@ -131,12 +131,12 @@ def test_the_trials_do_not_train_on_the_final_data(monkeypatch):
     """Every trial's data come from search_data (the held-out split in the test split's place), never
     from the scale's cache that the final runs use."""
     seen = []
-    real_train_run = tune_module.train_rule
+    real_train_run = tune_module.train_history
 
     def spy(ctx, algo, **kwargs):
         seen.append(kwargs.get("data") is not None)
         return real_train_run(ctx, algo, **kwargs)
 
-    monkeypatch.setattr(tune_module, "train_rule", spy)
+    monkeypatch.setattr(tune_module, "train_history", spy)
     tune(tiny_context(seeds=[0], trials=2))
     assert seen == [True] * 4 + [False] * 4      # 2 trials x 2 rules, then chosen and defaults x 2 rules

@@ -12,18 +12,18 @@ Every run trains as ``python -m minimf.train`` does, with the same settings (com
 from minimf.datasets import DATASETS
 from minimf.datasets.tabular import sklearn_version
 from minimf.experiments.common import (NOT_CHECKED, Report, accuracies, algorithms, image_datasets_present,
-                                       markdown_table, mean_std, method_name, pm, train_rule)
+                                       markdown_table, mean_std, method_name, pm, train_history)
 
 # Numbers of MF v1 that docs/results.md quotes (MNIST, 784-1000-1000). Anything else: NOT_CHECKED.
 PAPER_MNIST_MLP = {"MF (bp mode)": "98.76", "BP": "98.75"}
 
 
 def run_seeds(ctx, bar, algo, **kwargs):
-    """One train_rule per seed; returns the list of histories (one list of epoch records per seed)."""
+    """One train_history per seed; returns the list of histories (one list of epoch records per seed)."""
     histories = []
     for seed in ctx.seeds:
         bar.set_postfix_str(f"{algo} seed {seed}")
-        histories.append(train_rule(ctx, algo, seed=seed, **kwargs)[1])
+        histories.append(train_history(ctx, algo, seed=seed, **kwargs))
         bar.update(1)
     return histories
 

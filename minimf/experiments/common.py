@@ -28,6 +28,7 @@ from minimf.backend import get_backend, timing_environment
 from minimf.datasets import DATASETS, data_home, num_classes
 from minimf.training import NETWORKS, RunConfig, build_network, data_for, validate
 from minimf.training.run import fit_config
+from minimf.experiments.journal import training_key
 from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
@@ -76,6 +77,7 @@ class Context:
     data_dir: str | None = None
     trials: int | None = None      # tune: --trials, random-search trials per rule (None: the scale's)
     rules: list | None = None      # tune: --rules, the rules tuned and compared (None: mf bp)
+    journal: object = None         # a journal.Journal keeping finished trainings (the command line's), or None
 
     @property
     def xp(self):
@@ -115,10 +117,41 @@ def train_rule(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=
     on ``data`` (splits as minimf.training.prepare_data returns them) where given. Returns (net,
     history): history is ``fit``'s list of per-epoch records (``test_acc``, ``test_acc_bp``,
     ``layer_test_acc``, ``seconds``, ...)."""
-    config = validate(RunConfig(algo=algo, dataset=dataset, arch=arch, hidden=hidden, channels=channels,
-                                epochs=epochs, seed=seed, backend=ctx.backend, no_progress=True,
-                                train_subset=ctx.scale.train_subset, test_subset=ctx.scale.test_subset,
-                                data_dir=ctx.data_dir, **{**PAPER_SETTING, **(options or {})}))
+    config = run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options)
+    return _train(ctx, config, data)
+
+
+def train_history(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
+                  options=None, data=None, data_label=None):
+    """``train_rule``'s history alone, kept in ``ctx.journal`` where there is one: a training that
+    finished before a resume is read back, not trained again (minimf/experiments/journal.py).
+    ``data_label`` names ``data`` (required with it: the key must tell data apart), e.g. a search's
+    held-out split; without ``data`` the training is scored on the test split."""
+    if data is not None and not data_label:
+        raise ValueError("train_history needs data_label with data: the journal tells trainings apart by it")
+    config = run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options)
+    if ctx.journal is None:
+        return _train(ctx, config, data)[1]
+    key = training_key(config, data_label or "test split")
+    history = ctx.journal.recall(key)
+    if history is None:
+        history = _train(ctx, config, data)[1]
+        ctx.journal.keep(key, history)
+    return history
+
+
+def run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options):
+    """The validated RunConfig of one of an experiment's trainings (``train_rule``'s arguments)."""
+    return validate(RunConfig(algo=algo, dataset=dataset, arch=arch, hidden=hidden, channels=channels,
+                              epochs=epochs, seed=seed, backend=ctx.backend, no_progress=True,
+                              train_subset=ctx.scale.train_subset, test_subset=ctx.scale.test_subset,
+                              data_dir=ctx.data_dir, **{**PAPER_SETTING, **(options or {})}))
+
+
+def _train(ctx, config, data):
+    """Build and train the network of ``config`` on ``data`` (None: the data set's splits, loaded
+    once per process); (net, history)."""
+    dataset, arch = config.dataset, config.arch
     if data is None:
         key = (dataset, arch, config.train_subset, config.test_subset, ctx.backend, config.no_normalize)
         if key not in _DATA:

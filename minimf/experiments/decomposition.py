@@ -47,7 +47,7 @@ Student t 95% interval, and the equivalence test (TOST) at +-0.25 points; the pa
 import statistics
 from dataclasses import asdict, dataclass
 
-from minimf.experiments.common import Report, markdown_table, mean_std, pm, train_rule
+from minimf.experiments.common import Report, markdown_table, mean_std, pm, train_history
 from minimf.experiments.stats import paired_interval, tost
 from minimf.experiments.tune import MARGIN, compare
 
@@ -96,8 +96,8 @@ def run_grid(ctx, depths, epochs):
             for seed in ctx.seeds:
                 for cell in CELLS:
                     bar.set_postfix_str(f"{depth} layers, {cell.name}, seed {seed}")
-                    _, history = train_rule(ctx, cell.algo, hidden=[width] * depth, epochs=epochs, seed=seed,
-                                           options=cell.options)
+                    history = train_history(ctx, cell.algo, hidden=[width] * depth, epochs=epochs, seed=seed,
+                                            options=cell.options)
                     runs[depth][cell.name][seed] = history[-1]
                     seconds[depth][cell.name][seed] = round(sum(record["seconds"] for record in history), 2)
                     bar.update(1)

@@ -34,11 +34,11 @@ MF compare on a Mixer of this size", not "does v2's table reproduce".
 from dataclasses import asdict, dataclass
 
 from minimf.datasets import DATASETS, num_classes
-from minimf.experiments.common import Report, image_datasets_present, markdown_table, pm, train_rule
+from minimf.experiments.common import Report, image_datasets_present, markdown_table, pm, train_history
 from minimf.experiments.decomposition import ENOUGH_SEEDS, paired, paired_record
 from minimf.experiments.measure import MIB, memory_meter, mixer_step_memory
 from minimf.experiments.tune import (LR_RANGE, MARGIN, SCHEDULES, SEARCH, SearchScale, choose, compare,
-                                    draw_settings, search, search_data, settings_of)
+                                    draw_settings, search, search_data, search_label, settings_of)
 from minimf.training.config import DEFAULT_MIXER
 
 RULES = ("mf", "bp")
@@ -80,8 +80,9 @@ def mixer_sizes(ctx):
 def train_mixer(ctx, algo, dataset, settings, seed, data=None):
     """One Mixer trained as ``python -m minimf.train --arch mixer`` trains it, with ``settings`` (tune.Settings):
     the last epoch's record."""
-    _, history = train_rule(ctx, algo, dataset=dataset, arch="mixer", epochs=settings.epochs, seed=seed,
-                            options={**mixer_sizes(ctx), **settings.options()}, data=data)
+    history = train_history(ctx, algo, dataset=dataset, arch="mixer", epochs=settings.epochs, seed=seed,
+                            options={**mixer_sizes(ctx), **settings.options()}, data=data,
+                            data_label=None if data is None else search_label(data))
     return history[-1]
 
 

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from minimf.training import RunConfig, prepare_data
-from minimf.experiments.common import Report, markdown_table, pm, train_rule
+from minimf.experiments.common import Report, markdown_table, pm, train_history
 from minimf.experiments.stats import paired_interval, tost
 
 LR_RANGE = (1e-4, 1e-2)             # log-uniform
@@ -103,14 +103,21 @@ def search_data(ctx, validation, seed, dataset="mnist", flatten=True):
     test images are not in them: a trial cannot read them. ``flatten=False`` keeps images (C, H, W)."""
     data = prepare_data(dataset, ctx.xp, flatten=flatten, validation=validation, seed=seed,
                         train_subset=ctx.scale.train_subset, data_dir=ctx.data_dir, progress=False)
-    return {"train": data["train"], "test": data["validation"], "validation": None}
+    return {"train": data["train"], "test": data["validation"], "validation": None,
+            "held_out": (validation, seed)}
+
+
+def search_label(data):
+    """The name of ``search_data``'s split in an experiment's journal (common.train_history)."""
+    validation, seed = data["held_out"]
+    return f"search split: {validation} training images held out, drawn with seed {seed}"
 
 
 def validation_accuracy(ctx, algo, settings, data, hidden, seed):
     """Train one trial (common.train_rule) on ``search_data`` and return its accuracy on the held-out
     images after the last epoch (for MF: its bp mode, minimf.train's headline)."""
-    _, history = train_rule(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed,
-                           options=settings.options(), data=data)
+    history = train_history(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed,
+                            options=settings.options(), data=data, data_label=search_label(data))
     return history[-1]["test_acc"]     # the held-out validation images sat in the test split's place
 
 
@@ -146,7 +153,7 @@ def test_accuracies(ctx, bar, algo, settings, hidden):
     accs = []
     for seed in ctx.seeds:
         bar.set_postfix_str(f"{algo} final seed {seed}")
-        _, history = train_rule(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed, options=settings.options())
+        history = train_history(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed, options=settings.options())
         accs.append(history[-1]["test_acc"])
         bar.update(1)
     return accs

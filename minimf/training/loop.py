@@ -49,6 +49,10 @@ class TrainingDiverged(RuntimeError):
     """A loss or a parameter became NaN or infinite."""
 
 
+# the exit status of a command stopped by a signal: 128 + the signal's number, as a shell reports it
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+
+
 class Interrupted(RuntimeError):
     """Ctrl-C or SIGTERM stopped the run between two steps (with ``out``, after a checkpoint at that step)."""
 

@@ -1,0 +1,83 @@
+"""The finished trainings of an experiment, kept in its output folder as they finish, so that an
+experiment stopped part-way (a scheduler's SIGTERM, Ctrl-C, a machine that goes away) continues
+where it stopped instead of starting again: ``python -m minimf.experiments NAME --resume DIR``.
+
+A full-scale experiment is dozens of trainings and many hours on a CPU (the Mixer comparison's
+search and final runs); losing all of them to one signal is not acceptable.
+
+    DIR/experiment.json      the experiment's settings (name, scale, seeds, backend, ...), which a
+                             resume takes over and which the options given with --resume must repeat
+    DIR/runs/<digest>.json   one finished training: {"key": what determines it, "history": its
+                             per-epoch records, as ``fit`` returned them}
+
+A training's key is everything that decides its numbers: its whole run configuration (the
+validated RunConfig, less what only changes how it is shown or where files go), the data it was
+scored on ("the test split", or a search's held-out images), and minimf's version. The file's name
+is the sha256 of the key written as canonical JSON, and the file repeats the key, so a file is only
+ever used for the training it was written for. The report is computed from the histories alone, so a
+resumed experiment writes the same report as one that never stopped (tests/test_experiment_resume.py).
+
+Nothing here removes or overwrites a file it did not write: a damaged file in ``runs/`` stops the
+experiment with a message naming it.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+from minimf import __version__
+from minimf.files import atomic_write_json
+
+RUNS = "runs"
+SETTINGS_FILE = "experiment.json"
+NOT_IN_KEY = ("no_progress", "data_dir", "out", "timeline")   # they change no number a training gives
+
+
+class JournalError(Exception):
+    """A journal file that cannot be used: the message names it and says what to do."""
+
+
+def training_key(config, data_label):
+    """What decides a training's numbers: ``config`` (a validated RunConfig) less NOT_IN_KEY, the data
+    it is scored on (``data_label``) and minimf's version. JSON-ready."""
+    settings = {name: value for name, value in config.to_dict().items() if name not in NOT_IN_KEY}
+    return {"config": settings, "data": data_label, "minimf_version": __version__}
+
+
+def digest(key):
+    """sha256 of ``key`` as canonical JSON (sorted keys, no spaces): the name of its file."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class Journal:
+    """The finished trainings in ``folder/runs``: ``recall(key)`` gives back a kept history (or None),
+    ``keep(key, history)`` writes one atomically as soon as its training has finished."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder) / RUNS
+        self.recalled = 0      # trainings read back rather than trained, in this process
+
+    def path(self, key):
+        return self.folder / f"{digest(key)}.json"
+
+    def recall(self, key):
+        """The history kept for ``key``, or None if this training has not finished before."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise JournalError(f"{path} cannot be read ({err}); move it away to train that run again") from None
+        if not isinstance(kept, dict) or kept.get("key") != key or not isinstance(kept.get("history"), list):
+            raise JournalError(f"{path} is not the record of the training it is named after; move it away to "
+                               "train that run again")
+        self.recalled += 1
+        return kept["history"]
+
+    def keep(self, key, history):
+        """Write ``history`` (a list of JSON-ready epoch records) for ``key``, atomically."""
+        atomic_write_json(self.path(key), {"key": key, "history": history})
+
+    def count(self):
+        """How many finished trainings are kept."""
+        return len(list(self.folder.glob("*.json"))) if self.folder.is_dir() else 0

@@ -1,0 +1,175 @@
+"""An experiment stopped part-way continues with --resume and writes the report an unstopped run
+writes (minimf/experiments/journal.py): finished trainings are kept as they finish, read back on
+resume (not trained again), and only ever for the training they were written for; the folder of an
+unfinished or running experiment is never taken over by a new one; a damaged record stops the
+resume with its name and is left where it is."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from minimf.experiments import common
+from minimf.experiments.__main__ import main
+from minimf.experiments.journal import Journal, digest, training_key
+from minimf.run_folder import RunLock
+from minimf.training import RunConfig, validate
+from minimf.training.loop import Interrupted
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_TRAIN = common._train
+ARGV = ["mixer", "--tiny", "--seeds", "0", "1", "--no-progress"]
+
+
+def results(folder):
+    """The raw numbers of a report from its trainings, less the seconds each took (measured, like the
+    memory figure, they differ run to run)."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "seconds"}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+    raw = json.loads((folder / "results.json").read_text())["results"]
+    return strip({k: v for k, v in raw.items() if k != "memory"})
+
+
+@pytest.fixture(scope="module")
+def unstopped(tmp_path_factory):
+    out = tmp_path_factory.mktemp("unstopped")
+    assert main(ARGV + ["--out", str(out)]) == 0
+    return out
+
+
+class StopAt:
+    """Stand-in for common._train that raises Interrupted (as a SIGTERM does inside ``fit``) on its
+    ``stop``-th call, and counts the trainings it let through."""
+
+    def __init__(self, monkeypatch, stop=None):
+        self.stop, self.trained = stop, 0
+        monkeypatch.setattr(common, "_train", self)
+
+    def __call__(self, ctx, config, data):
+        if self.stop is not None and self.trained + 1 == self.stop:
+            raise Interrupted(1, 0, "SIGTERM")
+        self.trained += 1
+        return REAL_TRAIN(ctx, config, data)
+
+
+@pytest.mark.parametrize("argv", [ARGV, ["tune", "--tiny", "--seeds", "0", "1", "--trials", "2", "--no-progress"],
+                                  ["decomposition", "--tiny", "--seeds", "0", "1", "--no-progress"],
+                                  ["layerwise", "--tiny", "--seeds", "0", "1", "--no-progress"]],
+                         ids=["mixer", "tune", "decomposition", "layerwise"])
+def test_a_stopped_experiment_resumes_to_the_report_of_an_unstopped_one(argv, tmp_path, monkeypatch, capsys):
+    unstopped, out = tmp_path / "unstopped", tmp_path / "stopped"
+    assert main(argv + ["--out", str(unstopped)]) == 0
+    first = StopAt(monkeypatch, stop=4)
+    assert main(argv + ["--out", str(out)]) == 143                     # 128 + SIGTERM, as a shell reports it
+    assert f"continue with: python -m minimf.experiments {argv[0]} --resume" in capsys.readouterr().err
+    assert first.trained == 3 and Journal(out).count() == 3 and not (out / "results.json").exists()
+    again = StopAt(monkeypatch)
+    assert main([argv[0], "--resume", str(out), "--no-progress"]) == 0
+    assert again.trained == Journal(unstopped).count() - 3              # the three kept ones are not trained again
+    assert results(out) == results(unstopped)
+    md = (out / "results.md").read_text()
+    assert "Resumed: 3 trainings were read back" in md
+    assert " ".join(argv) in md                                        # the report names the command that began it
+
+
+def test_a_record_is_used_only_for_its_own_training(tmp_path):
+    """The key tells apart every setting that changes the numbers, and the data scored on; what only
+    changes display or file places does not change it."""
+    base = validate(RunConfig(epochs=1, train_subset=512, test_subset=256))
+    key = training_key(base, "test split")
+    for change in (dict(seed=1), dict(lr=2e-3), dict(epochs=2), dict(algo="bp"), dict(hidden=[32, 32]),
+                   dict(lr_schedule="constant"), dict(train_subset=256), dict(batch_size=128)):
+        assert digest(training_key(validate(base.changed(**change)), "test split")) != digest(key), change
+    assert digest(training_key(base, "search split: 256 held out")) != digest(key)
+    for change in (dict(no_progress=True), dict(data_dir=str(tmp_path))):
+        assert digest(training_key(validate(base.changed(**change)), "test split")) == digest(key), change
+    journal = Journal(tmp_path)
+    journal.keep(key, [{"test_acc": 0.5}])
+    assert journal.recall(key) == [{"test_acc": 0.5}]
+    assert journal.recall(training_key(base.changed(seed=1), "test split")) is None
+    journal.path(training_key(base.changed(seed=1), "test split")).write_text(journal.path(key).read_text())
+    with pytest.raises(Exception, match="not the record of the training it is named after"):
+        journal.recall(training_key(base.changed(seed=1), "test split"))   # a copied file is refused
+
+
+def test_a_damaged_record_stops_the_resume_with_its_name_and_stays(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "damaged"
+    StopAt(monkeypatch, stop=3)
+    assert main(ARGV + ["--out", str(out)]) == 143
+    damaged = sorted((out / "runs").glob("*.json"))[0]
+    damaged.write_text('{"key": ')
+    assert main(["mixer", "--resume", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert str(damaged) in err and "move it away" in err
+    assert damaged.read_text() == '{"key": '
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "{out}"], "holds an unfinished experiment (2 finished trainings); continue it with --resume"),
+    (["--resume", "{out}", "--seeds", "0"], "seeds 0 (recorded: 0 1) contradicts the experiment recorded there"),
+    (["--resume", "{out}", "--epochs", "3"], "epochs 3 (recorded: None) contradicts"),
+    (["--resume", "{out}", "--out", "{out}"], "--out and --resume exclude each other"),
+    (["--resume", "{empty}"], "no experiment was started there"),
+])
+def test_an_unfinished_experiment_is_never_taken_over(argv, message, tmp_path, monkeypatch, capsys):
+    out, empty = tmp_path / "unfinished", tmp_path / "empty"
+    empty.mkdir()
+    StopAt(monkeypatch, stop=3)
+    assert main(ARGV + ["--out", str(out)]) == 143
+    before = sorted(p.name for p in (out / "runs").iterdir())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["mixer", "--tiny", *[a.format(out=out, empty=empty) for a in argv]])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "runs").iterdir()) == before and not (out / "results.md").exists()
+
+
+def test_resume_refuses_another_experiments_folder(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "unfinished"
+    StopAt(monkeypatch, stop=2)
+    assert main(ARGV + ["--out", str(out)]) == 143
+    with pytest.raises(SystemExit):
+        main(["tune", "--resume", str(out)])
+    assert "name tune (recorded: mixer) contradicts" in capsys.readouterr().err
+
+
+def test_a_finished_experiment_is_not_resumed(unstopped, capsys):
+    with pytest.raises(SystemExit):
+        main(["mixer", "--resume", str(unstopped)])
+    assert "holds a finished experiment's report; nothing to resume" in capsys.readouterr().err
+
+
+def test_a_folder_in_use_is_refused(tmp_path, capsys):
+    out = tmp_path / "busy"
+    with RunLock(out):
+        assert main(ARGV + ["--out", str(out)]) == 1
+    assert "is in use by another run" in capsys.readouterr().err
+    assert not (out / "runs").exists() and not (out / "results.md").exists()
+
+
+def test_a_real_sigterm_keeps_the_finished_trainings(tmp_path):
+    """The real signal, from outside: the process stops at a step boundary with status 143, its finished
+    trainings kept, and --resume finishes the report."""
+    out = tmp_path / "signalled"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "minimf.experiments", *ARGV, "--out", str(out)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while Journal(out).count() == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    kept = Journal(out).count()
+    assert 1 <= kept and "continue with" in err
+    resumed = subprocess.run([sys.executable, "-m", "minimf.experiments", "mixer", "--resume", str(out),
+                              "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resumed: {kept} trainings were read back" in (out / "results.md").read_text()
