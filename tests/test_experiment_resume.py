@@ -173,3 +173,20 @@ def test_a_real_sigterm_keeps_the_finished_trainings(tmp_path):
                               "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resumed: {kept} trainings were read back" in (out / "results.md").read_text()
+
+
+def test_a_folder_taken_while_waiting_for_its_lock_is_left_alone(tmp_path, monkeypatch, capsys):
+    """Another experiment finishes in the folder between the checks and the lock: nothing is written."""
+    import minimf.experiments.__main__ as cli
+    out = tmp_path / "raced"
+
+    class LockAfterAnother(RunLock):
+        def __enter__(self):
+            (out / "results.md").write_text("another experiment's report\n")
+            return super().__enter__()
+
+    monkeypatch.setattr(cli, "RunLock", LockAfterAnother)
+    assert main(ARGV + ["--out", str(out)]) == 1
+    assert "used" in capsys.readouterr().err
+    assert (out / "results.md").read_text() == "another experiment's report\n"
+    assert not (out / "experiment.json").exists() and not (out / "runs").exists()

@@ -125,9 +125,7 @@ def experiment_settings(args, tiny):
             "trials": args.trials, "rules": args.rules}
 
 
-
-
-def recorded_settings(folder, name, settings, given):
+def recorded_settings(folder, settings, given):
     """The settings of the experiment to continue in ``folder``: those its experiment.json recorded.
     ``settings`` (experiment_settings of this command) must repeat them for every option in ``given``
     and for the experiment's name. Raises ReportFolderError."""
@@ -177,7 +175,7 @@ def main(argv=None):
             given = vars(build_parser(defaults=False).parse_args(argv))
             if os.environ.get(TINY_ENV) == "1":
                 given["tiny"] = True
-            settings, command = recorded_settings(args.resume, args.name, settings, given)
+            settings, command = recorded_settings(args.resume, settings, given)
             out = args.resume
         else:
             out = report_folder(args.out, args.name)
@@ -190,10 +188,18 @@ def main(argv=None):
                   command=command, journal=Journal(out))
     try:
         with RunLock(out):
+            check_still_free(out, resumed=bool(args.resume))
             return run_experiment(ctx, out, settings, resumed=bool(args.resume))
     except RunFolderError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+
+
+def check_still_free(out, resumed):
+    """Under the folder's lock: no other experiment finished in ``out`` (or, for a new one, started
+    there) between the checks above and the lock. Raises RunFolderError."""
+    if holds_report(out) or (not resumed and holds_experiment(out)):
+        raise RunFolderError(f"another experiment used {out} meanwhile; nothing was written, run the command again")
 
 
 def run_experiment(ctx, out, settings, resumed):
