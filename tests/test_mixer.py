@@ -5,7 +5,8 @@ strict stand-in where there is no GPU), each with a must-fail case: a slip the c
 layer-norm backward without the variance's term, GELU's derivative without its z s (1 - s) term, a
 token MLP whose gradient is not transposed back, a block without its residual, ...). GELU is smooth
 everywhere and layer normalisation too (the variance is far from 0 here), so every check uses the
-smooth tolerance, 1e-7.
+smooth tolerance, 1e-7. GELU in cache-sized pieces gives the whole-array computation's bits, on small
+pieces with a partial last one, and a wrong piece boundary is caught.
 
 Then the networks: MF's local gradient of every parameter of every block against the finite
 differences of that block's own loss; the gradient stopping at the block input (block 1's update
@@ -21,11 +22,12 @@ import pytest
 from training_helpers import make_batches, parameter_pairs, sequential_run, use_rates
 
 from minimf import BackpropMixer, MonoForwardMixer
-from minimf.backend import get_backend, to_numpy
+from minimf.backend import get_array_module, get_backend, to_numpy
 from minimf.nn.gradcheck import GradientCheckError, check_gradients, check_layer, numerical_grad
+from minimf.nn import mixer as mixer_module, pieces
 from minimf.nn.losses import softmax_cross_entropy
-from minimf.nn.mixer import (BLOCK_PARAMS, channel_mixing_backward, channel_mixing_forward, dense_nd_backward,
-                             dense_nd_forward, gelu_backward, gelu_forward, global_avg_pool_backward,
+from minimf.nn.mixer import (BLOCK_PARAMS, GELU_A, GELU_K, channel_mixing_backward, channel_mixing_forward,
+                             dense_nd_backward, dense_nd_forward, gelu_backward, gelu_forward, global_avg_pool_backward,
                              global_avg_pool_forward, layer_norm_backward, layer_norm_forward, mixer_block_backward,
                              mixer_block_forward, mixer_head_backward, mixer_head_forward, mlp_backward, mlp_forward,
                              patch_embed_backward, patch_embed_forward, patch_grid, patchify, token_mixing_backward,
@@ -129,6 +131,100 @@ def test_gelu_gradient(xp, rng):
     print(check_layer(gelu_forward, gelu_backward, {"z": z}))
     with pytest.raises(GradientCheckError):                 # d/dz (z s) taken as s alone
         check_layer(gelu_forward, lambda dh, cache: dh * cache[1], {"z": z})
+
+
+# --- GELU in cache-sized pieces -------------------------------------------------------------------------
+# On NumPy gelu_forward and gelu_backward run their passes piece by piece (minimf/nn/pieces.py), on
+# CuPy in one piece. The oracle is the straightforward whole-array computation; pieces of 1,000
+# numbers make several pieces and a partial last one out of small arrays. The outputs start as
+# np.empty_like, so these tests make that NaN: an element that no piece writes cannot pass by luck.
+
+def whole_array_gelu(z, dh):
+    """(MX-9, MX-10) over the whole arrays, one pass an operation: h, s and dz."""
+    xp = get_array_module(z)
+    s = z * z
+    s *= GELU_A
+    s += 1
+    s *= z
+    s *= GELU_K
+    xp.tanh(s, out=s)
+    s += 1
+    s *= 0.5
+    slope = z * z
+    slope *= 3 * GELU_A
+    slope += 1
+    slope *= 2 * GELU_K
+    slope *= z
+    slope *= s
+    slope *= 1 - s
+    slope += s
+    slope *= dh
+    return z * s, s, slope
+
+
+def gelu_by_pieces(z, dh):
+    """h, s and dz from minimf's gelu_forward and gelu_backward."""
+    h, (_, s) = gelu_forward(z)
+    return h, s, gelu_backward(dh, (z, s))
+
+
+def pieces_of(size, skip=0):
+    """``host_pieces`` with pieces of ``size`` numbers; ``skip`` > 0 starts every piece after the
+    first ``skip`` numbers late (the must-fail case: a wrong boundary leaves numbers out)."""
+    def cut(arrays):
+        first, *rest = pieces.host_pieces(arrays, piece=size)
+        return [first] + [slice(p.start + skip, p.stop) for p in rest]
+    return cut
+
+
+@pytest.fixture
+def nan_outputs(monkeypatch):
+    """np.empty_like gives NaN-filled arrays for the test."""
+    full_like = np.full_like
+    monkeypatch.setattr(np, "empty_like", lambda a, dtype=None: full_like(a, np.nan, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, size", [((3, 70001), pieces.CACHE_PIECE), ((7, 301), 1000),
+                                         ((2, 3, 500), 1000), ((5,), 1000)])
+def test_gelu_in_pieces_is_the_whole_array_bit_for_bit(rng, monkeypatch, nan_outputs, dtype, shape, size):
+    """3 full pieces and a partial one of CACHE_PIECE; 2 and a partial, exactly 3, one small piece of
+    1,000; in float32 and float64: the same bits as the whole-array computation, dh left as it was."""
+    z = (3 * rng.standard_normal(shape)).astype(dtype)
+    dh = rng.standard_normal(shape).astype(dtype)
+    given = dh.copy()
+    monkeypatch.setattr(mixer_module, "host_pieces", pieces_of(size))
+    print(len(mixer_module.host_pieces((z,))), "pieces")
+    for mine, whole in zip(gelu_by_pieces(z, dh), whole_array_gelu(z, dh)):
+        assert mine.dtype == dtype and np.array_equal(mine, whole)
+    assert np.array_equal(dh, given)
+
+
+@pytest.mark.parametrize("skip", [1, 1000])
+def test_gelu_in_pieces_check_catches_a_wrong_boundary(rng, monkeypatch, nan_outputs, skip):
+    """Pieces that start one number late (or leave the whole last piece out) do not pass."""
+    z, dh = rng.standard_normal((2, 7, 301))
+    monkeypatch.setattr(mixer_module, "host_pieces", pieces_of(1000, skip))
+    h, s, dz = gelu_by_pieces(z, dh)
+    whole_h, whole_s, whole_dz = whole_array_gelu(z, dh)
+    assert not np.array_equal(h, whole_h) and not np.array_equal(s, whole_s) and not np.array_equal(dz, whole_dz)
+    print(np.isnan(dz).sum(), "numbers left out")
+
+
+def test_gelu_is_one_piece_on_cupy_with_the_whole_arrays_launches(rng):
+    """On "cupy" the whole array is one piece: as many kernel launches as the whole-array
+    computation (counted on the stand-in; real CuPy counts none)."""
+    xp = get_backend("cupy")
+    z, dh = (xp.asarray(a) for a in rng.standard_normal((2, 300, 700)))    # 210,000 numbers: 4 pieces on NumPy
+    assert pieces.host_pieces((z,)) == [None] and len(pieces.host_pieces((to_numpy(z),))) == 4
+    if not hasattr(xp, "kernel_launches"):
+        pytest.skip("only the strict CuPy stand-in counts kernel launches")
+    def launches(gelu):
+        before = xp.kernel_launches()
+        return xp.kernel_launches() - before if gelu(z, dh) else None
+    assert launches(gelu_by_pieces) == launches(whole_array_gelu) == 19    # 9 forward, 10 backward
+    for a, b in zip(gelu_by_pieces(z, dh), whole_array_gelu(z, dh)):
+        assert np.array_equal(to_numpy(a), to_numpy(b))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -577,3 +673,20 @@ def test_the_memory_benchmark_runs(capsys):
     rows = [line.split() for line in out.splitlines() if line.strip().split(" ")[0] in ("1", "3")]
     (_, _, _, _, _, mf1, bp1, *_), (_, _, _, _, _, mf3, bp3, *_) = rows
     assert float(bp3) > float(bp1) and float(mf3) < 1.5 * float(mf1)
+
+
+def test_the_elementwise_benchmark_runs(capsys, monkeypatch):
+    """benchmarks/mixer_elementwise.py at a tiny setting (measured by hand, never timed here), with
+    this mixer.py as the ``--before`` file."""
+    import importlib.util
+    from pathlib import Path
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))             # for its helper, benchmarks/blas_threads.py
+    spec = importlib.util.spec_from_file_location("bench_mixer_elementwise", benchmarks / "mixer_elementwise.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--batch-size", "4", "--rounds", "1", "--repeats", "1", "--before", mixer_module.__file__]) == 0
+    out = capsys.readouterr().out
+    assert "pieces / one piece" in out and "pieces / before" in out and "MF step" in out
+    assert mixer_module.host_pieces is pieces.host_pieces                  # put back after the run
+

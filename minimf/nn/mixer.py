@@ -40,7 +40,9 @@ GELU in its tanh form (Hendrycks & Gimpel 2016; the form the Mixer authors' JAX 
 s is computed as (1 + tanh(v/2)) / 2: one transcendental function, stable for any z (tanh saturates
 at +-1 where exp would overflow) and on every backend; the logistic function through exp and log1p
 (``sigmoid``, minimf/nn/losses.py) gives the same numbers to rounding in three times as many passes,
-and GELU is the Mixer's largest element-wise cost.
+and GELU is the Mixer's largest element-wise cost. On NumPy both directions run in cache-sized pieces
+(minimf/nn/pieces.py): the nine or ten passes over a piece find it in the CPU's cache, where passes
+over the whole array would each stream it through main memory; the numbers are the same, bit for bit.
 
 The dense maps act on the last axis of an array of any rank, as one (rows, D) product: the token
 MLP first makes its transposed input (N, D, S) contiguous, so that its rows are the D channels of
@@ -57,6 +59,7 @@ D channels (the Mixer's width), H_t token-MLP hidden size, H_c channel-MLP hidde
 from minimf.backend import get_array_module
 from minimf.nn.layers import init_dense
 from minimf.nn.norm import EPS
+from minimf.nn.pieces import flat_parts, host_pieces
 
 GELU_K = (2 / 3.141592653589793) ** 0.5   # sqrt(2 / pi)
 GELU_A = 0.044715
@@ -175,10 +178,20 @@ def layer_norm_backward(dy, cache, input_grad=True):
 # --- GELU, tanh form (MX-9, MX-10) ---------------------------------------------------------------------
 
 def gelu_forward(z):
-    """(MX-9) h = z * sigmoid(2k (z + a z^3)), element-wise (the tanh form of GELU). Returns h and
-    the cache (z, s) with s = sigmoid(v)."""
+    """(MX-9) h = z * sigmoid(2k (z + a z^3)), element-wise (the tanh form of GELU).
+
+    z: any shape. Returns h (z's shape) and the cache (z, s) with s = sigmoid(v) (z's shape). On
+    NumPy in cache-sized pieces (``host_pieces``), on CuPy in one piece, the whole array."""
     xp = get_array_module(z)
-    s = z * z
+    s, h = xp.empty_like(z), xp.empty_like(z)
+    for piece in host_pieces((z, s, h)):
+        _gelu_forward_piece(xp, *flat_parts(piece, z, s, h))
+    return h, (z, s)
+
+
+def _gelu_forward_piece(xp, z, s, h):
+    """``gelu_forward`` on one piece: writes s and h (views of the whole arrays) from z."""
+    xp.multiply(z, z, out=s)
     s *= GELU_A
     s += 1
     s *= z
@@ -186,13 +199,25 @@ def gelu_forward(z):
     xp.tanh(s, out=s)
     s += 1
     s *= 0.5                                               # s = (1 + tanh(v/2)) / 2 = sigmoid(v)
-    return z * s, (z, s)
+    xp.multiply(z, s, out=h)                               # (MX-9) h = z * sigmoid(v)
 
 
 def gelu_backward(dh, cache):
-    """(MX-10) dz = dh * (s + z s (1 - s) 2k (1 + 3a z^2))."""
+    """(MX-10) dz = dh * (s + z s (1 - s) 2k (1 + 3a z^2)).
+
+    dh: the shape of z. Returns dz, a new array (dh and the cache are only read). On NumPy in
+    cache-sized pieces (``host_pieces``), on CuPy in one piece, the whole array."""
     z, s = cache
-    slope = z * z
+    xp = get_array_module(z)
+    dz = xp.empty_like(z)
+    for piece in host_pieces((z, s, dh, dz)):
+        _gelu_backward_piece(xp, *flat_parts(piece, z, s, dh, dz))
+    return dz
+
+
+def _gelu_backward_piece(xp, z, s, dh, dz):
+    """``gelu_backward`` on one piece: writes dz (a view of the whole array) from z, s and dh."""
+    slope = xp.multiply(z, z, out=dz)
     slope *= 3 * GELU_A
     slope += 1
     slope *= 2 * GELU_K                                    # dv/dz
@@ -200,8 +225,7 @@ def gelu_backward(dh, cache):
     slope *= s
     slope *= 1 - s                                         # z s (1 - s) dv/dz
     slope += s
-    slope *= dh
-    return slope
+    slope *= dh                                            # (MX-10)
 
 
 # --- the two MLPs (MX-2 to MX-4) ---------------------------------------------------------------------

@@ -17,10 +17,10 @@ so ``update(..., part=slice)`` may do a slice of the flattened arrays, and threa
 step out between them (``update_in_parallel`` in minimf/parallel/threads.py). ``step`` itself does every parameter in turn.
 
 Two paths compute every update. On NumPy, ``reference_update``: readable in-place NumPy, one pass
-over the arrays per operation, done piece by piece (``cache_pieces``): Adam's 12 passes over a
-million-number weight matrix would each stream it from main memory, while 12 passes over a piece of
-CACHE_PIECE numbers run in the CPU's cache, so the memory is read and written about once. The
-numbers are the same, element for element. On CuPy, ``fused_update``: the same arithmetic in ONE fused
+over the arrays per operation, done piece by piece (``cache_pieces``, minimf/nn/pieces.py): Adam's
+12 passes over a million-number weight matrix would each stream it from main memory, while 12 passes
+over a piece of CACHE_PIECE numbers run in the CPU's cache, so the memory is read and written about
+once. The numbers are the same, element for element. On CuPy, ``fused_update``: the same arithmetic in ONE fused
 element-wise kernel per parameter (``cupy.fuse``, see ``fused_kernels``), because on a GPU a small
 layer's step costs its kernel launches (several microseconds each), not its arithmetic. The tests
 hold the fused path to the reference (tests/test_optim.py).
@@ -31,6 +31,7 @@ import numpy
 
 from minimf.backend import get_array_module, kernels_for, to_numpy
 from minimf.nn.flat import FlatParameters
+from minimf.nn.pieces import cache_pieces, flat_parts
 from minimf.nn.schedules import Constant
 
 
@@ -305,31 +306,6 @@ def flat_state(optimizer, which, flat):
         state.update({name: a for name, a in laid_out.params.items() if a is not None})
         optimizer.flat_arrays[which] = laid_out.values
     return optimizer.flat_arrays[which]
-
-
-CACHE_PIECE = 65536   # numbers of each array per piece: 5 float32 arrays of 256 KiB fit a CPU's L2 cache
-
-
-def cache_pieces(part, arrays, piece=CACHE_PIECE):
-    """``part`` (a slice of the flattened ``arrays``, or None for all of them) cut into consecutive
-    slices of at most ``piece`` elements, for ``flat_parts``; ``[part]`` when it is no larger, or
-    when an array is not C-contiguous (its flattened view would be a copy)."""
-    start, stop, _ = (part or slice(0, arrays[0].size)).indices(arrays[0].size)
-    if stop - start <= piece or not all(a.flags.c_contiguous for a in arrays):
-        return [part]
-    return [slice(i, min(i + piece, stop)) for i in range(start, stop, piece)]
-
-
-def flat_parts(part, *arrays):
-    """The arrays as they are (``part`` None), or the elements ``part`` (a slice) of each one
-    flattened: views, so that writing to them writes the arrays. Every array must then be
-    C-contiguous (a flattened view of any other would be a copy, and the update would be lost)."""
-    if part is None:
-        return arrays
-    for a in arrays:
-        if not a.flags.c_contiguous:
-            raise ValueError(f"cannot update part of a non-contiguous array of shape {a.shape}")
-    return tuple(a.reshape(-1)[part] for a in arrays)
 
 
 def _check_kind(scalars, kind):
