@@ -190,3 +190,29 @@ def test_a_folder_taken_while_waiting_for_its_lock_is_left_alone(tmp_path, monke
     assert "used" in capsys.readouterr().err
     assert (out / "results.md").read_text() == "another experiment's report\n"
     assert not (out / "experiment.json").exists() and not (out / "runs").exists()
+
+
+SIGTERM_BETWEEN_TRAININGS = """
+import os, signal, sys
+from minimf.experiments import common
+from minimf.experiments.__main__ import main
+real, done = common._train, []
+def train_then_signal(ctx, config, data):
+    result = real(ctx, config, data)
+    done.append(1)
+    if len(done) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)   # arrives after the training, outside fit's handler
+    return result
+common._train = train_then_signal
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_between_two_trainings_stops_as_cleanly(tmp_path):
+    out = tmp_path / "between"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", SIGTERM_BETWEEN_TRAININGS, *ARGV, "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr          # not killed by the signal (-15)
+    # the signal lands before the second training is written: it is trained again on resume
+    assert "continue with" in done.stderr and Journal(out).count() == 1

@@ -16,8 +16,10 @@ killed) continues with ``--resume DIR``: the settings recorded in DIR/experiment
 trainings read back, the others trained; any option given with --resume must repeat the recorded one.
 """
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -211,7 +213,8 @@ def run_experiment(ctx, out, settings, resumed):
         atomic_write_json(out / SETTINGS_FILE, {"command": ctx.command, "settings": settings})
     start = time.perf_counter()
     try:
-        report = EXPERIMENTS[ctx.name](ctx)
+        with sigterm_stops():
+            report = EXPERIMENTS[ctx.name](ctx)
         if ctx.journal.recalled:
             report.notes.append(f"Resumed: {ctx.journal.recalled} trainings were read back from an earlier, "
                                 f"stopped run of this command ({out / 'runs'}); the wall time counts this run only.")
@@ -227,6 +230,19 @@ def run_experiment(ctx, out, settings, resumed):
     print((out / "results.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def sigterm_stops():
+    """SIGTERM between two trainings stops the experiment at once, as Ctrl-C does (inside a training,
+    fit's StopRequest takes the signal, and the training stops at the end of its step)."""
+    def stop(signum, frame):
+        raise Interrupted(0, 0, "SIGTERM")
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
