@@ -82,20 +82,20 @@ def test_a_record_is_used_only_for_its_own_training(tmp_path):
     """The key tells apart every setting that changes the numbers, and the data scored on; what only
     changes display or file places does not change it."""
     base = validate(RunConfig(epochs=1, train_subset=512, test_subset=256))
-    key = training_key(base, "test split")
+    key = training_key(base)
     for change in (dict(seed=1), dict(lr=2e-3), dict(epochs=2), dict(algo="bp"), dict(hidden=[32, 32]),
                    dict(lr_schedule="constant"), dict(train_subset=256), dict(batch_size=128)):
-        assert digest(training_key(validate(base.changed(**change)), "test split")) != digest(key), change
-    assert digest(training_key(base, "search split: 256 held out")) != digest(key)
+        assert digest(training_key(validate(base.changed(**change)))) != digest(key), change
+    assert digest(training_key(base, held_out=(256, 0))) != digest(key)
     for change in (dict(no_progress=True), dict(data_dir=str(tmp_path))):
-        assert digest(training_key(validate(base.changed(**change)), "test split")) == digest(key), change
+        assert digest(training_key(validate(base.changed(**change)))) == digest(key), change
     journal = Journal(tmp_path)
     journal.keep(key, [{"test_acc": 0.5}])
     assert journal.recall(key) == [{"test_acc": 0.5}]
-    assert journal.recall(training_key(base.changed(seed=1), "test split")) is None
-    journal.path(training_key(base.changed(seed=1), "test split")).write_text(journal.path(key).read_text())
+    assert journal.recall(training_key(base.changed(seed=1))) is None
+    journal.path(training_key(base.changed(seed=1))).write_text(journal.path(key).read_text())
     with pytest.raises(Exception, match="not the record of the training it is named after"):
-        journal.recall(training_key(base.changed(seed=1), "test split"))   # a copied file is refused
+        journal.recall(training_key(base.changed(seed=1)))   # a copied file is refused
 
 
 def test_a_damaged_record_stops_the_resume_with_its_name_and_stays(tmp_path, monkeypatch, capsys):

@@ -12,8 +12,8 @@ from minimf.training import RunConfig
 from minimf.datasets import carve_validation, load
 from minimf.experiments import common, tune as tune_module
 from minimf.experiments.__main__ import main
-from minimf.experiments.common import SCALES, Context
-from minimf.experiments.tune import (LR_RANGE, SCHEDULES, Settings, choose, draw_settings, search_data,
+from minimf.experiments.common import SCALES, Context, search_data
+from minimf.experiments.tune import (LR_RANGE, SCHEDULES, Settings, choose, draw_settings,
                                     tune_hyperparameters as tune)
 
 
@@ -128,13 +128,13 @@ def test_poisoned_test_labels_leave_the_trials_and_the_choice_unchanged(monkeypa
 
 
 def test_the_trials_do_not_train_on_the_final_data(monkeypatch):
-    """Every trial's data come from search_data (the held-out split in the test split's place), never
-    from the scale's cache that the final runs use."""
+    """Every trial trains on search_data (held_out given: the held-out split in the test split's place),
+    never on the scale's data that the final runs use."""
     seen = []
     real_train_run = tune_module.train_history
 
     def spy(ctx, algo, **kwargs):
-        seen.append(kwargs.get("data") is not None)
+        seen.append(kwargs.get("held_out") is not None)
         return real_train_run(ctx, algo, **kwargs)
 
     monkeypatch.setattr(tune_module, "train_history", spy)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from minimf import __version__
 from minimf.backend import get_backend, timing_environment
 from minimf.datasets import DATASETS, data_home, num_classes
-from minimf.training import NETWORKS, RunConfig, build_network, data_for, validate
+from minimf.training import NETWORKS, RunConfig, build_network, data_for, prepare_data, validate
 from minimf.training.run import fit_config
 from minimf.experiments.journal import training_key
 from minimf.files import atomic_write_bytes, atomic_write_json
@@ -107,35 +107,34 @@ class Report:
 
 # --- one training run -----------------------------------------------------------------------------
 
-_DATA = {}   # (dataset, arch, subsets, backend, no_normalize) -> prepared data: loaded once per process
+# (dataset, arch, subsets, backend, no_normalize, held_out) -> prepared data: loaded once per process
+_DATA = {}
 
 
 def train_rule(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
-               options=None, data=None):
+               options=None, held_out=None):
     """Train ``algo`` (a key of minimf.training.NETWORKS) as ``python -m minimf.train`` would, with
-    PAPER_SETTING, the subsets of ``ctx.scale`` and ``options`` (further RunConfig fields, which win),
-    on ``data`` (splits as minimf.training.prepare_data returns them) where given. Returns (net,
-    history): history is ``fit``'s list of per-epoch records (``test_acc``, ``test_acc_bp``,
-    ``layer_test_acc``, ``seconds``, ...)."""
+    PAPER_SETTING, the subsets of ``ctx.scale`` and ``options`` (further RunConfig fields, which win).
+    ``held_out``: None to train on the training split and score on the test split, or (V, s) for a
+    search's trial: trained and scored on ``search_data(ctx, V, s)``. Returns (net, history): history
+    is ``fit``'s list of per-epoch records (``test_acc``, ``test_acc_bp``, ``layer_test_acc``,
+    ``seconds``, ...)."""
     config = run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options)
-    return _train(ctx, config, data)
+    return _train(ctx, config, held_out)
 
 
 def train_history(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
-                  options=None, data=None, data_label=None):
+                  options=None, held_out=None):
     """``train_rule``'s history alone, kept in ``ctx.journal`` where there is one: a training that
-    finished before a resume is read back, not trained again (minimf/experiments/journal.py).
-    ``data_label`` names ``data`` (required with it: the key must tell data apart), e.g. a search's
-    held-out split; without ``data`` the training is scored on the test split."""
-    if data is not None and not data_label:
-        raise ValueError("train_history needs data_label with data: the journal tells trainings apart by it")
+    finished before (before a resume, or in a worker process: workers.py) is read back, not trained
+    again (minimf/experiments/journal.py)."""
     config = run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options)
     if ctx.journal is None:
-        return _train(ctx, config, data)[1]
-    key = training_key(config, data_label or "test split")
+        return _train(ctx, config, held_out)[1]
+    key = training_key(config, held_out)
     history = ctx.journal.recall(key)
     if history is None:
-        history = _train(ctx, config, data)[1]
+        history = _train(ctx, config, held_out)[1]
         ctx.journal.keep(key, history)
     return history
 
@@ -148,17 +147,32 @@ def run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options
                               data_dir=ctx.data_dir, **{**PAPER_SETTING, **(options or {})}))
 
 
-def _train(ctx, config, data):
-    """Build and train the network of ``config`` on ``data`` (None: the data set's splits, loaded
-    once per process); (net, history)."""
-    dataset, arch = config.dataset, config.arch
-    if data is None:
-        key = (dataset, arch, config.train_subset, config.test_subset, ctx.backend, config.no_normalize)
-        if key not in _DATA:
-            _DATA[key] = data_for(config, ctx.xp)
-        data = _DATA[key]
-    net = build_network(config, data["train"][0].shape[1:], num_classes(dataset))
+def _train(ctx, config, held_out):
+    """Build and train the network of ``config`` on its data (``experiment_data``); (net, history)."""
+    data = experiment_data(ctx, config, held_out)
+    net = build_network(config, data["train"][0].shape[1:], num_classes(config.dataset))
     return net, fit_config(net, data, config)
+
+
+def experiment_data(ctx, config, held_out=None):
+    """The data a training of ``config`` reads, prepared once per process: the data set's splits at
+    the scale's subsets (``held_out`` None), or ``search_data`` with ``held_out`` = (V, s)."""
+    key = (config.dataset, config.arch, config.train_subset, config.test_subset, ctx.backend, config.no_normalize,
+           held_out)
+    if key not in _DATA:
+        _DATA[key] = (data_for(config, ctx.xp) if held_out is None else
+                      search_data(ctx, *held_out, config.dataset, flatten=config.arch == "mlp"))
+    return _DATA[key]
+
+
+def search_data(ctx, validation, seed, dataset="mnist", flatten=True):
+    """A search's data, as minimf.training.prepare_data makes them with ``validation`` and ``seed``, with
+    the held-out images in the test split's place: {"train": the training split less ``validation``
+    images (then --train-subset of the scale), "test": the held-out images, "validation": None}. The
+    test images are not in them: a trial cannot read them. ``flatten=False`` keeps images (C, H, W)."""
+    data = prepare_data(dataset, ctx.xp, flatten=flatten, validation=validation, seed=seed,
+                        train_subset=ctx.scale.train_subset, data_dir=ctx.data_dir, progress=False)
+    return {"train": data["train"], "test": data["validation"], "validation": None}
 
 
 def prepared_data(ctx, dataset="mnist", arch="mlp"):
@@ -166,7 +180,7 @@ def prepared_data(ctx, dataset="mnist", arch="mlp"):
     scale) on this data set and architecture, for extra evaluations."""
     wanted = (dataset, arch, ctx.scale.train_subset, ctx.scale.test_subset, ctx.backend)
     for key, data in _DATA.items():
-        if key[:5] == wanted:   # not another backend's arrays, nor another scale's subsets
+        if key[:5] == wanted and key[-1] is None:   # not another backend's arrays, scale's subsets or search's
             return data
     raise KeyError(f"no prepared data for {dataset} {arch} on {ctx.backend}: call train_rule first")
 

@@ -36,11 +36,20 @@ class JournalError(Exception):
     """A journal file that cannot be used: the message names it and says what to do."""
 
 
-def training_key(config, data_label):
+def training_key(config, held_out=None):
     """What decides a training's numbers: ``config`` (a validated RunConfig) less NOT_IN_KEY, the data
-    it is scored on (``data_label``) and minimf's version. JSON-ready."""
+    it trains and is scored on (``held_out``, as common.train_history takes it) and minimf's version.
+    JSON-ready."""
     settings = {name: value for name, value in config.to_dict().items() if name not in NOT_IN_KEY}
-    return {"config": settings, "data": data_label, "minimf_version": __version__}
+    return {"config": settings, "data": data_label(held_out), "minimf_version": __version__}
+
+
+def data_label(held_out):
+    """The data of a training in words: the test split, or a search's held-out images (V, seed)."""
+    if held_out is None:
+        return "test split"
+    validation, seed = held_out
+    return f"search split: {validation} training images held out, drawn with seed {seed}"
 
 
 def digest(key):

@@ -5,8 +5,8 @@ of one training step against depth.
     python -m minimf.experiments mixer --quick              # MNIST, a small Mixer, CPU minutes
     python -m minimf.experiments mixer --seeds 0 1 2 3 4    # the default Mixer, the whole data sets
 
-1. The search (tune.py's pieces: ``draw_settings``, ``search_data``, ``search``, ``choose``,
-   ``Settings``). MIXER_SEARCH's trials are drawn from the search seed (the first of --seeds):
+1. The search (tune.py's pieces: ``draw_settings``, ``search``, ``choose``, ``Settings``; the data:
+   common.search_data). MIXER_SEARCH's trials are drawn from the search seed (the first of --seeds):
    learning rate log-uniform in [1e-4, 1e-2],
    schedule constant or cosine, epochs from the scale's list (--epochs E fixes it). MF and BP train
    with the same drawn settings, trial by trial (the same budget), on the training split less the
@@ -38,7 +38,7 @@ from minimf.experiments.common import Report, image_datasets_present, markdown_t
 from minimf.experiments.decomposition import ENOUGH_SEEDS, paired, paired_record
 from minimf.experiments.measure import MIB, memory_meter, mixer_step_memory
 from minimf.experiments.tune import (LR_RANGE, MARGIN, SCHEDULES, SEARCH, SearchScale, choose, compare,
-                                    draw_settings, search, search_data, search_label, settings_of)
+                                    draw_settings, search, settings_of)
 from minimf.training.config import DEFAULT_MIXER
 
 RULES = ("mf", "bp")
@@ -77,12 +77,11 @@ def mixer_sizes(ctx):
 
 # --- 1. one trial, and one final run ---------------------------------------------------------------
 
-def train_mixer(ctx, algo, dataset, settings, seed, data=None):
-    """One Mixer trained as ``python -m minimf.train --arch mixer`` trains it, with ``settings`` (tune.Settings):
-    the last epoch's record."""
+def train_mixer(ctx, algo, dataset, settings, seed, held_out=None):
+    """One Mixer trained as ``python -m minimf.train --arch mixer`` trains it, with ``settings`` (tune.Settings),
+    on the search's data where ``held_out`` = (V, s) (common.search_data): the last epoch's record."""
     history = train_history(ctx, algo, dataset=dataset, arch="mixer", epochs=settings.epochs, seed=seed,
-                            options={**mixer_sizes(ctx), **settings.options()}, data=data,
-                            data_label=None if data is None else search_label(data))
+                            options={**mixer_sizes(ctx), **settings.options()}, held_out=held_out)
     return history[-1]
 
 
@@ -174,9 +173,9 @@ def mixer_comparison(ctx):
            "datasets": {}}
     with ctx.bar(len(datasets) * len(RULES) * (space.trials + len(ctx.seeds)), "mixer") as bar:
         for dataset in datasets:
-            data = search_data(ctx, space.validation, seed, dataset, flatten=False)   # images: the Mixer reads (C, H, W)
+            held_out = (space.validation, seed)
             trials = search(bar, RULES, candidates,
-                            lambda algo, settings: train_mixer(ctx, algo, dataset, settings, seed, data)["test_acc"],
+                            lambda algo, settings: train_mixer(ctx, algo, dataset, settings, seed, held_out)["test_acc"],
                             label=f"{dataset} ")
             chosen = {algo: choose(trials[algo]) for algo in RULES}
             runs = final_runs(ctx, bar, dataset, chosen)

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minimf.training import RunConfig, prepare_data
+from minimf.training import RunConfig
 from minimf.experiments.common import Report, markdown_table, pm, train_history
 from minimf.experiments.stats import paired_interval, tost
 
@@ -96,28 +96,11 @@ def draw_settings(n, epochs, seed):
 
 # --- 1. the search: validation accuracy only ------------------------------------------------------
 
-def search_data(ctx, validation, seed, dataset="mnist", flatten=True):
-    """The search's data, as minimf.training.prepare_data makes them with ``validation`` and ``seed``, with
-    the held-out images in the test split's place: {"train": the training split less ``validation``
-    images (then --train-subset of the scale), "test": the held-out images, "validation": None}. The
-    test images are not in them: a trial cannot read them. ``flatten=False`` keeps images (C, H, W)."""
-    data = prepare_data(dataset, ctx.xp, flatten=flatten, validation=validation, seed=seed,
-                        train_subset=ctx.scale.train_subset, data_dir=ctx.data_dir, progress=False)
-    return {"train": data["train"], "test": data["validation"], "validation": None,
-            "held_out": (validation, seed)}
-
-
-def search_label(data):
-    """The name of ``search_data``'s split in an experiment's journal (common.train_history)."""
-    validation, seed = data["held_out"]
-    return f"search split: {validation} training images held out, drawn with seed {seed}"
-
-
-def validation_accuracy(ctx, algo, settings, data, hidden, seed):
-    """Train one trial (common.train_rule) on ``search_data`` and return its accuracy on the held-out
-    images after the last epoch (for MF: its bp mode, minimf.train's headline)."""
+def validation_accuracy(ctx, algo, settings, validation, hidden, seed):
+    """Train one trial (common.train_history) on ``search_data(ctx, validation, seed)`` and return its
+    accuracy on the held-out images after the last epoch (for MF: its bp mode, minimf.train's headline)."""
     history = train_history(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed,
-                            options=settings.options(), data=data, data_label=search_label(data))
+                            options=settings.options(), held_out=(validation, seed))
     return history[-1]["test_acc"]     # the held-out validation images sat in the test split's place
 
 
@@ -190,9 +173,9 @@ def tune_hyperparameters(ctx):
         "defaults": str(defaults)}
     candidates = draw_settings(n_trials, epochs, seed)
     with ctx.bar(len(rules) * (n_trials + 2 * len(ctx.seeds)), "tune") as bar:
-        data = search_data(ctx, space.validation, seed)
         trials = search(bar, rules, candidates,
-                        lambda algo, settings: validation_accuracy(ctx, algo, settings, data, hidden, seed))
+                        lambda algo, settings: validation_accuracy(ctx, algo, settings, space.validation, hidden,
+                                                                   seed))
         chosen = {algo: choose(trials[algo]) for algo in rules}
         final = {}
         for algo in rules:
