@@ -29,6 +29,7 @@ from minimf.datasets import DatasetError
 from minimf.experiments import EXPERIMENTS
 from minimf.experiments.common import SCALES, Context, algorithms, write_report
 from minimf.experiments.journal import SETTINGS_FILE, Journal, JournalError
+from minimf.experiments.workers import WorkerError
 from minimf.files import atomic_write_json
 from minimf.run_folder import RunFolderError, RunLock
 from minimf.training.loop import EXIT_INTERRUPTED, Interrupted
@@ -63,13 +64,16 @@ def build_parser(defaults=True):
     p.add_argument("--data-dir", metavar="DIR",
                    help="where downloaded data sets live (default: $MINIMF_DATA, else ~/.cache/minimf)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="tune, mixer, decomposition: trainings side by side in N worker processes, each with "
+                        "cpus/N BLAS threads (default: 1, one after another; the numbers are the same)")
     p.add_argument("--trials", type=positive_int, metavar="N",
                    help="tune: random-search trials per rule (default: 10; --quick 6)")
     p.add_argument("--rules", nargs="+", choices=algorithms("mlp"), metavar="ALGO",
                    help="tune: the rules tuned, each compared with the first (default: mf bp)")
     if defaults:
         p.set_defaults(quick=False, tiny=False, seeds=None, out=None, resume=None, backend="numpy", epochs=None,
-                       data_dir=None, no_progress=False, trials=None, rules=None)
+                       data_dir=None, no_progress=False, trials=None, rules=None, jobs=1)
     return p
 
 
@@ -187,7 +191,7 @@ def main(argv=None):
     ctx = Context(name=args.name, scale=SCALES[settings["scale"]], seeds=settings["seeds"],
                   backend=settings["backend"], epochs=settings["epochs"], progress=not args.no_progress,
                   data_dir=settings["data_dir"], trials=settings["trials"], rules=settings["rules"],
-                  command=command, journal=Journal(out))
+                  command=command, journal=Journal(out), jobs=args.jobs)
     try:
         with RunLock(out):
             check_still_free(out, resumed=bool(args.resume))
@@ -218,7 +222,7 @@ def run_experiment(ctx, out, settings, resumed):
         if ctx.journal.recalled:
             report.notes.append(f"Resumed: {ctx.journal.recalled} trainings were read back from an earlier, "
                                 f"stopped run of this command ({out / 'runs'}); the wall time counts this run only.")
-    except (DatasetError, JournalError) as err:
+    except (DatasetError, JournalError, WorkerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (Interrupted, KeyboardInterrupt) as stop:

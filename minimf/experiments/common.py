@@ -78,6 +78,7 @@ class Context:
     trials: int | None = None      # tune: --trials, random-search trials per rule (None: the scale's)
     rules: list | None = None      # tune: --rules, the rules tuned and compared (None: mf bp)
     journal: object = None         # a journal.Journal keeping finished trainings (the command line's), or None
+    jobs: int = 1                  # --jobs: trainings side by side in worker processes (workers.py)
 
     @property
     def xp(self):
@@ -119,16 +120,16 @@ def train_rule(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=
     search's trial: trained and scored on ``search_data(ctx, V, s)``. Returns (net, history): history
     is ``fit``'s list of per-epoch records (``test_acc``, ``test_acc_bp``, ``layer_test_acc``,
     ``seconds``, ...)."""
-    config = run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options)
+    config = run_config(ctx, algo, dataset=dataset, arch=arch, hidden=hidden, channels=channels, epochs=epochs,
+                        seed=seed, options=options)
     return _train(ctx, config, held_out)
 
 
-def train_history(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
-                  options=None, held_out=None):
-    """``train_rule``'s history alone, kept in ``ctx.journal`` where there is one: a training that
-    finished before (before a resume, or in a worker process: workers.py) is read back, not trained
-    again (minimf/experiments/journal.py)."""
-    config = run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options)
+def train_history(ctx, algo, *, held_out=None, **training):
+    """``train_rule(ctx, algo, held_out=held_out, **training)``'s history alone, kept in ``ctx.journal``
+    where there is one: a training that finished before (before a resume, or in a worker process:
+    workers.py) is read back, not trained again (minimf/experiments/journal.py)."""
+    config = run_config(ctx, algo, **training)
     if ctx.journal is None:
         return _train(ctx, config, held_out)[1]
     key = training_key(config, held_out)
@@ -139,7 +140,7 @@ def train_history(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channe
     return history
 
 
-def run_config(ctx, algo, dataset, arch, hidden, channels, epochs, seed, options):
+def run_config(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0, options=None):
     """The validated RunConfig of one of an experiment's trainings (``train_rule``'s arguments)."""
     return validate(RunConfig(algo=algo, dataset=dataset, arch=arch, hidden=hidden, channels=channels,
                               epochs=epochs, seed=seed, backend=ctx.backend, no_progress=True,

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass
 from minimf.experiments.common import Report, markdown_table, mean_std, pm, train_history
 from minimf.experiments.stats import paired_interval, tost
 from minimf.experiments.tune import MARGIN, compare
+from minimf.experiments.workers import prefetch
 
 DEPTHS = {"tiny": (1, 2), "quick": (2, 4, 8), "full": (2, 4, 8)}
 ENOUGH_SEEDS = 5        # below this the intervals are wide (t with n - 1 degrees of freedom)
@@ -85,19 +86,25 @@ def score(record, mode):
 
 # --- the runs ----------------------------------------------------------------------------------------
 
+def cell_training(cell, width, depth, epochs, seed):
+    """One cell's training: the keyword arguments of common.train_history (a plan for workers.prefetch)."""
+    return dict(algo=cell.algo, hidden=[width] * depth, epochs=epochs, seed=seed, options=cell.options)
+
+
 def run_grid(ctx, depths, epochs):
     """Every cell at every depth for every seed. Returns (runs, seconds): runs {depth: {cell name:
     {seed: the last epoch's record}}}, seconds the same with each run's seconds over all its epochs
     (training and the evaluation after each epoch), for sizing larger runs."""
     width, runs, seconds = ctx.scale.width, {}, {}
+    prefetch(ctx, [cell_training(cell, width, depth, epochs, seed) for depth in depths for seed in ctx.seeds
+                   for cell in CELLS])
     with ctx.bar(len(depths) * len(CELLS) * len(ctx.seeds), "decomposition") as bar:
         for depth in depths:
             runs[depth], seconds[depth] = {cell.name: {} for cell in CELLS}, {cell.name: {} for cell in CELLS}
             for seed in ctx.seeds:
                 for cell in CELLS:
                     bar.set_postfix_str(f"{depth} layers, {cell.name}, seed {seed}")
-                    history = train_history(ctx, cell.algo, hidden=[width] * depth, epochs=epochs, seed=seed,
-                                            options=cell.options)
+                    history = train_history(ctx, **cell_training(cell, width, depth, epochs, seed))
                     runs[depth][cell.name][seed] = history[-1]
                     seconds[depth][cell.name][seed] = round(sum(record["seconds"] for record in history), 2)
                     bar.update(1)

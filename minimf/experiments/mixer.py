@@ -39,6 +39,7 @@ from minimf.experiments.decomposition import ENOUGH_SEEDS, paired, paired_record
 from minimf.experiments.measure import MIB, memory_meter, mixer_step_memory
 from minimf.experiments.tune import (LR_RANGE, MARGIN, SCHEDULES, SEARCH, SearchScale, choose, compare,
                                     draw_settings, search, settings_of)
+from minimf.experiments.workers import prefetch
 from minimf.training.config import DEFAULT_MIXER
 
 RULES = ("mf", "bp")
@@ -77,12 +78,17 @@ def mixer_sizes(ctx):
 
 # --- 1. one trial, and one final run ---------------------------------------------------------------
 
+def mixer_training(ctx, algo, dataset, settings, seed, held_out=None):
+    """One Mixer training as ``python -m minimf.train --arch mixer`` trains it, with ``settings``
+    (tune.Settings), on the search's data where ``held_out`` = (V, s) (common.search_data): the keyword
+    arguments of common.train_history (a plan for workers.prefetch)."""
+    return dict(algo=algo, dataset=dataset, arch="mixer", epochs=settings.epochs, seed=seed,
+                options={**mixer_sizes(ctx), **settings.options()}, held_out=held_out)
+
+
 def train_mixer(ctx, algo, dataset, settings, seed, held_out=None):
-    """One Mixer trained as ``python -m minimf.train --arch mixer`` trains it, with ``settings`` (tune.Settings),
-    on the search's data where ``held_out`` = (V, s) (common.search_data): the last epoch's record."""
-    history = train_history(ctx, algo, dataset=dataset, arch="mixer", epochs=settings.epochs, seed=seed,
-                            options={**mixer_sizes(ctx), **settings.options()}, held_out=held_out)
-    return history[-1]
+    """The last epoch's record of ``mixer_training``."""
+    return train_history(ctx, **mixer_training(ctx, algo, dataset, settings, seed, held_out))[-1]
 
 
 # --- 2. the final runs -----------------------------------------------------------------------------
@@ -90,6 +96,8 @@ def train_mixer(ctx, algo, dataset, settings, seed, held_out=None):
 def final_runs(ctx, bar, dataset, chosen):
     """Each rule's chosen settings, one run per seed on the whole training split of the scale:
     {rule: {seed: the last epoch's record}}."""
+    prefetch(ctx, [mixer_training(ctx, algo, dataset, settings_of(chosen[algo]), seed)
+                   for algo in RULES for seed in ctx.seeds])
     runs = {}
     for algo in RULES:
         runs[algo] = {}
@@ -174,6 +182,8 @@ def mixer_comparison(ctx):
     with ctx.bar(len(datasets) * len(RULES) * (space.trials + len(ctx.seeds)), "mixer") as bar:
         for dataset in datasets:
             held_out = (space.validation, seed)
+            prefetch(ctx, [mixer_training(ctx, algo, dataset, settings, seed, held_out)
+                           for algo in RULES for settings in candidates])
             trials = search(bar, RULES, candidates,
                             lambda algo, settings: train_mixer(ctx, algo, dataset, settings, seed, held_out)["test_acc"],
                             label=f"{dataset} ")

@@ -43,6 +43,7 @@ import numpy as np
 from minimf.training import RunConfig
 from minimf.experiments.common import Report, markdown_table, pm, train_history
 from minimf.experiments.stats import paired_interval, tost
+from minimf.experiments.workers import prefetch
 
 LR_RANGE = (1e-4, 1e-2)             # log-uniform
 SCHEDULES = ("constant", "cosine")
@@ -96,11 +97,17 @@ def draw_settings(n, epochs, seed):
 
 # --- 1. the search: validation accuracy only ------------------------------------------------------
 
+def mlp_training(algo, settings, hidden, seed, held_out=None):
+    """One MLP training with ``settings``, on the search's data where ``held_out`` = (V, s)
+    (common.search_data): the keyword arguments of common.train_history (a plan for workers.prefetch)."""
+    return dict(algo=algo, hidden=hidden, epochs=settings.epochs, seed=seed, options=settings.options(),
+                held_out=held_out)
+
+
 def validation_accuracy(ctx, algo, settings, validation, hidden, seed):
     """Train one trial (common.train_history) on ``search_data(ctx, validation, seed)`` and return its
     accuracy on the held-out images after the last epoch (for MF: its bp mode, minimf.train's headline)."""
-    history = train_history(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed,
-                            options=settings.options(), held_out=(validation, seed))
+    history = train_history(ctx, **mlp_training(algo, settings, hidden, seed, held_out=(validation, seed)))
     return history[-1]["test_acc"]     # the held-out validation images sat in the test split's place
 
 
@@ -136,7 +143,7 @@ def test_accuracies(ctx, bar, algo, settings, hidden):
     accs = []
     for seed in ctx.seeds:
         bar.set_postfix_str(f"{algo} final seed {seed}")
-        history = train_history(ctx, algo, hidden=hidden, epochs=settings.epochs, seed=seed, options=settings.options())
+        history = train_history(ctx, **mlp_training(algo, settings, hidden, seed))
         accs.append(history[-1]["test_acc"])
         bar.update(1)
     return accs
@@ -173,10 +180,14 @@ def tune_hyperparameters(ctx):
         "defaults": str(defaults)}
     candidates = draw_settings(n_trials, epochs, seed)
     with ctx.bar(len(rules) * (n_trials + 2 * len(ctx.seeds)), "tune") as bar:
+        prefetch(ctx, [mlp_training(algo, settings, hidden, seed, held_out=(space.validation, seed))
+                       for algo in rules for settings in candidates])
         trials = search(bar, rules, candidates,
                         lambda algo, settings: validation_accuracy(ctx, algo, settings, space.validation, hidden,
                                                                    seed))
         chosen = {algo: choose(trials[algo]) for algo in rules}
+        prefetch(ctx, [mlp_training(algo, settings, hidden, final_seed) for algo in rules
+                       for settings in (settings_of(chosen[algo]), defaults) for final_seed in ctx.seeds])
         final = {}
         for algo in rules:
             settings = settings_of(chosen[algo])

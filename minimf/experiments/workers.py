@@ -1,0 +1,120 @@
+"""An experiment's independent trainings side by side in worker processes: ``--jobs N``.
+
+Why: one training does not keep two cores busy. Its matrix products use every BLAS thread, but its
+element-wise work (GELU, normalisation, the optimiser's update) runs on one core. Two trainings with
+one BLAS thread each make about 1.5 times the steps per second of one training with two
+(docs/benchmarks.md, the default Mixer on two cores).
+
+How: before its own loop over a stage's trainings, an experiment names them, ``prefetch(ctx, plans)``,
+each plan the keyword arguments of ``common.train_history``. With ``ctx.jobs`` > 1 the plans not yet
+in the journal are trained by that many worker processes (each with cpus / jobs BLAS threads, unless
+OPENBLAS_NUM_THREADS says otherwise), and each worker keeps every history in the experiment's journal
+(journal.py) as it finishes. The experiment's loop, unchanged, then reads them back. With one job
+``prefetch`` does nothing, and the loop trains the plans one after another as it reaches them. So an
+experiment's code stays the sequential reference, and the report is the same either way: a training
+depends only on its settings and seed (tests/test_experiment_workers.py compares the two).
+
+A stop reaches the workers too: Ctrl-C and a scheduler's SIGTERM go to every process of the job, and
+a signal to the experiment alone is passed on to its workers. Each stops at the end of its step; the
+trainings finished so far are in the journal, and ``--resume`` continues.
+"""
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+from dataclasses import replace
+
+from minimf.experiments.common import run_config, train_history
+from minimf.experiments.journal import training_key
+from minimf.training.loop import EXIT_INTERRUPTED, Interrupted
+
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed (its own message is above, on the standard error)."""
+
+
+def prefetch(ctx, plans):
+    """Train the ``plans`` (dicts of ``train_history``'s keyword arguments, "algo" among them) that the
+    journal does not hold yet, in ``ctx.jobs`` worker processes; nothing with one job or no journal.
+    Raises Interrupted when a signal stopped the workers, WorkerError when one failed."""
+    if ctx.jobs < 2 or ctx.journal is None:
+        return
+    todo = [plan for plan in plans if not ctx.journal.path(key_of(ctx, plan)).exists()]
+    if not todo:
+        return
+    spawn = multiprocessing.get_context("spawn")        # a fresh interpreter: no BLAS threads forked
+    queue = spawn.Queue()
+    for plan in todo:
+        queue.put(plan)
+    jobs = min(ctx.jobs, len(todo))
+    for _ in range(jobs):
+        queue.put(None)                                 # one "no more" for each worker
+    worker_ctx = replace(ctx, progress=False)
+    with blas_threads(max(1, (os.cpu_count() or 1) // ctx.jobs)):
+        workers = [spawn.Process(target=work, args=(worker_ctx, queue), daemon=True) for _ in range(jobs)]
+        for worker in workers:
+            worker.start()
+    wait_for(workers)
+
+
+def key_of(ctx, plan):
+    """The journal key of the training ``plan`` describes."""
+    training = dict(plan)
+    algo, held_out = training.pop("algo"), training.pop("held_out", None)
+    return training_key(run_config(ctx, algo, **training), held_out)
+
+
+def wait_for(workers):
+    """Wait until every worker has stopped. A stop of this process (Ctrl-C, SIGTERM) is passed on to the
+    workers, which stop at the end of their steps. Raises Interrupted if a signal stopped a worker,
+    WorkerError if one failed."""
+    try:
+        for worker in workers:
+            worker.join()
+    except BaseException:
+        for worker in workers:
+            worker.terminate()                          # SIGTERM: the worker stops at the end of its step
+        for worker in workers:
+            worker.join()
+        raise
+    codes = [worker.exitcode for worker in workers]
+    for name, code in EXIT_INTERRUPTED.items():
+        if code in codes:
+            raise Interrupted(0, 0, name)
+    failed = [code for code in codes if code != 0]
+    if failed:
+        raise WorkerError(f"{len(failed)} of {len(workers)} worker processes failed (exit status "
+                           f"{', '.join(map(str, failed))}; the message is above); the trainings they "
+                           "finished are kept, --resume continues")
+
+
+def work(ctx, queue):
+    """One worker: train the plans taken from ``queue`` until it gives None (each kept in the journal
+    by ``train_history``). Exits with EXIT_INTERRUPTED's status when a signal stops it."""
+    signal.signal(signal.SIGTERM, _stop)                # between trainings; fit's StopRequest inside one
+    try:
+        while (plan := queue.get()) is not None:
+            train_history(ctx, **plan)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        sys.exit(EXIT_INTERRUPTED[getattr(stop, "signal_name", "SIGINT")])
+
+
+def _stop(signum, frame):
+    raise Interrupted(0, 0, "SIGTERM")
+
+
+@contextlib.contextmanager
+def blas_threads(threads):
+    """Within the block, processes started get ``threads`` BLAS threads (BLAS_THREADS in their
+    environment), except where this process's environment already sets a variable."""
+    unset = [name for name in BLAS_THREADS if name not in os.environ]
+    for name in unset:
+        os.environ[name] = str(threads)
+    try:
+        yield
+    finally:
+        for name in unset:
+            del os.environ[name]

@@ -1,0 +1,93 @@
+"""--jobs N: an experiment's trainings in worker processes (minimf/experiments/workers.py). The report is
+the one the same command writes with one job; the trainings are done by the workers (the experiment's
+own loop only reads them back); a stop of the experiment stops its workers and --resume continues; a
+worker's failure is a clear error that keeps what was finished."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from minimf.experiments import common
+from minimf.experiments.__main__ import main
+from minimf.experiments.common import SCALES, Context
+from minimf.experiments.journal import Journal
+from minimf.experiments.workers import WorkerError, blas_threads, prefetch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def results(folder):
+    """A report's raw numbers from its trainings, less the measured seconds and memory."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "seconds"}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+    raw = json.loads((folder / "results.json").read_text())["results"]
+    return strip({k: v for k, v in raw.items() if k != "memory"})
+
+
+def no_training_here(*args, **kwargs):
+    raise AssertionError("the experiment's own process trained: prefetch left this training to it")
+
+
+@pytest.mark.parametrize("argv", [["mixer", "--tiny", "--seeds", "0", "1"],
+                                  ["tune", "--tiny", "--seeds", "0", "1", "--trials", "2"],
+                                  ["decomposition", "--tiny", "--seeds", "0", "1"]],
+                         ids=["mixer", "tune", "decomposition"])
+def test_two_jobs_write_the_report_of_one(argv, tmp_path, monkeypatch):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(argv + ["--out", str(one), "--no-progress"]) == 0
+    monkeypatch.setattr(common, "_train", no_training_here)      # the workers (fresh processes) train
+    assert main(argv + ["--out", str(two), "--no-progress", "--jobs", "2"]) == 0
+    assert results(two) == results(one)
+    assert Journal(two).count() == Journal(one).count()
+
+
+def test_one_job_trains_in_the_experiments_own_process(tmp_path, monkeypatch):
+    """Must fail if prefetch did nothing with --jobs 2: then this process trains, as with one job."""
+    monkeypatch.setattr(common, "_train", no_training_here)
+    with pytest.raises(AssertionError, match="own process trained"):
+        main(["mixer", "--tiny", "--seeds", "0", "--out", str(tmp_path / "one"), "--no-progress"])
+
+
+def test_a_workers_failure_is_a_clear_error_that_keeps_the_rest(tmp_path, capsys):
+    ctx = Context(name="tune", scale=SCALES["tiny"], seeds=[0], journal=Journal(tmp_path), jobs=2)
+    plans = [dict(algo="mf", hidden=[8], epochs=1, seed=0),
+             dict(algo="mf", hidden=[8], epochs=1, seed=0, held_out=(10 ** 7, 0))]   # more than MNIST holds
+    with pytest.raises(WorkerError, match="1 of 2 worker processes failed"):
+        prefetch(ctx, plans)
+    assert Journal(tmp_path).count() == 1
+
+
+def test_workers_get_their_share_of_blas_threads_unless_told(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with blas_threads(1):
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1" and os.environ["OMP_NUM_THREADS"] == "3"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_sigterm_to_the_experiment_stops_its_workers(tmp_path):
+    out = tmp_path / "stopped"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["mixer", "--tiny", "--seeds", "0", "1", "2", "--no-progress"]
+    process = subprocess.Popen([sys.executable, "-m", "minimf.experiments", *argv, "--out", str(out),
+                                "--jobs", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while Journal(out).count() == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)                               # the experiment alone, not its workers
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    kept = Journal(out).count()
+    assert kept >= 1 and "continue with" in err
+    time.sleep(1)
+    assert Journal(out).count() == kept, "a worker went on training after the experiment stopped"
+    resumed = subprocess.run([sys.executable, "-m", "minimf.experiments", "mixer", "--resume", str(out),
+                              "--no-progress", "--jobs", "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
