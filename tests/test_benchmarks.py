@@ -195,3 +195,9 @@ def test_gpu_check_without_a_gpu(tmp_path):
     assert [(s["name"], s["exit"]) for s in summary["steps"]] == [("stand-in-tests", 0)]
     assert "passed" in summary["steps"][0]["last_line"]
     assert "no GPU here" in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_side_by_side_runs(capsys):
+    assert load_script("side_by_side").main(["--steps", "1", "--batch-size", "4", "--rounds", "1", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "one process" in out and "2 side by side" in out and "steps per second x" in out

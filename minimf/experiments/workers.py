@@ -45,6 +45,7 @@ def prefetch(ctx, plans):
     todo = [plan for plan in plans if not ctx.journal.path(key_of(ctx, plan)).exists()]
     if not todo:
         return
+    kept = ctx.journal.count()
     spawn = multiprocessing.get_context("spawn")        # a fresh interpreter: no BLAS threads forked
     queue = spawn.Queue()
     for plan in todo:
@@ -57,7 +58,8 @@ def prefetch(ctx, plans):
         workers = [spawn.Process(target=work, args=(worker_ctx, queue), daemon=True) for _ in range(jobs)]
         for worker in workers:
             worker.start()
-    wait_for(workers)
+    with ctx.bar(len(todo), f"{ctx.name}, {jobs} workers") as bar:
+        wait_for(workers, lambda: bar.update(ctx.journal.count() - kept - bar.n))
 
 
 def key_of(ctx, plan):
@@ -67,13 +69,15 @@ def key_of(ctx, plan):
     return training_key(run_config(ctx, algo, **training), held_out)
 
 
-def wait_for(workers):
-    """Wait until every worker has stopped. A stop of this process (Ctrl-C, SIGTERM) is passed on to the
-    workers, which stop at the end of their steps. Raises Interrupted if a signal stopped a worker,
-    WorkerError if one failed."""
+def wait_for(workers, every_second):
+    """Wait until every worker has stopped, calling ``every_second()`` meanwhile (the progress bar). A stop
+    of this process (Ctrl-C, SIGTERM) is passed on to the workers, which stop at the end of their steps.
+    Raises Interrupted if a signal stopped a worker, WorkerError if one failed."""
     try:
         for worker in workers:
-            worker.join()
+            while worker.is_alive():
+                worker.join(timeout=1)
+                every_second()
     except BaseException:
         for worker in workers:
             worker.terminate()                          # SIGTERM: the worker stops at the end of its step
