@@ -26,9 +26,9 @@ from tqdm import tqdm
 from minimf import __version__
 from minimf.backend import get_backend, timing_environment
 from minimf.datasets import DATASETS, data_home, num_classes
+from minimf.experiments.journal import training_key
 from minimf.training import NETWORKS, RunConfig, build_network, data_for, prepare_data, validate
 from minimf.training.run import fit_config
-from minimf.experiments.journal import training_key
 from minimf.files import atomic_write_bytes, atomic_write_json
 
 NOT_CHECKED = "paper value not checked"
@@ -112,17 +112,14 @@ class Report:
 _DATA = {}
 
 
-def train_rule(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0,
-               options=None, held_out=None):
-    """Train ``algo`` (a key of minimf.training.NETWORKS) as ``python -m minimf.train`` would, with
-    PAPER_SETTING, the subsets of ``ctx.scale`` and ``options`` (further RunConfig fields, which win).
+def train_rule(ctx, algo, *, held_out=None, **training):
+    """Train ``algo`` (a key of minimf.training.NETWORKS) as ``python -m minimf.train`` would:
+    ``run_config(ctx, algo, **training)`` (dataset, arch, hidden, channels, epochs, seed, options).
     ``held_out``: None to train on the training split and score on the test split, or (V, s) for a
     search's trial: trained and scored on ``search_data(ctx, V, s)``. Returns (net, history): history
     is ``fit``'s list of per-epoch records (``test_acc``, ``test_acc_bp``, ``layer_test_acc``,
     ``seconds``, ...)."""
-    config = run_config(ctx, algo, dataset=dataset, arch=arch, hidden=hidden, channels=channels, epochs=epochs,
-                        seed=seed, options=options)
-    return _train(ctx, config, held_out)
+    return _train(ctx, run_config(ctx, algo, **training), held_out)
 
 
 def train_history(ctx, algo, *, held_out=None, **training):
@@ -141,7 +138,8 @@ def train_history(ctx, algo, *, held_out=None, **training):
 
 
 def run_config(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=None, epochs=1, seed=0, options=None):
-    """The validated RunConfig of one of an experiment's trainings (``train_rule``'s arguments)."""
+    """The validated RunConfig of one of an experiment's trainings: PAPER_SETTING, the subsets of
+    ``ctx.scale`` and ``options`` (further RunConfig fields, which win)."""
     return validate(RunConfig(algo=algo, dataset=dataset, arch=arch, hidden=hidden, channels=channels,
                               epochs=epochs, seed=seed, backend=ctx.backend, no_progress=True,
                               train_subset=ctx.scale.train_subset, test_subset=ctx.scale.test_subset,
