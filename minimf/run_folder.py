@@ -217,6 +217,19 @@ def remove_leftovers(out, run_id):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def remove_run(out, run_id):
+    """Delete what run ``run_id`` wrote into ``out`` (RUN_FILES, its checkpoints, the leftovers of its
+    killed writes), then the checkpoint folder and ``out`` if nothing else is in them."""
+    out = Path(out)
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for checkpoint in checkpoint_folders(out, run_id):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    remove_leftovers(out, run_id)
+    remove_if_empty(out / CHECKPOINTS)
+    remove_if_empty(out)
+
+
 def latest_checkpoint(out, accept=None):
     """(arrays, info, folder) of the newest checkpoint of ``out`` that verifies and that ``accept(info)``
     takes (it returns None, or why not), or None if there is none. A refused one is reported on

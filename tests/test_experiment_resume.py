@@ -51,11 +51,11 @@ class StopAt:
         self.stop, self.trained = stop, 0
         monkeypatch.setattr(common, "_train", self)
 
-    def __call__(self, ctx, config, data):
+    def __call__(self, *args, **kwargs):
         if self.stop is not None and self.trained + 1 == self.stop:
             raise Interrupted(1, 0, "SIGTERM")
         self.trained += 1
-        return REAL_TRAIN(ctx, config, data)
+        return REAL_TRAIN(*args, **kwargs)
 
 
 @pytest.mark.parametrize("argv", [ARGV, ["tune", "--tiny", "--seeds", "0", "1", "--trials", "2", "--no-progress"],
@@ -197,8 +197,8 @@ import os, signal, sys
 from minimf.experiments import common
 from minimf.experiments.__main__ import main
 real, done = common._train, []
-def train_then_signal(ctx, config, data):
-    result = real(ctx, config, data)
+def train_then_signal(*args, **kwargs):
+    result = real(*args, **kwargs)
     done.append(1)
     if len(done) == 2:
         os.kill(os.getpid(), signal.SIGTERM)   # arrives after the training, outside fit's handler
@@ -216,3 +216,45 @@ def test_a_sigterm_between_two_trainings_stops_as_cleanly(tmp_path):
     assert done.returncode == 143, done.stderr          # not killed by the signal (-15)
     # the signal lands before the second training is written: it is trained again on resume
     assert "continue with" in done.stderr and Journal(out).count() == 1
+
+
+REAL_FIT_CONFIG = common.fit_config
+
+
+class StopAfterEpoch:
+    """Stand-in for common.fit_config: training number ``training`` (counted from 1) is stopped, as a
+    SIGTERM stops it, once epoch ``epoch``'s files and checkpoint are written; every epoch trained is
+    listed in ``trained`` as (training number, epoch)."""
+
+    def __init__(self, monkeypatch, training=None, epoch=None):
+        self.training, self.epoch, self.calls, self.trained = training, epoch, 0, []
+        monkeypatch.setattr(common, "fit_config", self)
+
+    def __call__(self, net, data, config, **kwargs):
+        self.calls += 1
+        number = self.calls
+
+        def after_files(history):
+            if number == self.training and len(history) == self.epoch:
+                raise Interrupted(self.epoch + 1, 0, "SIGTERM")
+
+        def on_epoch(record):
+            self.trained.append((number, record["epoch"]))
+
+        return REAL_FIT_CONFIG(net, data, config, after_files=after_files, on_epoch=on_epoch, **kwargs)
+
+
+def test_a_training_stopped_part_way_continues_from_its_last_epoch(tmp_path, monkeypatch, capsys):
+    argv = ["mixer", "--tiny", "--seeds", "0", "1", "--epochs", "3", "--no-progress"]
+    unstopped, out = tmp_path / "unstopped", tmp_path / "stopped"
+    assert main(argv + ["--out", str(unstopped)]) == 0
+    StopAfterEpoch(monkeypatch, training=2, epoch=2)
+    assert main(argv + ["--out", str(out)]) == 143
+    assert Journal(out).count() == 1
+    partial = list((out / "partial").iterdir())
+    assert len(partial) == 1 and (partial[0] / "checkpoints").is_dir()
+    again = StopAfterEpoch(monkeypatch)
+    assert main([argv[0], "--resume", str(out), "--no-progress"]) == 0
+    assert again.trained[0] == (1, 3)                     # the stopped training went on with its third epoch
+    assert results(out) == results(unstopped)
+    assert not (out / "partial").exists()                 # each partial folder went once its training was kept

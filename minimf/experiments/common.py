@@ -30,6 +30,7 @@ from minimf.experiments.journal import training_key
 from minimf.training import NETWORKS, RunConfig, build_network, data_for, prepare_data, validate
 from minimf.training.run import fit_config
 from minimf.files import atomic_write_bytes, atomic_write_json
+from minimf.run_folder import latest_checkpoint
 
 NOT_CHECKED = "paper value not checked"
 # Every experiment trains with the paper's optimiser setting (MF v1: Adam 1e-3, a constant rate), not
@@ -132,7 +133,7 @@ def train_history(ctx, algo, *, held_out=None, **training):
     key = training_key(config, held_out)
     history = ctx.journal.recall(key)
     if history is None:
-        history = _train(ctx, config, held_out)[1]
+        history = _train(ctx, config, held_out, checkpoints=ctx.journal.partial(key))[1]
         ctx.journal.keep(key, history)
     return history
 
@@ -146,11 +147,20 @@ def run_config(ctx, algo, *, dataset="mnist", arch="mlp", hidden=None, channels=
                               data_dir=ctx.data_dir, **{**PAPER_SETTING, **(options or {})}))
 
 
-def _train(ctx, config, held_out):
-    """Build and train the network of ``config`` on its data (``experiment_data``); (net, history)."""
+def _train(ctx, config, held_out, checkpoints=None):
+    """Build and train the network of ``config`` on its data (``experiment_data``); (net, history).
+    ``checkpoints``: None, or a run folder (its name the run's identity) where the training writes a
+    checkpoint after every epoch and from whose newest checkpoint it continues."""
     data = experiment_data(ctx, config, held_out)
     net = build_network(config, data["train"][0].shape[1:], num_classes(config.dataset))
-    return net, fit_config(net, data, config)
+    if checkpoints is None:
+        return net, fit_config(net, data, config)
+    run_id = checkpoints.name
+    resume = latest_checkpoint(checkpoints, accept=lambda info: None if info.get("run_id") == run_id
+                               else f"it belongs to another training ({info.get('run_id')})")
+    config = config.changed(out=checkpoints)
+    return net, fit_config(net, data, config, config_record={"settings": config.to_dict(), "run_id": run_id},
+                           resume=resume)
 
 
 def experiment_data(ctx, config, held_out=None):

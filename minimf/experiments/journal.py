@@ -9,6 +9,9 @@ search and final runs); losing all of them to one signal is not acceptable.
                              resume takes over and which the options given with --resume must repeat
     DIR/runs/<digest>.json   one finished training: {"key": what determines it, "history": its
                              per-epoch records, as ``fit`` returned them}
+    DIR/partial/<digest>/    a training under way: a run folder (minimf/run_folder.py, with the
+                             digest as its run identity) with a checkpoint after every epoch, from
+                             which a resume continues it; removed once the training is kept
 
 A training's key is everything that decides its numbers: its whole run configuration (the
 validated RunConfig, less what only changes how it is shown or where files go), the data it was
@@ -18,7 +21,7 @@ ever used for the training it was written for. The report is computed from the h
 resumed experiment writes the same report as one that never stopped (tests/test_experiment_resume.py).
 
 Nothing here removes or overwrites a file it did not write: a damaged file in ``runs/`` stops the
-experiment with a message naming it.
+experiment with a message naming it, and a partial folder loses only its own run's files.
 """
 import hashlib
 import json
@@ -26,8 +29,10 @@ from pathlib import Path
 
 from minimf import __version__
 from minimf.files import atomic_write_json
+from minimf.run_folder import remove_if_empty, remove_run
 
 RUNS = "runs"
+PARTIAL = "partial"
 SETTINGS_FILE = "experiment.json"
 NOT_IN_KEY = ("no_progress", "data_dir", "out", "timeline")   # they change no number a training gives
 
@@ -84,8 +89,16 @@ class Journal:
         return kept["history"]
 
     def keep(self, key, history):
-        """Write ``history`` (a list of JSON-ready epoch records) for ``key``, atomically."""
+        """Write ``history`` (a list of JSON-ready epoch records) for ``key``, atomically; then its
+        training's partial folder goes."""
         atomic_write_json(self.path(key), {"key": key, "history": history})
+        remove_run(self.partial(key), digest(key))
+        remove_if_empty(self.folder.parent / PARTIAL)
+
+    def partial(self, key):
+        """The run folder of the training of ``key`` while it is under way (its run identity: the
+        folder's name, the key's digest)."""
+        return self.folder.parent / PARTIAL / digest(key)
 
     def count(self):
         """How many finished trainings are kept."""
