@@ -15,8 +15,8 @@ experiment's code stays the sequential reference, and the report is the same eit
 depends only on its settings and seed (tests/test_experiment_workers.py compares the two).
 
 A stop reaches the workers too: Ctrl-C and a scheduler's SIGTERM go to every process of the job, and
-a signal to the experiment alone is passed on to its workers. Each stops at the end of its step; the
-trainings finished so far are in the journal, and ``--resume`` continues.
+a signal to the experiment alone is passed on to its workers. The trainings finished so far are in the
+journal, those under way have a checkpoint of their last finished epoch, and ``--resume`` continues.
 """
 import contextlib
 import multiprocessing
@@ -71,8 +71,9 @@ def key_of(ctx, plan):
 
 def wait_for(workers, every_second):
     """Wait until every worker has stopped, calling ``every_second()`` meanwhile (the progress bar). A stop
-    of this process (Ctrl-C, SIGTERM) is passed on to the workers, which stop at the end of their steps.
-    Raises Interrupted if a signal stopped a worker, WorkerError if one failed."""
+    of this process (Ctrl-C, SIGTERM) is passed on to the workers (SIGTERM: the end of the step, or at
+    once for a worker that had the signal already). Raises Interrupted if a signal stopped a worker,
+    WorkerError if one failed."""
     try:
         for worker in workers:
             while worker.is_alive():
@@ -80,7 +81,7 @@ def wait_for(workers, every_second):
                 every_second()
     except BaseException:
         for worker in workers:
-            worker.terminate()                          # SIGTERM: the worker stops at the end of its step
+            worker.terminate()                          # SIGTERM
         for worker in workers:
             worker.join()
         raise
