@@ -46,6 +46,7 @@ def prefetch(ctx, plans):
     if not todo:
         return
     kept = ctx.journal.count()
+    todo.sort(key=lambda plan: -plan.get("epochs", 1))   # the longest first: no worker waits long at the end
     spawn = multiprocessing.get_context("spawn")        # a fresh interpreter: no BLAS threads forked
     queue = spawn.Queue()
     for plan in todo:
