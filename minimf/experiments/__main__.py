@@ -16,10 +16,8 @@ killed) continues with ``--resume DIR``: the settings recorded in DIR/experiment
 trainings read back, the others trained; any option given with --resume must repeat the recorded one.
 """
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from minimf.experiments.journal import SETTINGS_FILE, Journal, JournalError
 from minimf.experiments.workers import WorkerError
 from minimf.files import atomic_write_json
 from minimf.run_folder import RunFolderError, RunLock
-from minimf.training.loop import EXIT_INTERRUPTED, Interrupted
+from minimf.training.loop import EXIT_INTERRUPTED, Interrupted, sigterm_stops
 from minimf.argtypes import positive_int
 
 TINY_ENV = "MINIMF_EXPERIMENTS_TINY"
@@ -234,19 +232,6 @@ def run_experiment(ctx, out, settings, resumed):
     print((out / "results.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
-
-
-@contextlib.contextmanager
-def sigterm_stops():
-    """SIGTERM between two trainings stops the experiment at once, as Ctrl-C does (inside a training,
-    fit's StopRequest takes the signal, and the training stops at the end of its step)."""
-    def stop(signum, frame):
-        raise Interrupted(0, 0, "SIGTERM")
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ journal, those under way have a checkpoint of their last finished epoch, and ``-
 import contextlib
 import multiprocessing
 import os
-import signal
 import sys
 from dataclasses import replace
 
 from minimf.experiments.common import run_config, train_history
 from minimf.experiments.journal import training_key
-from minimf.training.loop import EXIT_INTERRUPTED, Interrupted
+from minimf.training.loop import EXIT_INTERRUPTED, Interrupted, sigterm_stops
 
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -100,16 +99,12 @@ def wait_for(workers, every_second):
 def work(ctx, queue):
     """One worker: train the plans taken from ``queue`` until it gives None (each kept in the journal
     by ``train_history``). Exits with EXIT_INTERRUPTED's status when a signal stops it."""
-    signal.signal(signal.SIGTERM, _stop)                # between trainings; fit's StopRequest inside one
     try:
-        while (plan := queue.get()) is not None:
-            train_history(ctx, **plan)
+        with sigterm_stops():
+            while (plan := queue.get()) is not None:
+                train_history(ctx, **plan)
     except (Interrupted, KeyboardInterrupt) as stop:
         sys.exit(EXIT_INTERRUPTED[getattr(stop, "signal_name", "SIGINT")])
-
-
-def _stop(signum, frame):
-    raise Interrupted(0, 0, "SIGTERM")
 
 
 @contextlib.contextmanager

@@ -62,6 +62,20 @@ class Interrupted(RuntimeError):
         self.old_run_back = False     # train_run: the run an --overwrite replaced was put back instead
 
 
+@contextlib.contextmanager
+def sigterm_stops():
+    """Within the block, SIGTERM stops at once, as Ctrl-C does: Interrupted is raised wherever the
+    program is (between an experiment's trainings; inside a training ``fit``'s StopRequest takes the
+    signal instead, and the training stops at the end of its step). Main thread only."""
+    def stop(signum, frame):
+        raise Interrupted(0, 0, "SIGTERM")
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM during training sets ``requested``: no further batch is handed out,
     the steps already handed out finish (the pipeline drains), and the run stops at a step boundary,
