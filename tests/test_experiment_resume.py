@@ -3,16 +3,14 @@ writes (minimf/experiments/journal.py): finished trainings are kept as they fini
 resume (not trained again), and only ever for the training they were written for; the folder of an
 unfinished or running experiment is never taken over by a new one; a damaged record stops the
 resume with its name and is left where it is."""
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from experiment_helpers import process_env, report_numbers
 from minimf.experiments import common
 from minimf.experiments.__main__ import main
 from minimf.experiments.journal import Journal, digest, training_key
@@ -20,20 +18,8 @@ from minimf.run_folder import RunLock
 from minimf.training import RunConfig, validate
 from minimf.training.loop import Interrupted
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL_TRAIN = common._train
 ARGV = ["mixer", "--tiny", "--seeds", "0", "1", "--no-progress"]
-
-
-def results(folder):
-    """The raw numbers of a report from its trainings, less the seconds each took (measured, like the
-    memory figure, they differ run to run)."""
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "seconds"}
-        return [strip(v) for v in value] if isinstance(value, list) else value
-    raw = json.loads((folder / "results.json").read_text())["results"]
-    return strip({k: v for k, v in raw.items() if k != "memory"})
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +58,7 @@ def test_a_stopped_experiment_resumes_to_the_report_of_an_unstopped_one(argv, tm
     again = StopAt(monkeypatch)
     assert main([argv[0], "--resume", str(out), "--no-progress"]) == 0
     assert again.trained == Journal(unstopped).count() - 3              # the three kept ones are not trained again
-    assert results(out) == results(unstopped)
+    assert report_numbers(out) == report_numbers(unstopped)
     md = (out / "results.md").read_text()
     assert "Resumed: 3 trainings were read back" in md
     assert " ".join(argv) in md                                        # the report names the command that began it
@@ -158,7 +144,7 @@ def test_a_real_sigterm_keeps_the_finished_trainings(tmp_path):
     """The real signal, from outside: the process stops at a step boundary with status 143, its finished
     trainings kept, and --resume finishes the report."""
     out = tmp_path / "signalled"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = process_env()
     process = subprocess.Popen([sys.executable, "-m", "minimf.experiments", *ARGV, "--out", str(out)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -210,7 +196,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_sigterm_between_two_trainings_stops_as_cleanly(tmp_path):
     out = tmp_path / "between"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = process_env()
     done = subprocess.run([sys.executable, "-c", SIGTERM_BETWEEN_TRAININGS, *ARGV, "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 143, done.stderr          # not killed by the signal (-15)
@@ -256,5 +242,5 @@ def test_a_training_stopped_part_way_continues_from_its_last_epoch(tmp_path, mon
     again = StopAfterEpoch(monkeypatch)
     assert main([argv[0], "--resume", str(out), "--no-progress"]) == 0
     assert again.trained[0] == (1, 3)                     # the stopped training went on with its third epoch
-    assert results(out) == results(unstopped)
+    assert report_numbers(out) == report_numbers(unstopped)
     assert not (out / "partial").exists()                 # each partial folder went once its training was kept

@@ -2,33 +2,21 @@
 the one the same command writes with one job; the trainings are done by the workers (the experiment's
 own loop only reads them back); a stop of the experiment stops its workers and --resume continues; a
 worker's failure is a clear error that keeps what was finished."""
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from experiment_helpers import process_env, report_numbers
 from minimf.experiments import common
 from minimf.experiments.__main__ import main
 from minimf.experiments.common import SCALES, Context
 from minimf.experiments.journal import Journal
 from minimf.experiments.workers import WorkerError, blas_threads, prefetch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def results(folder):
-    """A report's raw numbers from its trainings, less the measured seconds and memory."""
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "seconds"}
-        return [strip(v) for v in value] if isinstance(value, list) else value
-    raw = json.loads((folder / "results.json").read_text())["results"]
-    return strip({k: v for k, v in raw.items() if k != "memory"})
 
 
 def no_training_here(*args, **kwargs):
@@ -44,7 +32,7 @@ def test_two_jobs_write_the_report_of_one(argv, tmp_path, monkeypatch):
     assert main(argv + ["--out", str(one), "--no-progress"]) == 0
     monkeypatch.setattr(common, "_train", no_training_here)      # the workers (fresh processes) train
     assert main(argv + ["--out", str(two), "--no-progress", "--jobs", "2"]) == 0
-    assert results(two) == results(one)
+    assert report_numbers(two) == report_numbers(one)
     assert Journal(two).count() == Journal(one).count()
 
 
@@ -74,7 +62,7 @@ def test_workers_get_their_share_of_blas_threads_unless_told(monkeypatch):
 
 def test_a_sigterm_to_the_experiment_stops_its_workers(tmp_path):
     out = tmp_path / "stopped"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = process_env()
     argv = ["mixer", "--tiny", "--seeds", "0", "1", "2", "--no-progress"]
     process = subprocess.Popen([sys.executable, "-m", "minimf.experiments", *argv, "--out", str(out),
                                 "--jobs", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
