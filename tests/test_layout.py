@@ -1,6 +1,6 @@
 """The package's tiers hold (issue 16): each tier imports only the tiers below it.
 
-    ground    backend, checks, files, checkpoint (and testing/, the CPU stand-in for CuPy)
+    ground    backend, checks, files, progress, checkpoint (and testing/, the CPU stand-in for CuPy)
     nn        building blocks: may import the ground
     rules     one learning rule a module: may import nn and the ground (and other rules)
     parallel  trainers that share a rule's work out: may import rules, nn and the ground
@@ -17,7 +17,7 @@ import pytest
 import minimf
 
 PACKAGE = Path(minimf.__file__).parent
-GROUND = {"backend", "checks", "files", "checkpoint", "testing", "__version__"}   # (and the version number)
+GROUND = {"backend", "checks", "files", "progress", "checkpoint", "testing", "__version__"}   # (and the version number)
 ALLOWED = {"ground": {"ground"}, "nn": {"ground", "nn"}, "rules": {"ground", "nn", "rules"},
            "parallel": {"ground", "nn", "rules", "parallel"},
            "training": {"ground", "nn", "rules", "parallel", "datasets", "run_folder", "training"}}

@@ -34,10 +34,9 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from tqdm import tqdm
-
 from minimf import __version__
 from minimf.datasets.common import DatasetError, md5_file, sha256_file
+from minimf.progress import progress_bar
 
 CHUNK = 1 << 16       # bytes per read
 TIMEOUT = 30.0        # seconds without a byte before a transfer counts as stalled
@@ -347,9 +346,9 @@ def _copy(response, part, start, remote, progress):
     disk, with a progress bar. A server that sends more than ``remote.size`` bytes is a wrong file.
     Network faults become ``_Interrupted``; disk faults (a full disk) stay the ``OSError`` they are."""
     written = start
-    with open(part, "ab" if start else "wb") as f, tqdm(
+    with open(part, "ab" if start else "wb") as f, progress_bar(
             total=remote.size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=remote.name, disable=not progress, leave=False) as bar:
+            desc=remote.name, enabled=progress, leave=False) as bar:
         try:
             while True:
                 chunk = _read_chunk(response, written, remote.size)

@@ -15,13 +15,11 @@ import io
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from minimf import __version__
 from minimf.backend import get_backend, timing_environment
@@ -30,6 +28,7 @@ from minimf.experiments.journal import training_key
 from minimf.training import NETWORKS, RunConfig, build_network, data_for, prepare_data, validate
 from minimf.training.run import fit_config
 from minimf.files import atomic_write_bytes, atomic_write_json
+from minimf.progress import progress_bar
 from minimf.run_folder import latest_checkpoint
 
 NOT_CHECKED = "paper value not checked"
@@ -90,8 +89,8 @@ class Context:
         return self.epochs if self.epochs is not None else default
 
     def bar(self, total, desc):
-        """The progress bar over an experiment's runs (tqdm on stderr; off with --no-progress)."""
-        return tqdm(total=total, desc=desc, unit="run", disable=not self.progress, file=sys.stderr)
+        """The progress bar over an experiment's runs (on stderr; off with --no-progress)."""
+        return progress_bar(total=total, desc=desc, unit="run", enabled=self.progress)
 
 
 @dataclass

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from minimf import __version__
 from minimf.backend import make_rng, to_numpy
 from minimf.checkpoint import CheckpointError, restore_training_state, save, training_state
 from minimf.datasets.augment import augment_batch
 from minimf.files import atomic_write_json
+from minimf.progress import progress_bar
 from minimf.run_folder import remove_leftovers, write_checkpoint
 from minimf.training.curves import draw_run_curve, write_step_losses
 from minimf.training.records import evaluate
@@ -199,8 +199,8 @@ class EpochLoop:
         n = self.x.shape[0]
         order = self.net.xp.asarray(order_rng.permutation(n))
         starts = list(range(0, n, self.batch_size))
-        bar = tqdm(total=len(starts), initial=state.step, desc=f"epoch {state.epoch}", leave=False,
-                   disable=not self.progress, unit="batch")
+        bar = progress_bar(total=len(starts), initial=state.step, desc=f"epoch {state.epoch}", leave=False,
+                           enabled=self.progress, unit="batch")
 
         def batches(chunk):          # handed out one by one; none after a stop request
             for start in chunk:
