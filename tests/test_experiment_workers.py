@@ -52,6 +52,28 @@ def test_a_workers_failure_is_a_clear_error_that_keeps_the_rest(tmp_path, capsys
     assert Journal(tmp_path).count() == 1
 
 
+def test_the_progress_bar_counts_epochs(tmp_path, capsys):
+    """The bar over the workers counts epochs (a training of 20 epochs takes hours on a CPU), not trainings."""
+    ctx = Context(name="tune", scale=SCALES["tiny"], seeds=[0], journal=Journal(tmp_path), jobs=2, progress=True)
+    prefetch(ctx, [dict(algo="mf", hidden=[8], epochs=2, seed=0), dict(algo="mf", hidden=[8], epochs=1, seed=1)])
+    last_draw = capsys.readouterr().err.split("\r")[-1]
+    print(last_draw)
+    assert "tune, 2 trainings, 2 workers: 100%" in last_draw and "3/3 [" in last_draw and "epoch/s" in last_draw
+
+
+def test_epochs_done_reads_a_training_under_way(tmp_path):
+    journal, key = Journal(tmp_path), {"a training": 1}
+    assert journal.epochs_done(key, 5) == 0                      # not started
+    journal.partial(key).mkdir(parents=True)
+    metrics = journal.partial(key) / "metrics.json"
+    metrics.write_text('[{"epoch": 1}, {"epoch": 2}]')
+    assert journal.epochs_done(key, 5) == 2                      # two epochs finished, checkpointed
+    metrics.write_text('[{"epoch": 1}, {"ep')
+    assert journal.epochs_done(key, 5) == 0                      # unreadable: counted as none yet
+    journal.keep(key, [{"epoch": e} for e in range(1, 6)])
+    assert journal.epochs_done(key, 5) == 5                      # kept
+
+
 def test_workers_get_their_share_of_blas_threads_unless_told(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")

@@ -88,9 +88,10 @@ class Context:
         """--epochs if given, else the experiment's default for this scale."""
         return self.epochs if self.epochs is not None else default
 
-    def bar(self, total, desc):
-        """The progress bar over an experiment's runs (on stderr; off with --no-progress)."""
-        return progress_bar(total=total, desc=desc, unit="run", enabled=self.progress)
+    def bar(self, total, desc, unit="run", initial=0):
+        """The progress bar over an experiment's runs, or other ``unit``s (on stderr; off with
+        --no-progress), ``initial`` of them done already."""
+        return progress_bar(total=total, desc=desc, unit=unit, initial=initial, enabled=self.progress)
 
 
 @dataclass

@@ -103,3 +103,13 @@ class Journal:
     def count(self):
         """How many finished trainings are kept."""
         return len(list(self.folder.glob("*.json"))) if self.folder.is_dir() else 0
+
+    def epochs_done(self, key, epochs):
+        """How many of its ``epochs`` the training of ``key`` has finished: all once it is kept, else
+        as many as its partial folder's metrics.json records (0 before its first epoch ends)."""
+        if self.path(key).exists():
+            return epochs
+        try:
+            return len(json.loads((self.partial(key) / "metrics.json").read_text()))
+        except (OSError, ValueError, TypeError):      # not written yet, or being replaced: count none yet
+            return 0

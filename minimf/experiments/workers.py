@@ -44,22 +44,39 @@ def prefetch(ctx, plans):
     todo = [plan for plan in plans if not ctx.journal.path(key_of(ctx, plan)).exists()]
     if not todo:
         return
-    kept = ctx.journal.count()
     todo.sort(key=lambda plan: -plan.get("epochs", 1))   # the longest first: no worker waits long at the end
-    spawn = multiprocessing.get_context("spawn")        # a fresh interpreter: no BLAS threads forked
-    queue = spawn.Queue()
-    for plan in todo:
-        queue.put(plan)
+    epochs = [(key_of(ctx, plan), plan.get("epochs", 1)) for plan in todo]
     jobs = min(ctx.jobs, len(todo))
-    for _ in range(jobs):
-        queue.put(None)                                 # one "no more" for each worker
+    queue = plan_queue(todo, jobs)      # held until the workers end: a queue dropped here is gone for them too
+    workers = start_workers(ctx, queue, jobs)
+
+    def done():        # epochs finished, kept or under way: one training can take hours on a CPU
+        return sum(ctx.journal.epochs_done(key, n) for key, n in epochs)
+
+    with ctx.bar(sum(n for _, n in epochs), f"{ctx.name}, {len(todo)} trainings, {jobs} workers", "epoch",
+                 done()) as bar:
+        wait_for(workers, lambda: bar.update(done() - bar.n))
+
+
+SPAWN = multiprocessing.get_context("spawn")         # a fresh interpreter: no BLAS threads forked
+
+
+def plan_queue(plans, jobs):
+    """A queue for worker processes with the ``plans`` in order, then one None ("no more") per worker."""
+    queue = SPAWN.Queue()
+    for plan in [*plans, *[None] * jobs]:
+        queue.put(plan)
+    return queue
+
+
+def start_workers(ctx, queue, jobs):
+    """Start ``jobs`` worker processes that train the plans of ``queue``; return them."""
     worker_ctx = replace(ctx, progress=False)
     with blas_threads(max(1, (os.cpu_count() or 1) // ctx.jobs)):
-        workers = [spawn.Process(target=work, args=(worker_ctx, queue), daemon=True) for _ in range(jobs)]
+        workers = [SPAWN.Process(target=work, args=(worker_ctx, queue), daemon=True) for _ in range(jobs)]
         for worker in workers:
             worker.start()
-    with ctx.bar(len(todo), f"{ctx.name}, {jobs} workers") as bar:
-        wait_for(workers, lambda: bar.update(ctx.journal.count() - kept - bar.n))
+    return workers
 
 
 def key_of(ctx, plan):
