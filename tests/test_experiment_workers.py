@@ -2,11 +2,14 @@
 the one the same command writes with one job; the trainings are done by the workers (the experiment's
 own loop only reads them back); a stop of the experiment stops its workers and --resume continues; a
 worker's failure is a clear error that keeps what was finished."""
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,8 +60,8 @@ def test_the_progress_bar_counts_epochs(tmp_path, capsys):
     ctx = Context(name="tune", scale=SCALES["tiny"], seeds=[0], journal=Journal(tmp_path), jobs=2, progress=True)
     prefetch(ctx, [dict(algo="mf", hidden=[8], epochs=2, seed=0), dict(algo="mf", hidden=[8], epochs=1, seed=1)])
     last_draw = capsys.readouterr().err.split("\r")[-1]
-    print(last_draw)
-    assert "tune, 2 trainings, 2 workers: 100%" in last_draw and "3/3 [" in last_draw and "epoch/s" in last_draw
+    assert "tune, 2 trainings, 2 workers: 100%" in last_draw
+    assert re.search(r"3/3 \[.*(epoch/s|s/epoch)\]", last_draw), last_draw      # epochs (2 + 1), not trainings
 
 
 def test_epochs_done_reads_a_training_under_way(tmp_path):
@@ -101,3 +104,51 @@ def test_a_sigterm_to_the_experiment_stops_its_workers(tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "minimf.experiments", "mixer", "--resume", str(out),
                               "--no-progress", "--jobs", "2"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
+
+
+KILLED_PARENT = """
+import sys
+from minimf.experiments.common import SCALES, Context
+from minimf.experiments.journal import Journal
+from minimf.experiments.workers import prefetch
+ctx = Context(name="tune", scale=SCALES["tiny"], seeds=[0], journal=Journal(sys.argv[1]), jobs=2, progress=False)
+prefetch(ctx, [dict(algo="mf", hidden=[8], epochs=10 ** 6, seed=seed) for seed in (0, 1)])
+"""
+
+
+def workers_of(pid):
+    """The worker processes (multiprocessing's spawn_main) that process ``pid`` started."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(child) for child in found if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def running(pid):
+    """True while ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_when_the_experiment_is_killed_outright(tmp_path):
+    """SIGKILL gives the experiment no chance to stop its workers: they must notice and stop themselves,
+    not train on alone (must fail without workers.stop_with_parent: they are still running a minute on)."""
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(tmp_path)], env=process_env())
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("partial/*/metrics.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)                                        # both workers are training
+        workers = workers_of(parent.pid)
+        assert len(workers) == 2
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(running, workers)), "workers trained on after the experiment was killed"
+        assert len(list(tmp_path.glob("partial/*/checkpoints/epoch-*"))) >= 2    # each stopped with one
+    finally:
+        for pid in [parent.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -15,13 +15,17 @@ experiment's code stays the sequential reference, and the report is the same eit
 depends only on its settings and seed (tests/test_experiment_workers.py compares the two).
 
 A stop reaches the workers too: Ctrl-C and a scheduler's SIGTERM go to every process of the job, and
-a signal to the experiment alone is passed on to its workers. The trainings finished so far are in the
-journal, those under way have a checkpoint of their last finished epoch, and ``--resume`` continues.
+a signal to the experiment alone is passed on to its workers; workers whose experiment was killed
+outright (SIGKILL) stop by themselves. The trainings finished so far are in the journal, those under
+way have a checkpoint of their last finished epoch or step, and ``--resume`` continues.
 """
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
+import threading
 from dataclasses import replace
 
 from minimf.experiments.common import run_config, train_history
@@ -118,10 +122,25 @@ def work(ctx, queue):
     by ``train_history``). Exits with EXIT_INTERRUPTED's status when a signal stops it."""
     try:
         with sigterm_stops():
+            stop_with_parent()
             while (plan := queue.get()) is not None:
                 train_history(ctx, **plan)
     except (Interrupted, KeyboardInterrupt) as stop:
         sys.exit(EXIT_INTERRUPTED[getattr(stop, "signal_name", "SIGINT")])
+
+
+def stop_with_parent():
+    """Send this worker a SIGTERM when the process that started it ends. An experiment that ends in
+    order stops its workers itself, but one killed outright (SIGKILL, the out-of-memory killer) cannot:
+    its workers would train on alone, unseen, and collide with a ``--resume``. So a thread waits on
+    the parent, and the SIGTERM stops the worker at the end of its step, with a checkpoint."""
+    parent = multiprocessing.parent_process()
+
+    def watch():
+        multiprocessing.connection.wait([parent.sentinel])       # readable once the parent has ended
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 @contextlib.contextmanager
