@@ -37,6 +37,7 @@ def test_two_jobs_write_the_report_of_one(argv, tmp_path, monkeypatch):
     assert main(argv + ["--out", str(two), "--no-progress", "--jobs", "2"]) == 0
     assert report_numbers(two) == report_numbers(one)
     assert Journal(two).count() == Journal(one).count()
+    assert "Resumed" not in (two / "results.md").read_text()      # the workers' trainings are this run's
 
 
 def test_one_job_trains_in_the_experiments_own_process(tmp_path, monkeypatch):

@@ -209,17 +209,18 @@ def check_still_free(out, resumed):
 def run_experiment(ctx, out, settings, resumed):
     """Record ``settings`` (a new experiment), run it with its journal and write its report; a stop
     by Ctrl-C or SIGTERM keeps the finished trainings and says how to continue."""
+    kept_before = ctx.journal.count()          # finished by an earlier, stopped run of this command
     if resumed:
-        print(f"resuming {ctx.name} in {out}: {ctx.journal.count()} finished trainings are kept", file=sys.stderr)
+        print(f"resuming {ctx.name} in {out}: {kept_before} finished trainings are kept", file=sys.stderr)
     else:
         atomic_write_json(out / SETTINGS_FILE, {"command": ctx.command, "settings": settings})
     start = time.perf_counter()
     try:
         with sigterm_stops():
             report = EXPERIMENTS[ctx.name](ctx)
-        if ctx.journal.recalled:
-            report.notes.append(f"Resumed: {ctx.journal.recalled} trainings were read back from an earlier, "
-                                f"stopped run of this command ({out / 'runs'}); the wall time counts this run only.")
+        if kept_before:
+            report.notes.append(f"Resumed: {kept_before} trainings were read back from an earlier, stopped run "
+                                f"of this command ({out / 'runs'}); the wall time counts this run only.")
     except (DatasetError, JournalError, WorkerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -68,7 +68,6 @@ class Journal:
 
     def __init__(self, folder):
         self.folder = Path(folder) / RUNS
-        self.recalled = 0      # trainings read back rather than trained, in this process
 
     def path(self, key):
         return self.folder / f"{digest(key)}.json"
@@ -85,7 +84,6 @@ class Journal:
         if not isinstance(kept, dict) or kept.get("key") != key or not isinstance(kept.get("history"), list):
             raise JournalError(f"{path} is not the record of the training it is named after; move it away to "
                                "train that run again")
-        self.recalled += 1
         return kept["history"]
 
     def keep(self, key, history):
