@@ -3,6 +3,7 @@ the one the same command writes with one job; the trainings are done by the work
 own loop only reads them back); a stop of the experiment stops its workers and --resume continues; a
 worker's failure is a clear error that keeps what was finished."""
 import contextlib
+import inspect
 import os
 import re
 import signal
@@ -14,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from experiment_helpers import process_env, report_numbers
-from minimf.experiments import common
+from minimf.experiments import EXPERIMENTS, common
 from minimf.experiments.__main__ import main
 from minimf.experiments.common import SCALES, Context
 from minimf.experiments.journal import Journal
-from minimf.experiments.workers import WorkerError, blas_threads, prefetch
+from minimf.experiments.workers import SIDE_BY_SIDE, WorkerError, blas_threads, prefetch
 
 
 
@@ -76,6 +77,22 @@ def test_epochs_done_reads_a_training_under_way(tmp_path):
     assert journal.epochs_done(key, 5) == 0                      # unreadable: counted as none yet
     journal.keep(key, [{"epoch": e} for e in range(1, 6)])
     assert journal.epochs_done(key, 5) == 5                      # kept
+
+
+def test_jobs_is_refused_where_trainings_run_one_after_another(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mlp", "--tiny", "--jobs", "2", "--out", str(tmp_path / "mlp")])
+    assert exit_info.value.code == 2 and "--jobs is an option of tune, mixer, decomposition" in capsys.readouterr().err
+    assert not (tmp_path / "mlp").exists()
+    assert main(["prediction", "--tiny", "--jobs", "1", "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+
+
+def test_side_by_side_names_the_experiments_that_prefetch():
+    """SIDE_BY_SIDE, which --jobs is checked against, is the list of experiments whose module names its
+    trainings for the workers (an experiment that starts to prefetch must be added to it)."""
+    prefetching = {name for name, run in EXPERIMENTS.items()
+                   if "prefetch(" in inspect.getsource(inspect.getmodule(run))}
+    assert prefetching == set(SIDE_BY_SIDE)
 
 
 def test_workers_get_their_share_of_blas_threads_unless_told(monkeypatch):

@@ -27,7 +27,7 @@ from minimf.datasets import DatasetError
 from minimf.experiments import EXPERIMENTS
 from minimf.experiments.common import SCALES, Context, algorithms, write_report
 from minimf.experiments.journal import SETTINGS_FILE, Journal, JournalError
-from minimf.experiments.workers import WorkerError
+from minimf.experiments.workers import SIDE_BY_SIDE, WorkerError
 from minimf.files import atomic_write_json
 from minimf.run_folder import RunFolderError, RunLock
 from minimf.training.loop import EXIT_INTERRUPTED, Interrupted, sigterm_stops
@@ -168,6 +168,8 @@ def main(argv=None):
         parser.error(f"--rules must be different from one another, got {' '.join(args.rules)}")
     if args.name != "tune" and (args.trials or args.rules):
         parser.error("--trials and --rules are options of tune")
+    if args.jobs > 1 and args.name not in SIDE_BY_SIDE:
+        parser.error(f"--jobs is an option of {', '.join(SIDE_BY_SIDE)}; {args.name} trains one run after another")
     tiny = args.tiny or os.environ.get(TINY_ENV) == "1"
     if tiny and args.quick:
         parser.error("--quick and the tiny setting exclude each other")

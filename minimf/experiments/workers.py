@@ -33,6 +33,7 @@ from minimf.experiments.journal import training_key
 from minimf.training.loop import EXIT_INTERRUPTED, Interrupted, sigterm_stops
 
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+SIDE_BY_SIDE = ("tune", "mixer", "decomposition")     # the experiments that name their trainings (prefetch)
 
 
 class WorkerError(RuntimeError):
