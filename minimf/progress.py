@@ -21,6 +21,8 @@ def redraw_seconds(stream):
 
 def progress_bar(*, enabled=True, stream=None, **options):
     """A tqdm bar on ``stream`` (the standard error by default), off when not ``enabled``; ``options``
-    are tqdm's (total, desc, unit, ...)."""
+    are tqdm's (total, desc, unit, ...). tqdm's monitor thread also redraws a busy bar every
+    ``maxinterval`` seconds (10 by default), so that is held to the same least time."""
     stream = sys.stderr if stream is None else stream
-    return tqdm(file=stream, disable=not enabled, mininterval=redraw_seconds(stream), **options)
+    seconds = redraw_seconds(stream)
+    return tqdm(file=stream, disable=not enabled, mininterval=seconds, maxinterval=max(seconds, 10.0), **options)

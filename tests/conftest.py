@@ -94,18 +94,23 @@ def signal_after(monkeypatch):
     import signal
 
     import minimf.training.loop as loop_module
-    real_tqdm = loop_module.tqdm
+    real_progress_bar = loop_module.progress_bar
     armed = {"left": None, "signum": signal.SIGINT}
 
-    class CountingBar(real_tqdm):
-        def update(self, n=1):
-            super().update(n)
+    def counting_bar(**options):              # the loop's bar, whose update also counts the batches
+        bar = real_progress_bar(**options)
+        real_update = bar.update
+
+        def update(n=1):
+            real_update(n)
             if armed["left"] is not None:
                 armed["left"] -= n
                 if armed["left"] == 0:
                     signal.raise_signal(armed["signum"])
+        bar.update = update
+        return bar
 
-    monkeypatch.setattr(loop_module, "tqdm", CountingBar)
+    monkeypatch.setattr(loop_module, "progress_bar", counting_bar)
 
     def arm(k, signum=signal.SIGINT):
         armed.update(left=k, signum=signum)

@@ -137,7 +137,12 @@ prefetch(ctx, [dict(algo="mf", hidden=[8], epochs=10 ** 6, seed=seed) for seed i
 def workers_of(pid):
     """The worker processes (multiprocessing's spawn_main) that process ``pid`` started."""
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(child) for child in found if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    workers = []
+    for child in found:
+        with contextlib.suppress(FileNotFoundError):              # a child that has just ended
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(int(child))
+    return workers
 
 
 def running(pid):
@@ -150,13 +155,18 @@ def running(pid):
 
 def test_workers_stop_when_the_experiment_is_killed_outright(tmp_path):
     """SIGKILL gives the experiment no chance to stop its workers: they must notice and stop themselves,
-    not train on alone (must fail without workers.stop_with_parent: they are still running a minute on)."""
-    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(tmp_path)], env=process_env())
+    not train on alone (must fail without workers.stop_with_parent: they are still running a minute on),
+    and each stops as a SIGTERM stops a training: at the end of its step, saying so."""
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as err:               # the workers keep writing here after the parent has gone
+        parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(tmp_path / "experiment")],
+                                  env=process_env(), stderr=err)
     workers = []
     try:
         deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("partial/*/metrics.json"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)                                        # both workers are training
+        while len(list(tmp_path.glob("experiment/partial/*/metrics.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(list(tmp_path.glob("experiment/partial/*/metrics.json"))) == 2, "both workers are training"
         workers = workers_of(parent.pid)
         assert len(workers) == 2
         parent.kill()
@@ -165,7 +175,7 @@ def test_workers_stop_when_the_experiment_is_killed_outright(tmp_path):
         while any(map(running, workers)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(map(running, workers)), "workers trained on after the experiment was killed"
-        assert len(list(tmp_path.glob("partial/*/checkpoints/epoch-*"))) >= 2    # each stopped with one
+        assert stderr.read_text().count("SIGTERM: stopping after the current step") == 2, stderr.read_text()
     finally:
         for pid in [parent.pid, *workers]:
             with contextlib.suppress(ProcessLookupError):

@@ -27,6 +27,13 @@ def test_a_log_file_gets_a_line_a_minute():
     assert draws <= 60 + 2          # the first, one a minute, the last
 
 
+def test_the_monitor_thread_keeps_to_a_minute_too():
+    """tqdm's monitor thread redraws a busy bar after ``maxinterval`` seconds whatever ``mininterval``
+    says (a real-time effect, not seen with the fake clock above)."""
+    with progress_bar(stream=io.StringIO(), total=1) as bar:
+        assert bar.maxinterval >= LOG_SECONDS and bar.mininterval == LOG_SECONDS
+
+
 def test_a_terminal_redraws_every_update():
     assert redraws_over_an_hour(Terminal()) >= 3600
     assert redraw_seconds(Terminal()) == TERMINAL_SECONDS

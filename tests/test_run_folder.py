@@ -24,6 +24,7 @@ from minimf.nn.optim import SGD, Adam
 from minimf.run_folder import LOCK, RunLock, checkpoint_folders
 from minimf.train import main
 from minimf.training import TrainingDiverged
+from minimf.training.loop import StopRequest
 
 SMALL = ["--train-subset", "300", "--test-subset", "100", "--batch-size", "50", "--epochs", "2", "--no-progress",
          "--hidden", "16", "--lr-schedule", "constant"]
@@ -313,6 +314,22 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path, capsys, mon
     assert main(SMALL + ["--out", str(tmp_path / "x")]) == 130
     err = capsys.readouterr().err
     assert "stopped at once" in err and "Traceback" not in err
+
+
+def test_a_further_sigterm_leaves_the_stop_at_the_step_a_second_ctrl_c_does_not():
+    """A scheduler may repeat SIGTERM, and an experiment passes its stop on to workers that had it
+    already: the stop at the end of the step goes on (must fail if any second signal stops at once)."""
+    with StopRequest() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pytest.fail("a second SIGTERM stopped the training at once, in the middle of its step")
+        assert stop.requested == "SIGTERM"
+    with StopRequest() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
 
 
 # --- 9. a state loads strictly ----------------------------------------------------------------------

@@ -109,5 +109,5 @@ class Journal:
             return epochs
         try:
             return len(json.loads((self.partial(key) / "metrics.json").read_text()))
-        except (OSError, ValueError, TypeError):      # not written yet, or being replaced: count none yet
-            return 0
+        except (OSError, ValueError, TypeError):      # not written yet, or kept and removed meanwhile
+            return epochs if self.path(key).exists() else 0

@@ -61,6 +61,7 @@ def prefetch(ctx, plans):
     with ctx.bar(sum(n for _, n in epochs), f"{ctx.name}, {len(todo)} trainings, {jobs} workers", "epoch",
                  done()) as bar:
         wait_for(workers, lambda: bar.update(done() - bar.n))
+        bar.update(done() - bar.n)
 
 
 SPAWN = multiprocessing.get_context("spawn")         # a fresh interpreter: no BLAS threads forked
@@ -93,8 +94,8 @@ def key_of(ctx, plan):
 
 def wait_for(workers, every_second):
     """Wait until every worker has stopped, calling ``every_second()`` meanwhile (the progress bar). A stop
-    of this process (Ctrl-C, SIGTERM) is passed on to the workers (SIGTERM: the end of the step, or at
-    once for a worker that had the signal already). Raises Interrupted if a signal stopped a worker,
+    of this process (Ctrl-C, SIGTERM) is passed on to the workers as a SIGTERM, which stops each at the
+    end of its step (a worker that had the signal already goes on stopping there). Raises Interrupted if a signal stopped a worker,
     WorkerError if one failed."""
     try:
         for worker in workers:

@@ -79,8 +79,10 @@ def sigterm_stops():
 class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM during training sets ``requested``: no further batch is handed out,
     the steps already handed out finish (the pipeline drains), and the run stops at a step boundary,
-    where its state is whole. A second Ctrl-C stops at once. Only the main thread can take signals;
-    elsewhere this does nothing."""
+    where its state is whole. A second Ctrl-C stops at once; a further SIGTERM changes nothing (a
+    scheduler may repeat it, an experiment passes its stop on to workers that had it already: the
+    stop under way still ends with its checkpoint). Only the main thread can take signals; elsewhere
+    this does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -100,7 +102,9 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt        # Ctrl-C again: at once
+            return
         self.requested = signal.Signals(signum).name
         cause = "" if signum == signal.SIGINT else f"{self.requested}: "
         print(f"\n{cause}stopping after the current step (Ctrl-C again to stop at once)", file=sys.stderr)
