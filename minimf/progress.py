@@ -25,4 +25,5 @@ def progress_bar(*, enabled=True, stream=None, **options):
     ``maxinterval`` seconds (10 by default), so that is held to the same least time."""
     stream = sys.stderr if stream is None else stream
     seconds = redraw_seconds(stream)
-    return tqdm(file=stream, disable=not enabled, mininterval=seconds, maxinterval=max(seconds, 10.0), **options)
+    return tqdm(file=stream, disable=not enabled, mininterval=seconds, maxinterval=max(seconds, 10.0),
+                **options)

@@ -95,8 +95,8 @@ def key_of(ctx, plan):
 def wait_for(workers, every_second):
     """Wait until every worker has stopped, calling ``every_second()`` meanwhile (the progress bar). A stop
     of this process (Ctrl-C, SIGTERM) is passed on to the workers as a SIGTERM, which stops each at the
-    end of its step (a worker that had the signal already goes on stopping there). Raises Interrupted if a signal stopped a worker,
-    WorkerError if one failed."""
+    end of its step (a worker that had the signal already goes on stopping there). Raises Interrupted
+    if a signal stopped a worker, WorkerError if one failed."""
     try:
         for worker in workers:
             while worker.is_alive():
