@@ -6,9 +6,9 @@ backpropagation's memory"); and the 2 x 1000 MLP, where the advantage vanishes.
     python benchmarks/mixer_memory.py --depths 2 4 --width 64 --batch-size 32   # a quick look
     python benchmarks/mixer_memory.py --backend cupy                   # GPU memory, CuPy's pool
 
-What is measured, for each network built fresh (minimf/experiments/measure.py's ``mixer_step_memory``,
-shared with ``python -m minimf.experiments mixer``, and its meters: tracemalloc on NumPy, a hook on
-CuPy's memory pool on CuPy):
+What is measured, for each network built fresh (minimf/experiments/measure.py's ``mixer_step_memory``
+and ``mlp_step_memory``, shared with ``python -m minimf.experiments mixer``, and its meters: tracemalloc
+on NumPy, a hook on CuPy's memory pool on CuPy):
 
 * resident: what stays allocated between steps, i.e. the parameters and the optimiser's state
   (Adam's m and v; on NumPy also one scratch array per parameter, minimf/nn/optim.py), counted after
@@ -28,10 +28,11 @@ Why the ratio is what it is: what each rule keeps alive
 -------------------------------------------------------
 Both rules keep the same parameters (MF adds a K x D projection per block, BP one K x D head) and the
 same optimiser state, so the resident part is about the same for both; the difference is all in the
-step. One block's cache (minimf/nn/mixer.py) is, in numbers, about
+step. One block's cache (minimf/nn/mixer.py's ``block_cache_numbers``) is, in numbers,
 
-    3 N S D  +  3 N D H_t  +  3 N S H_c        (two normalised copies and the token MLP's transposed
-                                                input; GELU's z and s and the hidden h of each MLP)
+    4 N S D  +  3 N D H_t  +  3 N S H_c  +  2 N S     (two normalised copies and each MLP's input;
+                                                       GELU's z and s and the hidden h of each MLP;
+                                                       two 1/sqrt(var + eps) per patch)
 
 (61 MiB in float32 for N 128, S 49, D 128, H_t 64, H_c 512). BP's backward pass needs the cache of
 EVERY block: the forward pass keeps all L of them until the backward pass comes back down, and
@@ -57,11 +58,9 @@ import sys
 
 import numpy as np
 
-from minimf import BackpropNet, MonoForwardNet
 from minimf.argtypes import positive_int
 from minimf.backend import BACKENDS, BackendError, get_backend
-from minimf.experiments.measure import (MIB, TracemallocMeter, measure_pair, memory_meter, mixer_step_memory,
-                                        random_batch)
+from minimf.experiments.measure import MIB, TracemallocMeter, memory_meter, mixer_step_memory, mlp_step_memory
 
 IMAGES = {"pathmnist": ((3, 28, 28), 9), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
 DEFAULT_DEPTHS = [2, 4, 8, 16]
@@ -138,10 +137,7 @@ def main(argv=None):
             print()
             print(f"  the 2 x 1000 MLP ({'-'.join(map(str, MLP_SIZES))}, MNIST's 784 inputs, 10 classes), "
                   f"same batch size:")
-            xm, ym = random_batch(args.batch_size, (MLP_SIZES[0],), 10, SEED, xp)
-            mlp = dict(sizes=MLP_SIZES, num_classes=10, backend=args.backend, seed=SEED, lr=LR)
-            result = measure_pair(lambda: MonoForwardNet(**mlp), lambda: BackpropNet(**mlp), xm, ym, meter)
-            print(row("MLP", result))
+            print(row("MLP", mlp_step_memory(xp, MLP_SIZES, 10, args.batch_size, meter, seed=SEED, lr=LR)))
         print()
         print(f"MF v2's claim: MF needs {CLAIM:.0%} of BP's memory on MLP-Mixers (PathMNIST; its Mixer's size, "
               f"batch and\n  meter could not be read). Here, total MF/BP: "

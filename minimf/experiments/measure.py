@@ -15,9 +15,9 @@ A *meter* counts the bytes allocated while it runs:
 ``step_peak_bytes`` is the peak during ONE ``train_step``, on top of what existed before it (parameters,
 optimiser state after a warm-up step, the batch). ``resident_and_step_peak`` adds what stays allocated between steps
 (parameters and optimiser state): the two together are the allocator's peak of a step, and
-``mixer_step_memory`` measures them for MF and BP MLP-Mixers of several depths (benchmarks/mixer_memory.py
-and ``python -m minimf.experiments mixer``). ``step_trace`` follows a fresh network over its first
-steps, ``mf_layer_trace`` looks inside one MF step, layer by layer.
+``mixer_step_memory`` measures them for MF and BP MLP-Mixers of several depths, ``mlp_step_memory`` for
+an MLP (benchmarks/mixer_memory.py and ``python -m minimf.experiments mixer``). ``step_trace`` follows a
+fresh network over its first steps, ``mf_layer_trace`` looks inside one MF step, layer by layer.
 
 Time
 ----
@@ -189,6 +189,15 @@ def mixer_step_memory(xp, input_shape, num_classes, depths, sizes, batch_size, m
         results[depth] = measure_pair(lambda: MonoForwardMixer(depth=depth, **common),
                                       lambda: BackpropMixer(depth=depth, **common), x, y, meter)
     return results
+
+
+def mlp_step_memory(xp, sizes, num_classes, batch_size, meter, seed=0, lr=1e-3):
+    """The memory of one training step of an MF and a BP MLP of ``sizes`` (e.g. [784, 1000, 1000], the
+    2 x 1000 MLP) on one random batch of ``batch_size`` examples: measure_pair's result. Beside a
+    Mixer's, it shows where MF's advantage vanishes: the parameters dominate. The meter must be running."""
+    common = dict(sizes=list(sizes), num_classes=num_classes, backend=backend_name(xp), seed=seed, lr=lr)
+    x, y = random_batch(batch_size, (sizes[0],), num_classes, seed, xp)
+    return measure_pair(lambda: MonoForwardNet(**common), lambda: BackpropNet(**common), x, y, meter)
 
 
 def step_trace(make_net, x, y, steps, meter):

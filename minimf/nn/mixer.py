@@ -206,7 +206,10 @@ def gelu_backward(dh, cache):
     """(MX-10) dz = dh * (s + z s (1 - s) 2k (1 + 3a z^2)).
 
     dh: the shape of z. Returns dz, a new array (dh and the cache are only read). On NumPy in
-    cache-sized pieces (``host_pieces``), on CuPy in one piece, the whole array."""
+    cache-sized pieces (``host_pieces``), on CuPy in one piece, the whole array. Where z^3 overflows
+    (|z| above about 1e13 in float32) dv/dz is infinite and s (1 - s) zero, so dz is NaN: activations
+    that large mean training has diverged, and the training loop stops on the parameters that are no
+    longer finite (minimf/training/loop.py's ``TrainingDiverged``)."""
     z, s = cache
     xp = get_array_module(z)
     dz = xp.empty_like(z)
@@ -242,7 +245,8 @@ def mlp_forward(x, W1, b1, W2, b2):
 
 
 def mlp_backward(dout, cache, input_grad=True):
-    """dout: (..., D) -> dx (None without ``input_grad``), dW1, db1, dW2, db2."""
+    """dout: (..., D) -> dx: (..., D) (None without ``input_grad``), dW1: (D, H), db1: (H,), dW2: (H, D),
+    db2: (D,) (the biases' None where the forward had none)."""
     cache1, gelu_cache, cache2 = cache
     dh, dW2, db2 = dense_nd_backward(dout, cache2)
     dz = gelu_backward(dh, gelu_cache)
@@ -262,19 +266,22 @@ def token_mixing_forward(u, W1, b1, W2, b2):
 
 
 def token_mixing_backward(dt, cache, input_grad=True):
-    """dt: (N, S, D) -> du: (N, S, D) (None without ``input_grad``), dW1, db1, dW2, db2."""
+    """dt: (N, S, D) -> du: (N, S, D) (None without ``input_grad``), dW1: (S, H_t), db1: (H_t,),
+    dW2: (H_t, S), db2: (S,) (None for a missing bias)."""
     xp = get_array_module(dt)
     dut, dW1, db1, dW2, db2 = mlp_backward(xp.ascontiguousarray(dt.transpose(0, 2, 1)), cache, input_grad)
     return (None if dut is None else dut.transpose(0, 2, 1)), dW1, db1, dW2, db2
 
 
 def channel_mixing_forward(v, W1, b1, W2, b2):
-    """(MX-3) MLP(v) over the D channels of every patch. v: (N, S, D), W1: (D, H_c), W2: (H_c, D)."""
+    """(MX-3) MLP(v) over the D channels of every patch. v: (N, S, D)  W1: (D, H_c)  b1: (H_c,) or None
+    W2: (H_c, D)  b2: (D,) or None. Returns c: (N, S, D) and the cache."""
     return mlp_forward(v, W1, b1, W2, b2)
 
 
 def channel_mixing_backward(dc, cache, input_grad=True):
-    """dc: (N, S, D) -> dv (None without ``input_grad``), dW1, db1, dW2, db2."""
+    """dc: (N, S, D) -> dv: (N, S, D) (None without ``input_grad``), dW1: (D, H_c), db1: (H_c,),
+    dW2: (H_c, D), db2: (D,) (None for a missing bias)."""
     return mlp_backward(dc, cache, input_grad)
 
 
@@ -285,9 +292,9 @@ def mixer_block_forward(x, p):
 
     x: (N, S, D). ln1_g, ln1_b, ln2_g, ln2_b: (D,); tok_W1 (S, H_t), tok_b1 (H_t,), tok_W2 (H_t, S),
     tok_b2 (S,); ch_W1 (D, H_c), ch_b1 (H_c,), ch_W2 (H_c, D), ch_b2 (D,) (the biases may be None).
-    Returns y: (N, S, D) and the cache. The cache holds what the backward needs: per block two
-    normalised copies of x, the token MLP's (N, D, S) input and its (N, D, H_t) hidden arrays, the
-    channel MLP's (N, S, H_c) ones."""
+    Returns y: (N, S, D) and the cache: what the backward needs, ``block_cache_numbers`` numbers in
+    all (the two normalised x^, the token MLP's (N, D, S) input and its three (N, D, H_t) arrays, the
+    channel MLP's (N, S, D) input and its three (N, S, H_c) arrays, the two 1/sqrt(var + eps))."""
     u, ln1_cache = layer_norm_forward(x, p["ln1_g"], p["ln1_b"])
     t, tok_cache = token_mixing_forward(u, p["tok_W1"], p["tok_b1"], p["tok_W2"], p["tok_b2"])
     x1 = x + t                                             # (MX-2) the token-mixing residual
@@ -295,6 +302,20 @@ def mixer_block_forward(x, p):
     c, ch_cache = channel_mixing_forward(v, p["ch_W1"], p["ch_b1"], p["ch_W2"], p["ch_b2"])
     x1 += c                                                # (MX-3) the channel-mixing residual
     return x1, (ln1_cache, tok_cache, ln2_cache, ch_cache)
+
+
+def block_cache_numbers(N, S, D, token_hidden, channel_hidden):
+    """How many numbers one block's cache holds (``mixer_block_forward``), the arrays BP keeps alive
+    for every block until its backward pass and MF for one block at a time::
+
+        4 N S D          LN_1's and LN_2's x^ (MX-7), the token MLP's transposed input T(LN_1(X)),
+                         the channel MLP's input LN_2(U)
+      + 3 N D H_t        the token MLP's z = v W_1 + b_1, s = sigmoid(2k(z + a z^3)) and h = gelu(z)
+      + 3 N S H_c        the channel MLP's z, s and h
+      + 2 N S            LN_1's and LN_2's 1/sqrt(var + eps), one per patch
+
+    Times 4 bytes in float32."""
+    return 4 * N * S * D + 3 * N * D * token_hidden + 3 * N * S * channel_hidden + 2 * N * S
 
 
 def mixer_block_backward(dy, cache, input_grad=True):
@@ -349,10 +370,14 @@ def mixer_head_backward(dscores, cache):
 # --- parameters ---------------------------------------------------------------------------------------
 
 def init_block(rng, patches, width, token_hidden, channel_hidden, xp, dtype="float32", bias=True):
-    """A Mixer block's parameters, keyed by BLOCK_PARAMS: LN scales 1 and shifts 0 (they are learned,
-    also with ``bias=False``, which drops the dense maps' biases only); the four dense maps as
-    PyTorch's ``nn.Linear`` (W, b uniform in +-1/sqrt(fan_in), ``init_dense``), drawn in the order
-    token W1, token W2, channel W1, channel W2."""
+    """A Mixer block's parameters, keyed by BLOCK_PARAMS, with S = ``patches``, D = ``width``, H_t =
+    ``token_hidden``, H_c = ``channel_hidden``: ln1_g, ln1_b, ln2_g, ln2_b: (D,); tok_W1 (S, H_t), tok_b1
+    (H_t,), tok_W2 (H_t, S), tok_b2 (S,); ch_W1 (D, H_c), ch_b1 (H_c,), ch_W2 (H_c, D), ch_b2 (D,) (the
+    biases None with ``bias=False``).
+
+    LN scales 1 and shifts 0 (they are learned, also with ``bias=False``, which drops the dense maps'
+    biases only); the four dense maps as PyTorch's ``nn.Linear`` (W, b uniform in +-1/sqrt(fan_in),
+    ``init_dense``), drawn in the order token W1, token W2, channel W1, channel W2."""
     tok_W1, tok_b1 = init_dense(rng, patches, token_hidden, xp, dtype, bias)
     tok_W2, tok_b2 = init_dense(rng, token_hidden, patches, xp, dtype, bias)
     ch_W1, ch_b1 = init_dense(rng, width, channel_hidden, xp, dtype, bias)
@@ -377,7 +402,8 @@ class PatchEmbedding:
 
 
 class MixerBlock:
-    """The parameters of one Mixer block (``init_block``) in the dict ``params``, keyed by BLOCK_PARAMS."""
+    """The parameters of one Mixer block (``init_block``, which gives their shapes) in the dict
+    ``params``, keyed by BLOCK_PARAMS."""
 
     def __init__(self, patches, width, token_hidden, channel_hidden, rng, xp, dtype="float32", bias=True):
         self.arrays = init_block(rng, patches, width, token_hidden, channel_hidden, xp, dtype, bias)

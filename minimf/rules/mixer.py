@@ -138,7 +138,8 @@ class BackpropMixer(MixerSizes, BackpropModel):
         return scores, (embed_cache, block_caches, head_cache)
 
     def loss_and_gradients(self, x, y):
-        """The batch loss (0-d array) and one gradient dict per layer (embedding, blocks, head)."""
+        """The batch loss (0-d array) and one gradient dict per layer (embedding, blocks, head), each
+        keyed and shaped like that layer's ``params``. x: (N, C, H, W), y: (N,)."""
         scores, (embed_cache, block_caches, head_cache) = self.forward(x)
         loss, d_scores = softmax_cross_entropy(scores, y)
         dX, dW, db = mixer_head_backward(d_scores, head_cache)

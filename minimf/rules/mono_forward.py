@@ -263,8 +263,9 @@ class MonoForwardModel(Network):
     OPTIONS = ()                    # constructor options beyond the common ones (minimf/training/registry.py)
 
     def local_gradients(self, x, y):
-        """Gradients of each layer's mean local loss on this batch: one dict per layer with
-        keys "W", "b", "M". No parameter changes. x: (N, *input_shape), y: (N,)."""
+        """Gradients of each layer's mean local loss on this batch: one dict per layer, keyed like
+        that layer's ``params`` ("W", "b", "M" for a dense layer). No parameter changes.
+        x: (N, *input_shape), y: (N,)."""
         x, y = self.check_batch(x, y)
         return self.loss_and_gradients(x, y)[1]
 
