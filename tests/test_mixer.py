@@ -12,7 +12,7 @@ Then the networks: MF's local gradient of every parameter of every block against
 differences of that block's own loss; the gradient stopping at the block input (block 1's update
 is the gradient of L_1 alone, though L_2 depends on block 1; a check against the gradient of
 L_1 + L_2 fails); BP's gradients of the whole network; a few training steps lower the losses on both
-backends with no host sync in a step; the threaded pipeline, the batch split and (slow) the Ray
+backends with no host sync in a step; the threaded pipeline, the batch split and the Ray
 actors give the sequential run's parameters; saving; MNIST with 4 x 4 patches and CIFAR-10's shape.
 """
 import math
@@ -617,8 +617,8 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path, cls):
         np.testing.assert_array_equal(b, a, err_msg=label)
 
 
-@pytest.mark.slow
 def test_ray_actors_train_as_the_sequential_run(ray_cluster):
+    """Each block an actor on the session's local Ray instance: the sequential run's numbers, bit for bit."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from minimf.parallel.ray_pipeline import RayPipeline
     batches = make_batches(SHAPE, 4, 6, classes=CLASSES)
