@@ -40,9 +40,11 @@ minimf's BP also computes every block's gradient before stepping (a parameter-si
 block by block inside the forward pass (minimf/rules/mixer.py): block i computes its cache, its local
 loss and gradients, updates itself, and hands only its output X_i (N S D) on; its cache can go before
 block i+1 starts. So MF's step holds ONE block's cache (and at most two blocks' gradients), whatever
-the depth:
+the depth; both rules add the temporaries of one block's backward pass (the gradients of its
+activations, such as the (N, S, H_c) ones inside the channel MLP), freed block by block:
 
-    step peak:  BP ~ L x cache + all gradients      MF ~ 1 x cache + two blocks' gradients
+    step peak:  BP ~ L x cache + all gradients + temporaries
+                MF ~ 1 x cache + two blocks' gradients + temporaries
     total:      resident + step peak                (the resident part is the same for both)
 
 MF/BP on the step peak therefore falls like 1/L, while MF/BP on the total is bounded below by
@@ -60,11 +62,11 @@ import numpy as np
 
 from minimf.argtypes import positive_int
 from minimf.backend import BACKENDS, BackendError, get_backend
-from minimf.experiments.measure import MIB, TracemallocMeter, memory_meter, mixer_step_memory, mlp_step_memory
+from minimf.experiments.measure import (MIB, MLP_2X1000, TracemallocMeter, memory_meter, mixer_step_memory,
+                                        mlp_step_memory)
 
 IMAGES = {"pathmnist": ((3, 28, 28), 9), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
 DEFAULT_DEPTHS = [2, 4, 8, 16]
-MLP_SIZES = [784, 1000, 1000]       # the 2 x 1000 MLP on MNIST (MF v1's and BeyondBackpropagation's)
 LR = 1e-3
 SEED = 0
 CLAIM = 0.31                         # MF v2: MF needs 31% of BP's memory on MLP-Mixers (PathMNIST)
@@ -135,9 +137,9 @@ def main(argv=None):
             print(row(str(depth), result))
         if not args.no_mlp:
             print()
-            print(f"  the 2 x 1000 MLP ({'-'.join(map(str, MLP_SIZES))}, MNIST's 784 inputs, 10 classes), "
+            print(f"  the 2 x 1000 MLP ({'-'.join(map(str, MLP_2X1000))}, MNIST's 784 inputs, 10 classes), "
                   f"same batch size:")
-            print(row("MLP", mlp_step_memory(xp, MLP_SIZES, 10, args.batch_size, meter, seed=SEED, lr=LR)))
+            print(row("MLP", mlp_step_memory(xp, args.batch_size, meter, seed=SEED, lr=LR)))
         print()
         print(f"MF v2's claim: MF needs {CLAIM:.0%} of BP's memory on MLP-Mixers (PathMNIST; its Mixer's size, "
               f"batch and\n  meter could not be read). Here, total MF/BP: "

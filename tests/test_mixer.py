@@ -12,8 +12,9 @@ Then the networks: MF's local gradient of every parameter of every block against
 differences of that block's own loss; the gradient stopping at the block input (block 1's update
 is the gradient of L_1 alone, though L_2 depends on block 1; a check against the gradient of
 L_1 + L_2 fails); BP's gradients of the whole network; a few training steps lower the losses on both
-backends with no host sync in a step; the threaded pipeline, the batch split and the Ray
-actors give the sequential run's parameters; saving; MNIST with 4 x 4 patches and CIFAR-10's shape.
+backends with no host sync in a step; the threaded pipeline and the batch split give the sequential
+run's parameters (the Ray actors: tests/test_ray_pipeline.py); saving; MNIST with 4 x 4 patches and
+CIFAR-10's shape.
 """
 import math
 
@@ -64,7 +65,7 @@ def test_dense_over_the_last_axis(xp, rng):
     z, _ = dense_nd_forward(x, W, b)
     np.testing.assert_allclose(to_numpy(z), np.einsum("nsd,dh->nsh", to_numpy(x), to_numpy(W)) + to_numpy(b))
     print(check_layer(dense_nd_forward, dense_nd_backward, {"x": x, "W": W, "b": b}))
-    with pytest.raises(GradientCheckError, match="W"):     # dW summed over one example only
+    with pytest.raises(GradientCheckError, match=r"^W: wrong"):     # dW summed over one example only
         check_layer(dense_nd_forward, lambda dz, c: (dense_nd_backward(dz, c)[0],
                                                      dense_nd_backward(dz[:1], (c[0][:1], *c[1:]))[1],
                                                      dense_nd_backward(dz, c)[2]), {"x": x, "W": W, "b": b})
@@ -86,7 +87,7 @@ def test_patch_embedding_gradients(xp, rng):
     x, W, b = arrays(xp, rng, (2, 3, 8, 8), (48, 5), (5,))
     pair = (lambda x, W, b: patch_embed_forward(x, W, b, 4), patch_embed_backward)
     print(check_layer(*pair, {"x": x, "W": W, "b": b}))
-    with pytest.raises(GradientCheckError, match="x"):     # dx put back in the wrong order (no unpatchify)
+    with pytest.raises(GradientCheckError, match=r"^x: wrong"):     # dx put back in the wrong order (no unpatchify)
         check_layer(pair[0], lambda dX, c: ((dX @ c[0][1].T).reshape(c[1]), *patch_embed_backward(dX, c)[1:]),
                     {"x": x, "W": W, "b": b})
     none, dW, _ = patch_embed_backward(xp.ones((2, 4, 5)), pair[0](x, W, b)[1], input_grad=False)
@@ -111,7 +112,7 @@ def test_layer_norm_gradients(xp, rng):
         dx_hat = dy * g
         _, dgamma, dbeta = layer_norm_backward(dy, cache)
         return (dx_hat - dx_hat.mean(axis=-1, keepdims=True)) * inv_std, dgamma, dbeta
-    with pytest.raises(GradientCheckError, match="x"):
+    with pytest.raises(GradientCheckError, match=r"^x: wrong"):
         check_layer(layer_norm_forward, without_the_variance_term, inputs)
 
 
@@ -248,7 +249,7 @@ def test_mlp_check_rejects_a_missing_gelu_derivative(xp, rng):
         dh, dW2, db2 = dense_nd_backward(dout, cache2)
         dx, dW1, db1 = dense_nd_backward(dh, cache1)
         return dx, dW1, db1, dW2, db2
-    with pytest.raises(GradientCheckError, match="W1"):
+    with pytest.raises(GradientCheckError, match=r"^x, W1, b1: wrong \(W2 [^,]*, b2 [^)]* right\)"):
         check_layer(mlp_forward, linear_backward, {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2})
 
 
@@ -264,7 +265,7 @@ def test_token_mixing_gradients(xp, rng):
     def not_transposed(dt, cache):
         du, *rest = token_mixing_backward(dt, cache)
         return (du.transpose(0, 2, 1), *rest)
-    with pytest.raises(GradientCheckError, match="u"):
+    with pytest.raises(GradientCheckError, match=r"^u: wrong"):
         check_layer(token_mixing_forward, not_transposed, inputs)
 
 
@@ -322,7 +323,7 @@ def test_pooling_and_head_gradients(xp, rng):
     y, W, b = arrays(xp, rng, (2, 4, 3), (3, 5), (5,))
     print(check_layer(global_avg_pool_forward, global_avg_pool_backward, {"y": y}))
     print(check_layer(mixer_head_forward, mixer_head_backward, {"y": y, "W": W, "b": b}))
-    with pytest.raises(GradientCheckError, match="y"):       # summed, not averaged over patches
+    with pytest.raises(GradientCheckError, match=r"^y: wrong"):       # summed, not averaged over patches
         check_layer(global_avg_pool_forward, lambda dp, S: dp[:, None, :].repeat(S, axis=1), {"y": y})
 
 
@@ -333,7 +334,7 @@ def test_head_check_rejects_a_weight_gradient_of_summed_patches(xp, rng):
     def summed(dscores, cache):
         dy, dW, db = mixer_head_backward(dscores, cache)
         return dy, dW * cache[0], db
-    with pytest.raises(GradientCheckError, match="W"):
+    with pytest.raises(GradientCheckError, match=r"^W: wrong"):
         check_layer(mixer_head_forward, summed, {"y": y, "W": W, "b": b})
 
 
@@ -493,7 +494,7 @@ def test_bp_gradients_of_the_whole_network(backend, xp):
     net.layers[0].W[...] = mf.layers[0].params["embed_W"]
     net.layers[0].b[...] = mf.layers[0].params["embed_b"]
     wrong = {**net.gradients(x, y)[1], "tok_W1": mf.local_gradients(x, y)[0]["tok_W1"]}
-    with pytest.raises(GradientCheckError, match="tok_W1"):
+    with pytest.raises(GradientCheckError, match=r"^tok_W1: wrong"):
         check_gradients(loss, present(net.layers[1].params), wrong)
 
 
@@ -617,22 +618,6 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path, cls):
         np.testing.assert_array_equal(b, a, err_msg=label)
 
 
-def test_ray_actors_train_as_the_sequential_run(ray_cluster):
-    """Each block an actor on the session's local Ray instance: the sequential run's numbers, bit for bit."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    from minimf.parallel.ray_pipeline import RayPipeline
-    batches = make_batches(SHAPE, 4, 6, classes=CLASSES)
-    expected_net = mixer(MonoForwardMixer, dtype="float32")
-    with threadpoolctl.threadpool_limits(1):
-        expected = [[float(v) for v in expected_net.train_step(x, y)] for x, y in batches]
-    net = mixer(MonoForwardMixer, dtype="float32")
-    with RayPipeline(net, batches_per_call=2) as pipeline:
-        losses = pipeline.train(batches)
-    assert losses == expected
-    for label, a, b in parameter_pairs(expected_net, net):
-        np.testing.assert_array_equal(b, a, err_msg=label)
-
-
 # --- data sets' shapes -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape, patches", [((1, 28, 28), 49), ((3, 32, 32), 64), ((3, 28, 28), 49)])
@@ -703,7 +688,7 @@ def test_the_memory_benchmark_runs(capsys):
     out = capsys.readouterr().out
     assert "step peak MiB" in out and "31%" in out
     mlp = [line.split() for line in out.splitlines() if line.split()[:1] == ["MLP"]]
-    assert len(mlp) == 1 and mlp[0][-1] in ("99%", "100%", "101%")      # total MF/BP: the parameters dominate
+    assert len(mlp) == 1 and 0.9 < float(mlp[0][-1].rstrip("%")) / 100 < 1.1   # total MF/BP: parameters dominate
     rows = [line.split() for line in out.splitlines() if line.strip().split(" ")[0] in ("1", "3")]
     (_, _, _, _, _, mf1, bp1, *_), (_, _, _, _, _, mf3, bp3, *_) = rows
     assert float(bp3) > float(bp1) and float(mf3) < 1.5 * float(mf1)

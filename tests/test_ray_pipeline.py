@@ -1,5 +1,6 @@
 """Mono-Forward's layers as Ray actors (minimf/parallel/ray_pipeline.py), on a real local Ray instance
-started once for the test session (tests/conftest.py: ``ray_cluster``).
+started once for this module (tests/conftest.py: ``ray_cluster``): an MLP's dense layers, a CNN's blocks
+and a Mixer's blocks.
 
 Same numbers: the actors run each layer's step with one BLAS thread, so the sequential reference runs
 with one BLAS thread too (threadpoolctl), and then the parameters are equal bit for bit.
@@ -13,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from minimf import MonoForwardCNN, MonoForwardNet
+from minimf import MonoForwardCNN, MonoForwardMixer, MonoForwardNet
 from minimf.parallel import ray_pipeline
 from minimf.parallel.ray_pipeline import RayPipeline, RayPipelineError
 from minimf.train import main
@@ -36,6 +37,8 @@ NETS = {
     "mlp": lambda: MonoForwardNet(sizes=[20, 16, 12, 8], num_classes=10, seed=3),
     "cnn-channel-group": lambda: MonoForwardCNN(input_shape=(1, 8, 8), channels=(10, 10), num_classes=10, seed=3,
                                                 readout="channel-group"),
+    "mixer": lambda: MonoForwardMixer(input_shape=(1, 8, 8), patch=4, width=4, token_hidden=3, channel_hidden=5,
+                                      depth=2, num_classes=10, seed=3),
 }   # (the projection CNN's blocks run in the threaded pipeline's tests; one of each layer kind here: actors are slow to start)
 
 
@@ -51,7 +54,8 @@ def assert_identical(net_a, net_b):
         np.testing.assert_array_equal(b, a, err_msg=label)
 
 
-@pytest.mark.parametrize("name, per_call", [("mlp", 4), ("mlp", 1), ("mlp", 3), ("cnn-channel-group", 4)])
+@pytest.mark.parametrize("name, per_call", [("mlp", 4), ("mlp", 1), ("mlp", 3), ("cnn-channel-group", 4),
+                                            ("mixer", 4)])
 def test_actors_train_bit_for_bit_as_the_sequential_run(ray_cluster, name, per_call):
     """Every layer trains the same batches in the same order at the same rates, whether the batches
     travel one per call or in groups (3: a group of 3 and one of 1 in the first chunk)."""

@@ -43,6 +43,7 @@ from minimf.rules.mixer import BackpropMixer, MonoForwardMixer
 from minimf.rules.mono_forward import MonoForwardNet
 
 MIB = 2 ** 20
+MLP_2X1000 = (784, 1000, 1000)    # MF v1's MLP on MNIST, whose memory Spyra & Dzwinel measured too
 
 
 # --- memory meters -------------------------------------------------------------------------------
@@ -191,10 +192,10 @@ def mixer_step_memory(xp, input_shape, num_classes, depths, sizes, batch_size, m
     return results
 
 
-def mlp_step_memory(xp, sizes, num_classes, batch_size, meter, seed=0, lr=1e-3):
-    """The memory of one training step of an MF and a BP MLP of ``sizes`` (e.g. [784, 1000, 1000], the
-    2 x 1000 MLP) on one random batch of ``batch_size`` examples: measure_pair's result. Beside a
-    Mixer's, it shows where MF's advantage vanishes: the parameters dominate. The meter must be running."""
+def mlp_step_memory(xp, batch_size, meter, sizes=MLP_2X1000, num_classes=10, seed=0, lr=1e-3):
+    """The memory of one training step of an MF and a BP MLP of ``sizes`` (by default the 2 x 1000 MLP
+    on MNIST) on one random batch of ``batch_size`` examples: measure_pair's result. Beside a Mixer's,
+    it shows where MF's advantage vanishes: the parameters dominate. The meter must be running."""
     common = dict(sizes=list(sizes), num_classes=num_classes, backend=backend_name(xp), seed=seed, lr=lr)
     x, y = random_batch(batch_size, (sizes[0],), num_classes, seed, xp)
     return measure_pair(lambda: MonoForwardNet(**common), lambda: BackpropNet(**common), x, y, meter)

@@ -20,8 +20,8 @@ of one training step against depth.
 3. The memory: the allocator's peak of one training step (resident parameters and optimiser state
    plus the step's peak above them: measure.mixer_step_memory, the measurement of
    benchmarks/mixer_memory.py) of MF and BP Mixers of the same sizes at several depths, and the ratio
-   MF/BP beside MF v2's 31%; and of the 2 x 1000 MLP on the same images (measure.mlp_step_memory),
-   where MF's advantage vanishes. A plot draws the Mixers' against depth with the ratio.
+   MF/BP beside MF v2's 31%; and of the 2 x 1000 MLP on MNIST (measure.mlp_step_memory), where MF's
+   advantage vanishes. A plot draws the Mixers' totals against depth with the ratio.
 
 Data sets: MNIST (packaged), with 4 x 4 patches (S = 49); and PathMNIST (3 x 28 x 28, 9 classes),
 MF v2's Mixer benchmark, where its file sits in the data directory (it is placed there by hand,
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from minimf.datasets import DATASETS, num_classes
 from minimf.experiments.common import Report, image_datasets_present, markdown_table, pm, train_history
 from minimf.experiments.decomposition import ENOUGH_SEEDS, paired, paired_record
-from minimf.experiments.measure import MIB, memory_meter, mixer_step_memory, mlp_step_memory
+from minimf.experiments.measure import MIB, MLP_2X1000, memory_meter, mixer_step_memory, mlp_step_memory
 from minimf.experiments.tune import (LR_RANGE, MARGIN, SCHEDULES, SEARCH, SearchScale, choose, compare,
                                     draw_settings, search, settings_of)
 from minimf.experiments.workers import prefetch
@@ -46,7 +46,7 @@ from minimf.training.config import DEFAULT_MIXER
 RULES = ("mf", "bp")
 DATASETS_TRIED = ("mnist", "pathmnist")       # PathMNIST where its file is present
 CLAIM = 0.31                                  # MF v2: MF needs 31% of BP's memory on MLP-Mixers
-MLP_HIDDEN = (1000, 1000)                     # the 2 x 1000 MLP (MF v1's, and Spyra & Dzwinel's memory figure)
+MLP_LABEL = "MLP " + "-".join(map(str, MLP_2X1000))
 
 MIXERS = {"tiny": dict(patch=4, width=8, token_hidden=8, channel_hidden=16, depth=2),
           "quick": dict(patch=4, width=32, token_hidden=16, channel_hidden=64, depth=2),
@@ -119,25 +119,16 @@ def scores_by_seed(records):
 
 def step_memory(ctx, dataset, sizes):
     """measure.mixer_step_memory at this scale's depths and batch, the Mixer's other sizes, and
-    measure.mlp_step_memory of the 2 x 1000 MLP on the same images, flattened: ({depth: {"MF": {...},
+    measure.mlp_step_memory of the 2 x 1000 MLP on MNIST at the same batch: ({depth: {"MF": {...},
     "BP": {...}}}, {"MF": {...}, "BP": {...}}) with resident, step peak and total in MiB, and the
     parameters."""
     scale = MEMORY[ctx.scale.name]
     other = {k: v for k, v in sizes.items() if k != "depth"}
-    shape, classes = DATASETS[dataset].input_shape, num_classes(dataset)
     with memory_meter(ctx.xp) as meter:
-        mixers = mixer_step_memory(ctx.xp, shape, classes, scale.depths, other, scale.batch_size, meter,
-                                   seed=ctx.seeds[0])
-        mlp = mlp_step_memory(ctx.xp, mlp_sizes(shape), classes, scale.batch_size, meter, seed=ctx.seeds[0])
+        mixers = mixer_step_memory(ctx.xp, DATASETS[dataset].input_shape, num_classes(dataset), scale.depths, other,
+                                   scale.batch_size, meter, seed=ctx.seeds[0])
+        mlp = mlp_step_memory(ctx.xp, scale.batch_size, meter, seed=ctx.seeds[0])
     return {depth: in_mib(pair) for depth, pair in mixers.items()}, in_mib(mlp)
-
-
-def mlp_sizes(input_shape):
-    """The 2 x 1000 MLP's layer sizes on flattened images of ``input_shape``: [C*H*W, 1000, 1000]."""
-    inputs = 1
-    for n in input_shape:
-        inputs *= n
-    return [inputs, *MLP_HIDDEN]
 
 
 def in_mib(pair):
@@ -156,8 +147,8 @@ def memory_row(network, m):
             f"{m['MF']['total_mib'] / m['BP']['total_mib']:.0%}"]
 
 
-def memory_table(memory, mlp, mlp_label, batch_size):
-    rows = [memory_row(f"Mixer, depth {depth}", m) for depth, m in memory.items()] + [memory_row(mlp_label, mlp)]
+def memory_table(memory, mlp, batch_size):
+    rows = [memory_row(f"Mixer, depth {depth}", m) for depth, m in memory.items()] + [memory_row(MLP_LABEL, mlp)]
     header = ["network", "MF params (M)", "BP params (M)", "MF step peak MiB", "BP step peak MiB", "step MF/BP",
               "MF total MiB", "BP total MiB", f"total MF/BP (v2: {CLAIM:.0%})"]
     return (f"Memory of one training step (allocator's peak; batch {batch_size}; total = parameters and "
@@ -217,19 +208,18 @@ def mixer_comparison(ctx):
                                         "mf_minus_bp": paired_record(scores["mf"], scores["bp"])}
             report.tables += accuracy_tables(ctx, dataset, candidates, trials, chosen, runs, scores)
     memory_on = "pathmnist" if "pathmnist" in datasets else "mnist"
-    mlp_label = "MLP " + "-".join(map(str, mlp_sizes(DATASETS[memory_on].input_shape)))
     try:
         memory, mlp = step_memory(ctx, memory_on, sizes)
     except ValueError as err:          # the CPU stand-in for CuPy has no memory pool to measure
         memory, mlp, report.notes = None, None, report.notes + [f"No memory figure: {err}."]
     if memory:
         raw["memory"] = {"dataset": memory_on, "batch_size": MEMORY[s.name].batch_size, "by_depth": memory,
-                         "mlp": {"sizes": mlp_sizes(DATASETS[memory_on].input_shape), **mlp}}
-        report.tables.append(memory_table(memory, mlp, mlp_label, MEMORY[s.name].batch_size))
+                         "mlp_sizes": list(MLP_2X1000), "mlp": mlp}
+        report.tables.append(memory_table(memory, mlp, MEMORY[s.name].batch_size))
         report.figures = {"mixer_memory": lambda ax: plot_memory(
             ax, memory, f"MLP-Mixer, {memory_on} images, width {sizes['width']}, "
                         f"batch {MEMORY[s.name].batch_size}")}
-    report.notes += notes(ctx, datasets, memory, mlp, mlp_label)
+    report.notes += notes(ctx, datasets, memory, mlp)
     report.raw = raw
     return report
 
@@ -261,7 +251,7 @@ def mark(trial, best):
     return f"**{text}**" if trial is best else text
 
 
-def notes(ctx, datasets, memory, mlp=None, mlp_label="the MLP"):
+def notes(ctx, datasets, memory, mlp=None):
     lines = ["The test set played no part in the choice: the trials trained and were scored on held-out "
              "training images. Seed s gives MF and BP the same batch order and the same initial trunk."]
     if "pathmnist" not in datasets:
@@ -281,7 +271,8 @@ def notes(ctx, datasets, memory, mlp=None, mlp_label="the MLP"):
                  "whose share of BP's total bounds the ratio below (benchmarks/mixer_memory.py explains the "
                  "terms).")
     if mlp:
-        lines.append(f"The {mlp_label}, total MF/BP {mlp['MF']['total_mib'] / mlp['BP']['total_mib']:.0%}: its "
-                     "parameters and optimiser state dominate, and one layer's gradients outweigh a step's "
-                     "activations, so MF saves next to nothing there (as Spyra & Dzwinel found).")
+        ratio = mlp["MF"]["total_mib"] / mlp["BP"]["total_mib"]
+        lines.append(f"The 2 x 1000 MLP on MNIST ({MLP_LABEL}), total MF/BP {ratio:.0%}: its parameters and "
+                     "optimiser state dominate, and one layer's gradients outweigh a step's activations, so MF "
+                     "saves next to nothing there (as Spyra & Dzwinel found).")
     return lines

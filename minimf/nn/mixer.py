@@ -206,8 +206,8 @@ def gelu_backward(dh, cache):
     """(MX-10) dz = dh * (s + z s (1 - s) 2k (1 + 3a z^2)).
 
     dh: the shape of z. Returns dz, a new array (dh and the cache are only read). On NumPy in
-    cache-sized pieces (``host_pieces``), on CuPy in one piece, the whole array. Where z^3 overflows
-    (|z| above about 1e13 in float32) dv/dz is infinite and s (1 - s) zero, so dz is NaN: activations
+    cache-sized pieces (``host_pieces``), on CuPy in one piece, the whole array. Where z dv/dz (about
+    0.2 z^3) overflows (|z| above about 1e13 in float32) and s (1 - s) is zero, dz is NaN: activations
     that large mean training has diverged, and the training loop stops on the parameters that are no
     longer finite (minimf/training/loop.py's ``TrainingDiverged``)."""
     z, s = cache
@@ -310,7 +310,7 @@ def block_cache_numbers(N, S, D, token_hidden, channel_hidden):
 
         4 N S D          LN_1's and LN_2's x^ (MX-7), the token MLP's transposed input T(LN_1(X)),
                          the channel MLP's input LN_2(U)
-      + 3 N D H_t        the token MLP's z = v W_1 + b_1, s = sigmoid(2k(z + a z^3)) and h = gelu(z)
+      + 3 N D H_t        the token MLP's z = x W_1 + b_1, s = sigmoid(v) and h = gelu(z) (MX-9)
       + 3 N S H_c        the channel MLP's z, s and h
       + 2 N S            LN_1's and LN_2's 1/sqrt(var + eps), one per patch
 

@@ -37,10 +37,10 @@ driver's network, so that evaluation, ``model.npz`` and checkpoints (minimf/chec
 for every other run, and ``--resume`` continues a Ray run.
 
 Which rules: Mono-Forward's dense layers, conv blocks (either read-out) and Mixer blocks, as in the
-threaded pipeline. Forward-Forward's layers are local too, but its read-out takes every layer's activities at
-once (a fan-in from all layers, not a chain) and its negative labels are drawn per step by the
-network's own generator, which would have to live in the first actor; Scalable FF's blocks are a
-chain and could join. Neither is wired up yet: their classes say ``PIPELINE = False``.
+threaded pipeline. Forward-Forward's layers are local too, but its read-out takes every layer's
+activities at once (a fan-in from all layers, not a chain) and its negative labels are drawn per
+step by the network's own generator, which would have to live in the first actor; Scalable FF's
+blocks are a chain and could join. Neither is wired up yet: their classes say ``PIPELINE = False``.
 
 Faults: a worker that dies (its process killed, its machine lost) raises ``WorkerDied``;
 ``python -m minimf.train`` then continues from the last checkpoint (minimf/train.py), so the run ends
