@@ -353,7 +353,7 @@ def cached_numbers(cache, params):
 
 @pytest.mark.parametrize("N, S, D, H_t, H_c", [(2, 4, 3, 5, 7), (3, 9, 8, 2, 16)])
 def test_block_cache_numbers_counts_the_cache(rng, N, S, D, H_t, H_c):
-    """The cache estimate of lesson 15 and benchmarks/mixer_memory.py is the cache's true size."""
+    """block_cache_numbers, which lesson 15 and benchmarks/mixer_memory.py quote, is the cache's true size."""
     p = init_block(rng, S, D, H_t, H_c, np)
     _, cache = mixer_block_forward(rng.standard_normal((N, S, D)).astype("float32"), p)
     assert cached_numbers(cache, p) == block_cache_numbers(N, S, D, H_t, H_c)
